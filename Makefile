@@ -1,0 +1,47 @@
+# The README's commands. Each creates .venv and installs the locked set when missing.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+UV_VER  := 0.13.9
+STAMP   := $(VENV)/.installed
+
+export MLFLOW_DISABLE_TELEMETRY := true
+export GX_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: install demo test lint fmt bench lock up clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VER)"
+	$(BIN)/uv pip sync --python $(BIN)/python --quiet requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ctrain demo
+
+test: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+fmt: $(STAMP)
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+up: $(STAMP)
+	$(BIN)/ctrain up
+
+lock: $(STAMP)
+	$(BIN)/uv pip compile requirements.txt --python-version 3.11 --no-header --quiet -o requirements.lock
+	sed -i '1i # Full resolved set of requirements.txt for Python 3.11 (like Airflow constraints). Regenerate: make lock' requirements.lock
+
+clean:
+	rm -rf $(VENV) .ctrain

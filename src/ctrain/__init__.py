@@ -1,0 +1,1 @@
+"""ctrain: continuous training on Apache Airflow."""

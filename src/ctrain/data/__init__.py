@@ -1,0 +1,1 @@
+"""Data sources: the generated demo stream."""

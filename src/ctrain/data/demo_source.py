@@ -1,0 +1,116 @@
+"""A generated stream of realistic tabular batches for the demo and the tests.
+
+Churn-like binary classification: numeric and categorical features, correlated inputs, noise, an
+imbalanced target, a missing-value column. Deterministic by (seed, batch index). Two knobs drive
+drift from a chosen batch on: ``covariate_shift_from`` moves feature distributions (the label rule
+is unchanged), ``concept_drift_from`` changes the label rule (feature distributions unchanged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ctrain.storage import write_bytes_atomic, write_parquet_atomic
+
+REGIONS = ["north", "south", "east", "west"]
+PLANS = ["basic", "standard", "premium"]
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class DemoSource:
+    """Generator of batch ``i`` of the demo stream."""
+
+    seed: int = 7
+    batch_rows: int = 1500
+    positive_rate: float = 0.2
+    covariate_shift_from: int | None = None
+    covariate_shift: float = 1.5
+    concept_drift_from: int | None = None
+
+    def batch(self, index: int) -> pd.DataFrame:
+        rng = np.random.default_rng([self.seed, index])
+        n = self.batch_rows
+        shifted = self.covariate_shift_from is not None and index >= self.covariate_shift_from
+        concept = self.concept_drift_from is not None and index >= self.concept_drift_from
+        s = self.covariate_shift if shifted else 0.0
+
+        region = rng.choice(REGIONS, size=n, p=[0.4, 0.3, 0.2, 0.1] if not shifted else [0.1, 0.2, 0.3, 0.4])
+        plan = rng.choice(PLANS, size=n, p=[0.5, 0.35, 0.15])
+        tenure = rng.gamma(2.0, 12.0, size=n) + 4.0 * s
+        spend = 20 + 15 * (plan == "standard") + 45 * (plan == "premium") + rng.normal(0, 8, n) + 10 * s
+        calls = rng.poisson(1.5 + 1.0 * s, size=n).astype(float)
+        usage = np.clip(rng.normal(30 - 0.1 * tenure, 8, n), 0, None)
+        discount = np.clip(rng.beta(2, 8, n) + 0.1 * s, 0, 1)
+        delay = rng.exponential(3.0 + 2 * s, n)
+        delay[rng.random(n) < 0.05] = np.nan  # payment_delay_days is nullable: 5% missing
+
+        z = (
+            -0.045 * tenure
+            + 0.55 * calls
+            - 0.04 * usage
+            + 0.02 * (spend - 40)
+            - 2.0 * discount
+            + 0.08 * np.nan_to_num(delay, nan=3.0)
+            + 0.6 * (region == "west")
+            - 0.3 * (plan == "premium")
+        )
+        if concept:
+            # The label rule changes: tenure and support calls swap roles, usage flips sign.
+            z = (
+                0.04 * tenure
+                - 0.5 * calls
+                + 0.05 * usage
+                + 0.02 * (spend - 40)
+                - 2.0 * discount
+                - 0.6 * (region == "west")
+            )
+        z = z + rng.normal(0, 0.6, n)
+        # Centre the logit so the positive rate is close to the chosen one (class imbalance).
+        z = z - np.quantile(z, 1 - self.positive_rate)
+        label = (rng.random(n) < 1 / (1 + np.exp(-3 * z))).astype(int)
+
+        start = EPOCH + timedelta(days=index)
+        times = start + pd.to_timedelta(np.sort(rng.uniform(0, 86_400, n)), unit="s")
+        return pd.DataFrame(
+            {
+                "row_id": [f"b{index:04d}-{i:06d}" for i in range(n)],
+                "event_time": times,
+                "tenure_months": tenure.round(2),
+                "monthly_spend": spend.round(2),
+                "support_calls": calls,
+                "usage_hours": usage.round(2),
+                "discount_rate": discount.round(4),
+                "payment_delay_days": delay.round(2),
+                "region": region,
+                "plan": plan,
+                "label": label,
+            }
+        )
+
+    def write_batch(self, index: int, folder: Path, fmt: str = "parquet") -> Path:
+        """Write batch ``index`` atomically into ``folder`` as ``batch_{index:04d}.{fmt}``."""
+        df = self.batch(index)
+        path = folder / f"batch_{index:04d}.{fmt}"
+        if fmt == "csv":
+            write_bytes_atomic(path, df.to_csv(index=False).encode("utf-8"))
+        else:
+            write_parquet_atomic(path, df)
+        return path
+
+
+def corrupt_rows(df: pd.DataFrame, fraction: float, seed: int = 0) -> pd.DataFrame:
+    """Break a share of rows the way real feeds break: unknown categories, impossible values, nulls."""
+    out = df.copy()
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(out), size=max(1, int(len(out) * fraction)), replace=False)
+    thirds = np.array_split(idx, 3)
+    out.loc[out.index[thirds[0]], "region"] = "atlantis"
+    out.loc[out.index[thirds[1]], "discount_rate"] = 7.5
+    out.loc[out.index[thirds[2]], "label"] = np.nan
+    return out

@@ -1,0 +1,1 @@
+"""Ingest: validate each landed batch and route it to accepted/ or quarantine/."""

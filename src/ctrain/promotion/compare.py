@@ -1,0 +1,166 @@
+"""Compare challenger and champion on the same held-out rows, with a paired bootstrap.
+
+Both models score the same rows; each bootstrap resample draws row indices once and computes both
+metrics on them, so the interval is of the *paired* difference. The decision rules, in order:
+validation status, absolute floors, first champion, force, significance plus minimum improvement,
+then slice guardrails. The first rule that decides is named in the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ctrain.context import RunContext
+from ctrain.promotion import CHAMPION
+from ctrain.promotion.metrics import greater_is_better, metric_value
+from ctrain.settings import PromotionConfig, Settings
+from ctrain.storage import write_json_atomic
+from ctrain.training.model import features, positive_scores, target
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """Metric of each model on the same rows and the bootstrap interval of their difference."""
+
+    challenger: float
+    champion: float
+    diff: float  # oriented so that positive means the challenger is better
+    ci_low: float
+    ci_high: float
+    n_rows: int
+    n_resamples: int
+
+
+def paired_bootstrap(
+    y: np.ndarray, s_new: np.ndarray, s_old: np.ndarray, metric: str, n_boot: int, confidence: float, seed: int
+) -> PairedResult:
+    """Percentile interval of ``metric(new) - metric(old)`` over paired row resamples."""
+    sign = 1.0 if greater_is_better(metric) else -1.0
+    new, old = metric_value(metric, y, s_new), metric_value(metric, y, s_old)
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    diffs = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        yb = y[idx]
+        if yb.min() == yb.max():  # a resample with one class has no AUC; draw again next round
+            continue
+        diffs.append(sign * (metric_value(metric, yb, s_new[idx]) - metric_value(metric, yb, s_old[idx])))
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(diffs, [alpha, 1 - alpha]) if diffs else (np.nan, np.nan)
+    return PairedResult(new, old, sign * (new - old), float(lo), float(hi), n, len(diffs))
+
+
+def slice_metrics(
+    frame: pd.DataFrame, y: np.ndarray, s_new: np.ndarray, s_old: np.ndarray | None, cfg: PromotionConfig
+) -> list[dict[str, Any]]:
+    """The metric per value of each slice column, for slices with enough rows and both classes."""
+    out = []
+    for col in cfg.slice_columns:
+        for value, idx in frame.groupby(col, dropna=False).indices.items():
+            if len(idx) < cfg.slice_min_rows or len(np.unique(y[idx])) < 2:
+                continue
+            row = {"column": col, "value": str(value), "rows": len(idx), "challenger": metric_value(cfg.metric, y[idx], s_new[idx])}
+            if s_old is not None:
+                row["champion"] = metric_value(cfg.metric, y[idx], s_old[idx])
+                sign = 1.0 if greater_is_better(cfg.metric) else -1.0
+                row["diff"] = sign * (row["challenger"] - row["champion"])
+            out.append(row)
+    return out
+
+
+def decide(
+    cfg: PromotionConfig,
+    validation_status: str,
+    floors: dict[str, float],
+    paired: PairedResult | None,
+    slices: list[dict[str, Any]],
+    force: bool,
+) -> tuple[str, str, str]:
+    """``(action, rule, reason)`` with action ``promote`` or ``reject``."""
+    if validation_status != "passed":
+        return "reject", "validation", f"validation_status is {validation_status!r}, not 'passed'"
+    for name, value in floors.items():
+        floor = cfg.floors[name]
+        ok = value >= floor if greater_is_better(name) else value <= floor
+        if not ok:
+            return "reject", "floor", f"{name}={value:.4f} misses the absolute floor {floor}"
+    if paired is None:
+        return "promote", "first_champion", "no champion yet and every absolute floor is met"
+    if force:
+        return "promote", "forced", "force=true: comparison recorded but not required"
+    interval = f"{paired.diff:+.4f} [{paired.ci_low:+.4f}, {paired.ci_high:+.4f}] at {cfg.confidence:.0%}"
+    if not paired.ci_low > 0:
+        return "reject", "not_significant", f"{cfg.metric} difference {interval} does not exclude 0"
+    if paired.diff < cfg.min_improvement:
+        return "reject", "min_improvement", f"{cfg.metric} difference {interval} is below min_improvement {cfg.min_improvement}"
+    for s in slices:
+        if "diff" in s and s["diff"] < -cfg.slice_tolerance:
+            return (
+                "reject",
+                "slice_guardrail",
+                f"slice {s['column']}={s['value']} ({s['rows']} rows) is worse by {-s['diff']:.4f} "
+                f"> slice_tolerance {cfg.slice_tolerance}",
+            )
+    return "promote", "significant_improvement", f"{cfg.metric} difference {interval} excludes 0 and meets min_improvement"
+
+
+def compare(
+    settings: Settings, challenger: dict[str, Any], dataset: dict[str, Any], ctx: RunContext, client
+) -> dict[str, Any]:
+    """Score both models on the held-out rows and propose promote or reject, with the evidence.
+
+    Returns a small summary (for XCom); the full comparison is written next to the dataset.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    cfg, spec, name = settings.promotion, settings.dataset, settings.model_name
+    try:
+        champion_version: str | None = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        champion_version = None
+    version = str(challenger["version"])
+    mv = client.get_model_version(name, version)
+    holdout = pd.read_parquet(dataset["holdout_uri"])
+    X = features(holdout, spec)
+    y = target(holdout, spec) == spec.positive_class
+    s_new = positive_scores(mlflow.sklearn.load_model(f"models:/{name}/{version}"), X, spec.positive_class)
+    s_old = None
+    paired = None
+    if champion_version is not None and champion_version != version:
+        s_old = positive_scores(mlflow.sklearn.load_model(f"models:/{name}/{champion_version}"), X, spec.positive_class)
+        paired = paired_bootstrap(y, s_new, s_old, cfg.metric, cfg.n_bootstrap, cfg.confidence, settings.training.seed)
+    floors = {m: metric_value(m, y, s_new) for m in cfg.floors}
+    slices = slice_metrics(X, y, s_new, s_old, cfg)
+    action, rule, reason = decide(cfg, mv.tags.get("validation_status", "missing"), floors, paired, slices, ctx.force)
+
+    result = {
+        "model_name": name,
+        "challenger_version": version,
+        "champion_seen": champion_version,
+        "action": action,
+        "rule": rule,
+        "reason": reason,
+        "metric": cfg.metric,
+        "challenger_metric": metric_value(cfg.metric, y, s_new),
+        "champion_metric": paired.champion if paired else None,
+        "diff": paired.diff if paired else None,
+        "ci_low": paired.ci_low if paired else None,
+        "ci_high": paired.ci_high if paired else None,
+        "confidence": cfg.confidence,
+        "n_resamples": paired.n_resamples if paired else 0,
+        "holdout_rows": len(holdout),
+        "dataset_id": dataset["dataset_id"],
+        "floors": {m: {"value": v, "floor": cfg.floors[m]} for m, v in floors.items()},
+        "slices": slices,
+    }
+    path = settings.datasets_dir / dataset["dataset_id"] / f"comparison-v{version}-vs-{champion_version or 'none'}.json"
+    write_json_atomic(path, result)
+    summary = {k: v for k, v in result.items() if k not in ("slices", "floors")}
+    summary["comparison_uri"] = str(path)
+    return summary

@@ -1,0 +1,262 @@
+"""One typed settings object: the project YAML, overridden by ``CTRAIN_*`` environment variables.
+
+Nothing happens at import: no folder is created and no tracking URI is set. ``load_settings()``
+reads the YAML named by ``CTRAIN_PROJECT`` (or the packaged demo project) and returns a frozen
+``Settings``; the paths it derives are computed, never created, until a verb writes there.
+Nested values can be set from the environment with ``__``, e.g. ``CTRAIN_PROMOTION__MODE=dry_run``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Severity = Literal["block", "warn"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSpec(_Strict):
+    """One input column of the model."""
+
+    name: str
+    type: Literal["numeric", "categorical"]
+    nullable: bool = False
+
+
+class ExpectationSpec(_Strict):
+    """A user expectation: a Great Expectations 1.x expectation type and its arguments."""
+
+    type: str = Field(description="snake_case GX expectation type, e.g. expect_column_values_to_be_between")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    severity: Severity = "block"
+
+
+class DatasetConfig(_Strict):
+    """Where batches land and what a batch looks like."""
+
+    landing_dir: Path | None = None
+    target: str = "label"
+    classes: list[int | str] = Field(default_factory=lambda: [0, 1])
+    positive_class: int | str = 1
+    id_column: str = "row_id"
+    event_time_column: str = "event_time"
+    features: list[FeatureSpec]
+    expectations: list[ExpectationSpec] = Field(default_factory=list)
+    reference_file: Path | None = Field(
+        default=None,
+        description="File whose ranges and category sets define valid values; "
+        "when unset, the first batch that passes the schema checks defines them.",
+    )
+
+    @field_validator("features")
+    @classmethod
+    def _unique_features(cls, v: list[FeatureSpec]) -> list[FeatureSpec]:
+        names = [f.name for f in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"feature names repeat: {names}")
+        if not names:
+            raise ValueError("at least one feature is required")
+        return v
+
+    @property
+    def numeric(self) -> list[str]:
+        return [f.name for f in self.features if f.type == "numeric"]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [f.name for f in self.features if f.type == "categorical"]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+
+class ValidationConfig(_Strict):
+    """How batches are judged."""
+
+    min_rows: int = 50
+    range_margin: float = Field(0.5, ge=0, description="learned ranges widen by this share of their span")
+    severity: dict[str, Severity] = Field(
+        default_factory=dict,
+        description="per built-in check (schema, not_null, unique_id, range, category, target, "
+        "row_count, type) severity override; all block by default",
+    )
+    row_split_max_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="if more than this share of rows fail, the whole batch is quarantined",
+    )
+
+
+class CandidateSpec(_Strict):
+    """A candidate estimator and its small hyperparameter grid."""
+
+    name: str
+    estimator: str = Field(description="import path, e.g. sklearn.linear_model.LogisticRegression")
+    params: dict[str, Any] = Field(default_factory=dict, description="fixed constructor arguments")
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+
+
+class TrainingConfig(_Strict):
+    window_batches: int = Field(0, ge=0, description="most recent accepted batches; 0 means all")
+    holdout_fraction: float = Field(0.25, gt=0, lt=1)
+    min_train_rows: int = 200
+    seed: int = 42
+    cv_folds: int = Field(3, ge=2)
+    metric: str = "roc_auc"
+    candidates: list[CandidateSpec]
+
+
+class PromotionConfig(_Strict):
+    mode: Literal["enabled", "dry_run"] = "enabled"
+    metric: Literal["roc_auc", "average_precision", "accuracy", "f1", "log_loss"] = "roc_auc"
+    min_improvement: float = Field(0.0, ge=0)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    n_bootstrap: int = Field(1000, ge=100)
+    floors: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.6})
+    slice_columns: list[str] = Field(default_factory=list)
+    slice_tolerance: float = Field(0.05, ge=0)
+    slice_min_rows: int = Field(50, ge=1)
+    lock_timeout_s: float = 60.0
+
+
+class DemoConfig(_Strict):
+    seed: int = 7
+    batch_rows: int = 1500
+    positive_rate: float = Field(0.2, gt=0, lt=1)
+    covariate_shift_from: int | None = None
+    covariate_shift: float = 1.5
+    concept_drift_from: int | None = None
+
+
+class Settings(BaseSettings):
+    """Everything ctrain needs, from the project YAML and ``CTRAIN_*`` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CTRAIN_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    home: Path = Path(".ctrain")
+    model_name: str = "ctrain-demo"
+    experiment: str = "ctrain-training"
+    decisions_experiment: str = "ctrain-decisions"
+    tracking_uri: str | None = None
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
+    lock_url: str | None = Field(
+        default=None, description="postgresql://... for an advisory lock; a file lock when unset"
+    )
+    dags_folder: Path | None = None
+    dataset: DatasetConfig
+    validation: ValidationConfig = ValidationConfig()
+    training: TrainingConfig
+    promotion: PromotionConfig = PromotionConfig()
+    demo: DemoConfig = DemoConfig()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, **_unused):
+        # The YAML arrives as init kwargs; the environment must win over it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _slices_are_features(self) -> Settings:
+        unknown = set(self.promotion.slice_columns) - set(self.dataset.categorical)
+        if unknown:
+            raise ValueError(f"promotion.slice_columns must be categorical features: {sorted(unknown)}")
+        return self
+
+    # Derived paths: computed, never created here.
+    @cached_property
+    def root(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def landing_dir(self) -> Path:
+        return (self.dataset.landing_dir or self.root / "landing").expanduser().resolve()
+
+    @property
+    def processed_dir(self) -> Path:
+        """Where an input file goes once its outcome is written (never deleted)."""
+        return self.root / "processed"
+
+    @property
+    def accepted_dir(self) -> Path:
+        return self.root / "accepted"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def outcomes_dir(self) -> Path:
+        return self.root / "outcomes"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.root / "datasets"
+
+    @property
+    def profile_path(self) -> Path:
+        return self.root / "reference" / "profile.json"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.root / "mlflow"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return (self.mlflow_dir / "artifacts").as_uri()
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.root / "airflow"
+
+    @property
+    def resolved_dags_folder(self) -> Path:
+        return (self.dags_folder or project_root() / "dags").resolve()
+
+
+def project_root() -> Path:
+    """The checkout this package was installed from (editable install)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def default_project_file() -> Path:
+    return Path(str(resources.files("ctrain") / "project.yaml"))
+
+
+def load_settings(project_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read the project YAML (``CTRAIN_PROJECT`` or the packaged demo) into ``Settings``.
+
+    Raises:
+        ValueError: the file is missing or is not a mapping, or a value has the wrong type; the
+            message names the file and the field.
+    """
+    path = Path(project_file or os.environ.get("CTRAIN_PROJECT") or default_project_file())
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ValueError(f"cannot read project file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"project file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"project file {path} must hold a mapping, not {type(data).__name__}")
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ValueError(f"project file {path}: {exc}") from exc

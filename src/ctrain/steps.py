@@ -1,0 +1,108 @@
+"""The loop's steps with their default collaborators, in XCom-sized values in and out.
+
+Each DAG task calls one of these; the CLI and the benchmarks call them in one process. They build
+the settings and MLflow client, then hand them to the verb modules, which take them as arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ctrain.context import RunContext
+from ctrain.settings import Settings, load_settings
+
+
+def _settings(settings: Settings | None) -> Settings:
+    return settings or load_settings()
+
+
+def list_landed(settings: Settings | None = None) -> list[str]:
+    """Files waiting in the landing folder; learns the reference profile on first use."""
+    from ctrain.ingest.ingest import ensure_profile, pending_files
+
+    s = _settings(settings)
+    files = pending_files(s)
+    ensure_profile(s, files)
+    return [str(p) for p in files]
+
+
+def ingest_one(path: str, settings: Settings | None = None) -> dict[str, Any]:
+    from ctrain.ingest.ingest import ingest_file
+    from ctrain.ingest.profile import load_profile
+
+    s = _settings(settings)
+    out = ingest_file(Path(path), s, load_profile(s.profile_path))
+    keep = ("batch_id", "status", "reason", "rows_in", "rows_accepted", "rows_quarantined", "accepted_uri", "quarantine_uri")
+    return {k: out.get(k) for k in keep}
+
+
+def assemble(window_batches: int | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    from ctrain.training.assemble import assemble_window
+
+    return assemble_window(_settings(settings), window_batches)
+
+
+def validate_set(dataset: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    from ctrain.training.validate_set import validate_training_set
+
+    return validate_training_set(_settings(settings), dataset)
+
+
+def train(dataset: dict[str, Any], ctx: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    from ctrain.tracking import configure
+    from ctrain.training.train import train as _train
+
+    s = _settings(settings)
+    return _train(s, dataset, RunContext.from_dict(ctx), configure(s))
+
+
+def evaluate(trained: dict[str, Any], dataset: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    from ctrain.tracking import configure
+    from ctrain.training.evaluate import evaluate as _evaluate
+
+    s = _settings(settings)
+    configure(s)
+    return {**_evaluate(s, trained, dataset), "mlflow_run_id": trained["mlflow_run_id"], "experiment_id": trained["experiment_id"]}
+
+
+def register(
+    trained: dict[str, Any], dataset: dict[str, Any], validation: dict[str, Any], evaluation: dict[str, Any],
+    ctx: dict[str, Any], settings: Settings | None = None,
+) -> dict[str, Any]:
+    from ctrain.promotion.register import register as _register
+    from ctrain.tracking import configure
+
+    s = _settings(settings)
+    return _register(s, trained, dataset, validation, evaluation, RunContext.from_dict(ctx), configure(s))
+
+
+def compare(challenger: dict[str, Any], dataset: dict[str, Any], ctx: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    from ctrain.promotion.compare import compare as _compare
+    from ctrain.tracking import configure
+
+    s = _settings(settings)
+    return _compare(s, challenger, dataset, RunContext.from_dict(ctx), configure(s))
+
+
+def promote(comparison: dict[str, Any], ctx: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    from ctrain.promotion.promote import promote as _promote
+    from ctrain.tracking import configure
+
+    s = _settings(settings)
+    rec = _promote(s, comparison, RunContext.from_dict(ctx), configure(s))
+    keep = ("decision", "rule", "reason", "challenger_version", "champion_before", "champion_after", "record_run_id", "model_name")
+    return {k: rec.get(k) for k in keep}
+
+
+def run_training(ctx: RunContext, window_batches: int | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    """The whole ct_training pipeline in this process (what the DAG runs, without Airflow)."""
+    s = _settings(settings)
+    c = ctx.to_dict()
+    dataset = assemble(window_batches, s)
+    validation = validate_set(dataset, s)
+    trained = train(dataset, c, s)
+    evaluation = evaluate(trained, dataset, s)
+    challenger = register(trained, dataset, validation, evaluation, c, s)
+    comparison = compare(challenger, dataset, c, s)
+    return promote(comparison, c, s)

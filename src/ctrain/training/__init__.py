@@ -1,0 +1,1 @@
+"""Training: assemble the window, validate it, train candidates, evaluate the best on held-out rows."""

@@ -1,0 +1,56 @@
+"""Assemble the training window from accepted batches and split off a time-ordered held-out slice."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ctrain.ingest.ingest import accepted_batches, read_accepted
+from ctrain.settings import Settings
+from ctrain.storage import frame_hash, read_json, write_json_atomic, write_parquet_atomic
+
+
+class NoTrainingData(Exception):
+    """There is nothing accepted to train on."""
+
+
+def assemble_window(settings: Settings, window_batches: int | None = None) -> dict[str, Any]:
+    """Write the window's train and held-out Parquet files, addressed by content hash.
+
+    The last ``holdout_fraction`` of rows by event time is held out, so evaluation and the
+    champion comparison look at the newest data. Re-running on the same accepted data finds the
+    same hash and returns the existing files.
+    """
+    window = settings.training.window_batches if window_batches is None else window_batches
+    paths = accepted_batches(settings)
+    if window:
+        paths = paths[-window:]
+    if not paths:
+        raise NoTrainingData(f"no accepted batches in {settings.accepted_dir}: ingest data first")
+    spec = settings.dataset
+    df = read_accepted(paths)
+    df = df.drop_duplicates(subset=[spec.id_column], keep="last")
+    df = df.sort_values([spec.event_time_column, spec.id_column], kind="stable").reset_index(drop=True)
+    content_hash = frame_hash(df)
+    folder = settings.datasets_dir / content_hash
+    if (folder / "meta.json").exists():
+        return read_json(folder / "meta.json")
+
+    n_hold = math.ceil(len(df) * settings.training.holdout_fraction)
+    train, holdout = df.iloc[:-n_hold], df.iloc[-n_hold:]
+    times = df[spec.event_time_column]
+    meta = {
+        "dataset_id": content_hash,
+        "content_hash": content_hash,
+        "train_uri": str(write_parquet_atomic(folder / "train.parquet", train)),
+        "holdout_uri": str(write_parquet_atomic(folder / "holdout.parquet", holdout)),
+        "rows_train": len(train),
+        "rows_holdout": len(holdout),
+        "batches": [p.stem for p in paths],
+        "window_start": times.min().isoformat(),
+        "window_end": times.max().isoformat(),
+        "holdout_start": holdout[spec.event_time_column].min().isoformat(),
+    }
+    meta["window"] = f"{meta['window_start']}..{meta['window_end']} ({len(paths)} batches)"
+    write_json_atomic(folder / "meta.json", meta)
+    return meta
