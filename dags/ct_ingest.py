@@ -1,0 +1,64 @@
+"""
+### ct_ingest: validate landed batches
+
+Every file in the landing folder (`CTRAIN_HOME/landing` or `dataset.landing_dir`) is validated with
+Great Expectations. Passing rows go to `accepted/`; failing batches or rows go to
+`quarantine/<batch>/` with the GX result and a one-line reason. The input file is moved to
+`processed/` only after its outcome is written. When anything was accepted, the task
+`publish_accepted` emits the `ctrain_accepted` asset, which starts `ct_training`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Asset, dag, task
+
+ACCEPTED = Asset(name="ctrain_accepted", uri="file:///ctrain/accepted")
+
+DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(seconds=20)}
+
+
+@dag(
+    dag_id="ct_ingest",
+    schedule="*/15 * * * *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["ctrain", "ingest"],
+    doc_md=__doc__,
+)
+def ct_ingest():
+    @task
+    def list_new_batches() -> list[str]:
+        """Files waiting in the landing folder; learns the reference profile on first use."""
+        from ctrain import steps
+
+        return steps.list_landed()
+
+    @task(map_index_template="{{ task.op_kwargs['path'].rsplit('/', 1)[-1] }}")
+    def validate_batch(path: str) -> dict:
+        """Validate one file and route it to accepted/ or quarantine/."""
+        from ctrain import steps
+
+        return steps.ingest_one(path)
+
+    @task(outlets=[ACCEPTED])
+    def publish_accepted(outcomes: list[dict]) -> dict:
+        """Emit the accepted-data asset when any rows were accepted."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        outcomes = list(outcomes)
+        accepted = [o["batch_id"] for o in outcomes if o["rows_accepted"]]
+        if not accepted:
+            raise AirflowSkipException("no rows accepted in this run: nothing to publish")
+        return {
+            "accepted_batches": accepted,
+            "quarantined": [o["batch_id"] for o in outcomes if o["rows_quarantined"] or o["status"] == "quarantined"],
+        }
+
+    publish_accepted(validate_batch.expand(path=list_new_batches()))
+
+
+ct_ingest()
