@@ -36,13 +36,19 @@ class Check:
     detail: str = ""
 
     def describe(self, batch_id: str, n_rows: int) -> str:
+        """One line: the batch, the expectation, the column and what was wrong."""
         where = f"column {self.column!r}" if self.column else "the table"
         if self.rows is not None:
-            what = f"{self.unexpected_count} of {n_rows} rows"
+            what = f"{self.unexpected_count} of {n_rows} rows" + (f", {self.detail}" if self.detail else "")
+        elif self.expectation == "expect_column_to_exist":
+            what = "the column is missing"
         else:
             what = self.detail or "failed"
-        return f"batch {batch_id}: {self.expectation} failed on {where}: {what}" + (
-            f" ({self.detail})" if self.rows is not None and self.detail else ""
+        return f"batch {batch_id}: {self.expectation} failed on {where}: {what}"
+
+    def short(self) -> str:
+        return f"{self.expectation} on {self.column!r} ({self.unexpected_count} rows" + (
+            f", {self.detail})" if self.detail else ")"
         )
 
 
@@ -105,9 +111,8 @@ def run_expectations(
             detail = f"could not be evaluated: {exc}"
         elif rows is None and "observed_value" in res:
             detail = f"observed {res['observed_value']!r}"
-        elif res.get("partial_unexpected_list"):
-            sample = res["partial_unexpected_list"][:3]
-            detail = f"e.g. {sample}"
+        elif res.get("partial_unexpected_list") and cfg.type != "expect_column_values_to_not_be_null":
+            detail = f"e.g. {res['partial_unexpected_list'][:3]}"
         checks.append(
             Check(
                 check=cfg.meta.get("ctrain_check", "user"),
@@ -230,17 +235,14 @@ def validate_batch(
 
     if batch_level:
         status, reason, bad[:] = "quarantined", batch_level[0].describe(batch_id, n), True
-    elif bad.all() or bad.mean() > cfg.row_split_max_fraction:
-        first = next(c for c in blocking if c.rows)
-        reason = (
-            f"{first.describe(batch_id, n)}; {int(bad.sum())} of {n} rows fail in all, more than "
-            f"row_split_max_fraction={cfg.row_split_max_fraction}, so the whole batch is quarantined"
-        )
-        status, bad[:] = "quarantined", True
     elif bad.any():
-        first = next(c for c in blocking if c.rows)
-        status = "partial"
-        reason = f"{first.describe(batch_id, n)}; {int(bad.sum())} of {n} rows quarantined in all"
+        row_failures = "; ".join(c.short() for c in blocking if c.rows)
+        reason = f"batch {batch_id}: {int(bad.sum())} of {n} rows fail: {row_failures}"
+        if bad.mean() > cfg.row_split_max_fraction:
+            reason += f"; more than row_split_max_fraction={cfg.row_split_max_fraction}, so the whole batch is quarantined"
+            status, bad[:] = "quarantined", True
+        else:
+            status = "partial"
     else:
         status, reason = "accepted", ""
     return typed, Verdict(status, bad, reason, checks, warnings, gx_result)

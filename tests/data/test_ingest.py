@@ -1,0 +1,156 @@
+"""Ingest on real files with real Great Expectations: routing, reasons, counts, retries."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctrain import steps
+from ctrain.data.demo_source import corrupt_rows
+from ctrain.ingest.ingest import ingest_file, pending_files
+from ctrain.ingest.profile import load_profile
+from ctrain.ingest.validate import REASON_COLUMN
+from ctrain.storage import write_parquet_atomic
+
+
+def _land(settings, name, df):
+    return write_parquet_atomic(settings.landing_dir / name, df)
+
+
+def _ingest_all(settings):
+    return {o["batch_id"]: o for o in (steps.ingest_one(p, settings) for p in steps.list_landed(settings))}
+
+
+def test_good_batches_are_accepted_and_inputs_moved_not_deleted(settings, ingested):
+    out = ingested(2)
+    assert [o["status"] for o in out] == ["accepted", "accepted"]
+    assert pending_files(settings) == []
+    assert sorted(p.name for p in settings.processed_dir.iterdir()) == ["batch_0000.parquet", "batch_0001.parquet"]
+    assert len(pd.read_parquet(settings.accepted_dir / "batch_0000.parquet")) == 1500
+    assert load_profile(settings.profile_path)["source"].endswith("batch_0000.parquet")
+
+
+def test_some_bad_rows_are_split_off_with_counts_that_add_up(settings, source):
+    source.write_batch(0, settings.landing_dir)
+    _land(settings, "batch_0001.parquet", corrupt_rows(source.batch(1), 0.09, seed=3))
+    out = _ingest_all(settings)["batch_0001"]
+    assert out["status"] == "partial"
+    assert out["rows_accepted"] + out["rows_quarantined"] == out["rows_in"] == 1500
+    assert out["rows_quarantined"] == int(1500 * 0.09)
+    good = pd.read_parquet(settings.accepted_dir / "batch_0001.parquet")
+    bad = pd.read_parquet(settings.quarantine_dir / "batch_0001" / "rows.parquet")
+    assert set(good["row_id"]).isdisjoint(bad["row_id"])
+    assert set(good["row_id"]) | set(bad["row_id"]) == set(source.batch(1)["row_id"])
+    assert (bad["region"] == "atlantis").sum() == 45
+    assert bad[REASON_COLUMN].str.contains("expect_column_values_to_be_in_set:region").sum() == 45
+    reason = (settings.quarantine_dir / "batch_0001" / "reason.txt").read_text()
+    assert "batch batch_0001" in reason and "'region'" in reason and "'discount_rate'" in reason and "'label'" in reason
+    assert json.loads((settings.quarantine_dir / "batch_0001" / "validation.json").read_text())["success"] is False
+
+
+def test_missing_column_quarantines_the_whole_batch_and_says_which(settings, source):
+    source.write_batch(0, settings.landing_dir)
+    _land(settings, "batch_0001.parquet", source.batch(1).drop(columns=["plan"]))
+    out = _ingest_all(settings)["batch_0001"]
+    assert out["status"] == "quarantined"
+    assert out["reason"] == "batch batch_0001: expect_column_to_exist failed on column 'plan': the column is missing"
+    assert out["rows_quarantined"] == out["rows_in"] == 1500 and out["rows_accepted"] == 0
+    assert not (settings.accepted_dir / "batch_0001.parquet").exists()
+    assert len(pd.read_parquet(settings.quarantine_dir / "batch_0001" / "rows.parquet")) == 1500
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("batch_0001.csv", b"", "file is empty"),
+        ("batch_0001.csv", "row_id,label\n1,\xe9\n".encode("latin-1"), "not UTF-8"),
+        ("batch_0001.parquet", b"PAR1 garbage", "not a readable Parquet file"),
+    ],
+)
+def test_unreadable_files_are_quarantined_whole_with_their_bytes_kept(settings, source, name, content, reason):
+    source.write_batch(0, settings.landing_dir)
+    (settings.landing_dir / name).write_bytes(content)
+    out = _ingest_all(settings)["batch_0001"]
+    assert out["status"] == "quarantined"
+    assert reason in out["reason"] and "batch batch_0001" in out["reason"]
+    assert (settings.quarantine_dir / "batch_0001" / name).read_bytes() == content
+    assert (settings.processed_dir / name).read_bytes() == content
+    assert not (settings.accepted_dir / "batch_0001.parquet").exists()
+
+
+def test_values_of_the_wrong_type_are_row_failures(settings, source):
+    source.write_batch(0, settings.landing_dir)
+    df = source.batch(1).astype({"usage_hours": object})
+    df.loc[[3, 7], "usage_hours"] = "twelve"
+    (settings.landing_dir / "batch_0001.csv").write_text(df.to_csv(index=False))
+    out = _ingest_all(settings)["batch_0001"]
+    assert out["status"] == "partial" and out["rows_quarantined"] == 2
+    assert "values_parse_as_number on 'usage_hours' (2 rows" in out["reason"]
+    bad = pd.read_parquet(settings.quarantine_dir / "batch_0001" / "rows.parquet")
+    assert list(bad["usage_hours"]) == ["twelve", "twelve"]  # kept as they arrived
+
+
+def test_too_many_bad_rows_quarantine_the_whole_batch(settings, source):
+    source.write_batch(0, settings.landing_dir)
+    df = source.batch(1)
+    df.loc[: 1000, "region"] = "atlantis"
+    _land(settings, "batch_0001.parquet", df)
+    out = _ingest_all(settings)["batch_0001"]
+    assert out["status"] == "quarantined" and out["rows_accepted"] == 0
+    assert "row_split_max_fraction" in out["reason"]
+
+
+def test_warn_severity_accepts_and_reports(make_settings, source):
+    settings = make_settings(validation={"severity": {"category": "warn"}})
+    source.write_batch(0, settings.landing_dir)
+    _land(settings, "batch_0001.parquet", source.batch(1).assign(region="atlantis"))
+    out = json.loads((settings.outcomes_dir / "batch_0001.json").read_text()) if _ingest_all(settings) else None
+    assert out["status"] == "accepted" and out["rows_accepted"] == 1500
+    assert any("'region'" in w for w in out["warnings"])
+
+
+def test_user_expectations_from_the_yaml_are_enforced(make_settings, source):
+    settings = make_settings(
+        dataset={"expectations": [{"type": "expect_column_max_to_be_between", "kwargs": {"column": "support_calls", "max_value": 3}, "severity": "block"}]}
+    )
+    source.write_batch(0, settings.landing_dir)
+    out = _ingest_all(settings)["batch_0000"]
+    assert out["status"] == "quarantined"
+    assert "expect_column_max_to_be_between failed on column 'support_calls'" in out["reason"]
+
+
+def test_retry_after_a_crash_before_the_move_redoes_nothing(settings, source):
+    path = source.write_batch(0, settings.landing_dir)
+    steps.list_landed(settings)
+    profile = load_profile(settings.profile_path)
+    first = ingest_file(path, settings, profile)
+    # The task died after writing the outcome but before moving the input: put it back.
+    (settings.processed_dir / path.name).rename(path)
+    mtime = (settings.accepted_dir / "batch_0000.parquet").stat().st_mtime_ns
+    again = ingest_file(path, settings, profile)
+    assert again == first
+    assert not path.exists() and (settings.processed_dir / path.name).exists()
+    assert (settings.accepted_dir / "batch_0000.parquet").stat().st_mtime_ns == mtime
+
+
+def test_same_name_with_new_content_is_a_new_batch(settings, source):
+    source.write_batch(0, settings.landing_dir)
+    _ingest_all(settings)
+    df = source.batch(1)
+    _land(settings, "batch_0000.parquet", df)
+    out = _ingest_all(settings)
+    (batch_id,) = out
+    assert batch_id.startswith("batch_0000-") and out[batch_id]["status"] == "accepted"
+    assert len(list(settings.accepted_dir.glob("*.parquet"))) == 2
+    assert len(list(settings.processed_dir.iterdir())) == 2
+
+
+def test_integral_float_labels_from_csv_are_valid(settings, source):
+    source.write_batch(0, settings.landing_dir)
+    df = source.batch(1)
+    df["label"] = df["label"].astype(float)
+    df.loc[0, "label"] = np.nan
+    (settings.landing_dir / "batch_0001.csv").write_text(df.to_csv(index=False))
+    out = _ingest_all(settings)["batch_0001"]
+    assert out["status"] == "partial" and out["rows_quarantined"] == 1

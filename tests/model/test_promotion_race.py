@@ -1,0 +1,145 @@
+"""Promotions racing (threads, processes, and the PostgreSQL lock): one winner, one record each."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from ctrain import steps
+from ctrain.context import RunContext
+from ctrain.promotion.decisions import list_decisions
+from ctrain.promotion.promote import current_champion
+
+
+@pytest.fixture
+def contenders(settings, client, ingested):
+    """Champion v1 plus two validated versions, v2 and v3, each with a comparison that saw v1."""
+    import mlflow
+
+    ingested(3)
+    steps.run_training(RunContext(run_id="base"), settings=settings)
+    mv1 = client.get_model_version(settings.model_name, "1")
+    comparisons = []
+    for _ in range(2):
+        v = str(mlflow.register_model(mv1.source, settings.model_name).version)
+        client.set_model_version_tag(settings.model_name, v, "validation_status", "passed")
+        comparisons.append(
+            {"model_name": settings.model_name, "challenger_version": v, "champion_seen": "1", "action": "promote",
+             "rule": "significant_improvement", "reason": f"v{v} looked better than v1", "metric": "roc_auc"}
+        )
+    return comparisons
+
+
+def _check_one_winner(settings, client, results):
+    decisions = sorted(r["decision"] for r in results)
+    assert decisions == ["promoted", "rejected"], results
+    winner = next(r for r in results if r["decision"] == "promoted")
+    loser = next(r for r in results if r["decision"] == "rejected")
+    assert loser["rule"] == "stale_champion" and f"to {winner['challenger_version']}" in loser["reason"]
+    assert current_champion(client, settings.model_name) == winner["challenger_version"]
+    records = list_decisions(client, settings)
+    assert len(records) == 3  # the first champion, then one per racer
+    assert {r["record_run_id"] for r in results} <= {r["record_run_id"] for r in records}
+
+
+def _race_threads(settings, comparisons):
+    barrier = threading.Barrier(len(comparisons))
+    results, errors = [], []
+
+    def go(i, comp):
+        try:
+            barrier.wait()
+            results.append(steps.promote(comp, RunContext(run_id=f"racer{i}").to_dict(), settings))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(i, c)) for i, c in enumerate(comparisons)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    return results
+
+
+def test_two_threads_racing_end_with_one_winner(settings, client, contenders):
+    _check_one_winner(settings, client, _race_threads(settings, contenders))
+
+
+def test_two_processes_racing_end_with_one_winner(settings, client, contenders, tmp_path):
+    go = tmp_path / "go"
+    code = (
+        "import json, os, sys, time\n"
+        "from ctrain import steps\n"
+        "from ctrain.context import RunContext\n"
+        "comp = json.loads(sys.argv[1])\n"
+        "while not os.path.exists(sys.argv[2]): time.sleep(0.01)\n"
+        "print(json.dumps(steps.promote(comp, RunContext(run_id=sys.argv[3]).to_dict())))\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, json.dumps(c), str(go), f"proc{i}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+        for i, c in enumerate(contenders)
+    ]
+    time.sleep(4)  # both have imported and are polling for the start signal
+    go.touch()
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    _check_one_winner(settings, client, results)
+
+
+@pytest.fixture
+def pg_database():
+    """A uniquely named PostgreSQL database on the local server, dropped afterwards."""
+    import psycopg2
+
+    name = f"ctrain_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_racing_under_the_postgres_advisory_lock(make_settings, contenders, pg_database):
+    settings = make_settings(lock_url=pg_database)
+    from ctrain.tracking import configure
+
+    _check_one_winner(settings, configure(settings), _race_threads(settings, contenders))
+
+
+def test_the_lock_excludes_a_second_holder(make_settings, pg_database):
+    from ctrain.promotion.lock import LockTimeout, promotion_lock
+
+    for s in (make_settings(promotion={"lock_timeout_s": 0.3}), make_settings(lock_url=pg_database, promotion={"lock_timeout_s": 0.3})):
+        with promotion_lock(s):
+            err = []
+            t = threading.Thread(target=lambda s=s: _try(s, err))
+            t.start()
+            t.join()
+            assert len(err) == 1 and isinstance(err[0], LockTimeout)
+        with promotion_lock(s):
+            pass  # released
+
+
+def _try(settings, err):
+    from ctrain.promotion.lock import promotion_lock
+
+    try:
+        with promotion_lock(settings):
+            pass
+    except Exception as exc:
+        err.append(exc)

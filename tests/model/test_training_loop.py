@@ -1,0 +1,130 @@
+"""The training and promotion verbs on a real temporary MLflow store (SQLite) with real data."""
+
+import pytest
+
+from ctrain import steps
+from ctrain.context import RunContext
+from ctrain.promotion import CHALLENGER, CHAMPION
+from ctrain.promotion.decisions import list_decisions, serving_history
+from ctrain.promotion.promote import PromotionRefused, current_champion, manual_promote, rollback
+from ctrain.training.assemble import NoTrainingData, assemble_window
+from ctrain.training.validate_set import TrainingSetInvalid, validate_training_set
+
+WEAK = [{"name": "stump", "estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 1}, "grid": {}}]
+TAGS = ("validation_status", "data_window", "data_content_hash", "code_version", "airflow_dag_id", "airflow_run_id", "trigger_reason")
+
+
+def test_first_run_makes_a_tagged_champion_and_one_record(settings, client, ingested):
+    ingested(3)
+    rec = steps.run_training(RunContext(dag_id="test", run_id="r1", trigger_reason="first"), settings=settings)
+    assert rec["decision"] == "promoted" and rec["rule"] == "first_champion"
+    mv = client.get_model_version_by_alias(settings.model_name, CHAMPION)
+    assert str(mv.version) == "1" and str(client.get_model_version_by_alias(settings.model_name, CHALLENGER).version) == "1"
+    for tag in TAGS:
+        assert mv.tags[tag], tag
+    assert mv.tags["validation_status"] == "passed"
+    assert mv.tags["airflow_run_id"] == "r1" and mv.tags["trigger_reason"] == "first"
+    run = client.get_run(mv.run_id)
+    assert run.data.params["best_candidate"] in ("logistic_regression", "hist_gradient_boosting")
+    assert "holdout_roc_auc" in run.data.metrics and "cv_best" in run.data.metrics
+    (record,) = list_decisions(client, settings)
+    assert record["decision"] == "promoted" and record["trigger_reason"] == "first"
+    assert record["airflow_run_id"] == "r1" and record["champion_after"] == "1"
+    arts = {a.path for a in client.list_artifacts(record["record_run_id"])}
+    assert arts == {"decision.json", "model_card.md"}
+
+
+def test_a_worse_challenger_is_rejected_and_the_champion_stays(make_settings, ingested):
+    settings = make_settings()
+    ingested(3)
+    steps.run_training(RunContext(run_id="good"), settings=settings)
+    weak = make_settings(training={"candidates": WEAK}, promotion={"floors": {"roc_auc": 0.5}})
+    ingested(1, start=3)
+    rec = steps.run_training(RunContext(run_id="weak", trigger_reason="worse"), settings=weak)
+    assert rec["decision"] == "rejected" and rec["rule"] == "not_significant"
+    from ctrain.tracking import configure
+
+    client = configure(weak)
+    assert current_champion(client, weak.model_name) == "1"
+    assert str(client.get_model_version_by_alias(weak.model_name, CHALLENGER).version) == "2"
+    assert [d["decision"] for d in list_decisions(client, weak)] == ["rejected", "promoted"]
+
+
+def test_a_better_challenger_is_promoted(make_settings, ingested):
+    weak = make_settings(training={"candidates": WEAK}, promotion={"floors": {"roc_auc": 0.5}})
+    ingested(3)
+    steps.run_training(RunContext(run_id="weak"), settings=weak)
+    good = make_settings(promotion={"floors": {"roc_auc": 0.5}})
+    rec = steps.run_training(RunContext(run_id="good", trigger_reason="better"), settings=good)
+    assert rec["decision"] == "promoted" and rec["rule"] == "significant_improvement"
+    assert rec["champion_before"] == "1" and rec["champion_after"] == "2"
+
+
+def test_a_model_below_the_floor_never_becomes_the_first_champion(make_settings, client, ingested):
+    settings = make_settings(training={"candidates": WEAK}, promotion={"floors": {"roc_auc": 0.95}})
+    ingested(3)
+    rec = steps.run_training(RunContext(), settings=settings)
+    assert rec["decision"] == "rejected" and rec["rule"] == "floor"
+    assert current_champion(client, settings.model_name) is None
+
+
+def test_dry_run_records_but_does_not_move(settings, client, ingested):
+    ingested(3)
+    rec = steps.run_training(RunContext(dry_run=True), settings=settings)
+    assert rec["decision"] == "dry_run" and "would promote" in rec["reason"]
+    assert current_champion(client, settings.model_name) is None
+
+
+def test_retrying_promote_writes_no_second_record(settings, client, ingested):
+    ingested(3)
+    ctx = RunContext(run_id="retry")
+    c = ctx.to_dict()
+    dataset = steps.assemble(None, settings)
+    trained = steps.train(dataset, c, settings)
+    assert steps.train(dataset, c, settings)["mlflow_run_id"] == trained["mlflow_run_id"]  # retry reuses
+    evaluation = steps.evaluate(trained, dataset, settings)
+    chal = steps.register(trained, dataset, steps.validate_set(dataset, settings), evaluation, c, settings)
+    assert steps.register(trained, dataset, {"validation_status": "passed"}, evaluation, c, settings)["version"] == chal["version"]
+    comparison = steps.compare(chal, dataset, c, settings)
+    first = steps.promote(comparison, c, settings)
+    second = steps.promote(comparison, c, settings)
+    assert first["record_run_id"] == second["record_run_id"]
+    assert len(list_decisions(client, settings)) == 1
+
+
+def test_manual_promote_and_rollback_are_recorded(make_settings, client, ingested):
+    settings = make_settings(promotion={"floors": {"roc_auc": 0.5}})
+    ingested(3)
+    steps.run_training(RunContext(run_id="a"), settings=settings)
+    weak = make_settings(training={"candidates": WEAK}, promotion={"floors": {"roc_auc": 0.5}})
+    steps.run_training(RunContext(run_id="b"), settings=weak)  # rejected: v2 stays challenger
+    rec = manual_promote(settings, "2", RunContext(trigger_reason="on-call says so"), client)
+    assert rec["decision"] == "manual_promote" and rec["champion_before"] == "1" and rec["champion_after"] == "2"
+    back = rollback(settings, RunContext(trigger_reason="v2 misbehaves"), client)
+    assert back["decision"] == "rollback" and back["champion_after"] == "1"
+    assert current_champion(client, settings.model_name) == "1"
+    assert [h["version"] for h in serving_history(client, settings)] == ["1", "2", "1"]
+
+
+def test_manual_promote_refuses_a_version_that_failed_validation(settings, client, ingested):
+    ingested(3)
+    steps.run_training(RunContext(), settings=settings)
+    client.set_model_version_tag(settings.model_name, "1", "validation_status", "failed")
+    with pytest.raises(PromotionRefused, match="validation_status='failed'"):
+        manual_promote(settings, "1", RunContext(), client)
+
+
+def test_no_accepted_data_means_nothing_to_train(settings):
+    with pytest.raises(NoTrainingData, match="ingest data first"):
+        assemble_window(settings)
+
+
+def test_training_set_with_one_class_is_invalid(settings, ingested):
+    ingested(1)
+    import pandas as pd
+
+    path = settings.accepted_dir / "batch_0000.parquet"
+    pd.read_parquet(path).assign(label=0.0).to_parquet(path)
+    dataset = assemble_window(settings)
+    with pytest.raises(TrainingSetInvalid, match="expect_column_distinct_values_to_contain_set"):
+        validate_training_set(settings, dataset)
