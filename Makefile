@@ -1,5 +1,5 @@
 # The README's commands. Each creates .venv and installs the locked set when missing.
-PY      ?= python3.11
+PY      ?= $(shell command -v python3.11 || command -v python3)
 VENV    := .venv
 BIN     := $(VENV)/bin
 UV_VER  := 0.13.9

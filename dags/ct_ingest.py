@@ -55,7 +55,11 @@ def ct_ingest():
             raise AirflowSkipException("no rows accepted in this run: nothing to publish")
         return {
             "accepted_batches": accepted,
-            "quarantined": [o["batch_id"] for o in outcomes if o["rows_quarantined"] or o["status"] == "quarantined"],
+            "quarantined": [
+                o["batch_id"]
+                for o in outcomes
+                if o["rows_quarantined"] or o["status"] == "quarantined"
+            ],
         }
 
     publish_accepted(validate_batch.expand(path=list_new_batches()))

@@ -33,11 +33,24 @@ DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(second
     doc_md=__doc__,
     params={
         "window": Param(
-            0, type="integer", minimum=0, description="Most recent accepted batches to train on; 0 = all."
+            0,
+            type="integer",
+            minimum=0,
+            description="Most recent accepted batches to train on; 0 = all.",
         ),
-        "dry_run": Param(False, type="boolean", description="Compare and record, but never move champion."),
-        "force": Param(False, type="boolean", description="Promote if validation and floors pass, even without a significant gain."),
-        "reason": Param("manual trigger", type="string", description="Why this run: goes into the decision record."),
+        "dry_run": Param(
+            False, type="boolean", description="Compare and record, but never move champion."
+        ),
+        "force": Param(
+            False,
+            type="boolean",
+            description="Promote if validation and floors pass, even without a significant gain.",
+        ),
+        "reason": Param(
+            "manual trigger",
+            type="string",
+            description="Why this run: goes into the decision record.",
+        ),
     },
 )
 def ct_training():
@@ -102,7 +115,9 @@ def ct_training():
         return steps.evaluate(trained, dataset)
 
     @task
-    def register(trained: dict, dataset: dict, validation: dict, evaluation: dict, ctx: dict) -> dict:
+    def register(
+        trained: dict, dataset: dict, validation: dict, evaluation: dict, ctx: dict
+    ) -> dict:
         """Register the model version with its tags; alias it challenger."""
         from ctrain import steps
 

@@ -100,5 +100,7 @@ def ingested(settings, source):
 def airflow_db():
     """Airflow's metadata database (SQLite) for this session, migrated once."""
     airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+    subprocess.run(
+        [str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy()
+    )
     return _AIRFLOW_HOME

@@ -33,7 +33,12 @@ def cmd_init(settings: Settings, args) -> int:
     from ctrain.runtime import migrate
     from ctrain.tracking import ensure_experiment
 
-    for d in (settings.landing_dir, settings.accepted_dir, settings.quarantine_dir, settings.airflow_home):
+    for d in (
+        settings.landing_dir,
+        settings.accepted_dir,
+        settings.quarantine_dir,
+        settings.airflow_home,
+    ):
         d.mkdir(parents=True, exist_ok=True)
     client = _client(settings)
     ensure_experiment(client, settings.experiment, settings)
@@ -56,7 +61,10 @@ def cmd_status(settings: Settings, args) -> int:
     for alias in (CHAMPION, CHALLENGER):
         try:
             mv = client.get_model_version_by_alias(name, alias)
-            out[alias] = {"version": mv.version, **{k: v for k, v in mv.tags.items() if not k.startswith("mlflow.")}}
+            out[alias] = {
+                "version": mv.version,
+                **{k: v for k, v in mv.tags.items() if not k.startswith("mlflow.")},
+            }
         except Exception:
             out[alias] = None
     out["decisions"] = list_decisions(client, settings, limit=args.limit)
@@ -66,12 +74,21 @@ def cmd_status(settings: Settings, args) -> int:
     metric = f"holdout_{settings.promotion.metric}"
     for alias in (CHAMPION, CHALLENGER):
         v = out[alias]
-        print(f"{alias:<10}: " + (f"version {v['version']}  {metric}={v.get(metric)}  window={v.get('data_window')}" if v else "none"))
+        print(
+            f"{alias:<10}: "
+            + (
+                f"version {v['version']}  {metric}={v.get(metric)}  window={v.get('data_window')}"
+                if v
+                else "none"
+            )
+        )
     print(f"\nrecent decisions (newest first) for {name}:")
     print(f"  {'decision':<15} {'champion':<9} {'challenger':<10} {'rule':<24} trigger / reason")
     for d in out["decisions"]:
         moved = f"{d['champion_before'] or '-'}->{d['champion_after'] or '-'}"
-        print(f"  {d['decision']:<15} {moved:<9} {d['challenger_version'] or '-':<10} {d['rule']:<24} {d['trigger_reason']}: {d['reason']}")
+        print(
+            f"  {d['decision']:<15} {moved:<9} {d['challenger_version'] or '-':<10} {d['rule']:<24} {d['trigger_reason']}: {d['reason']}"
+        )
     if not out["decisions"]:
         print("  (none yet)")
     return 0
@@ -82,7 +99,9 @@ def cmd_promote(settings: Settings, args) -> int:
 
     ctx = RunContext(dag_id="cli", trigger_reason=args.reason or f"ctrain promote by {_user()}")
     rec = manual_promote(settings, str(args.version), ctx, _client(settings))
-    print(f"{rec['decision']}: champion {rec['champion_before']} -> {rec['champion_after']} ({rec['reason']}); record {rec['record_run_id']}")
+    print(
+        f"{rec['decision']}: champion {rec['champion_before']} -> {rec['champion_after']} ({rec['reason']}); record {rec['record_run_id']}"
+    )
     return 0 if rec["decision"] == "manual_promote" else 1
 
 
@@ -91,7 +110,9 @@ def cmd_rollback(settings: Settings, args) -> int:
 
     ctx = RunContext(dag_id="cli", trigger_reason=args.reason or f"ctrain rollback by {_user()}")
     rec = rollback(settings, ctx, _client(settings), to_version=args.to)
-    print(f"{rec['decision']}: champion {rec['champion_before']} -> {rec['champion_after']}; record {rec['record_run_id']}")
+    print(
+        f"{rec['decision']}: champion {rec['champion_before']} -> {rec['champion_after']}; record {rec['record_run_id']}"
+    )
     return 0 if rec["decision"] == "rollback" else 1
 
 
@@ -100,14 +121,18 @@ def cmd_ingest(settings: Settings, args) -> int:
 
     for path in steps.list_landed(settings):
         o = steps.ingest_one(path, settings)
-        print(f"{o['batch_id']:<20} {o['status']:<12} in={o['rows_in']} accepted={o['rows_accepted']} quarantined={o['rows_quarantined']} {o['reason']}")
+        print(
+            f"{o['batch_id']:<20} {o['status']:<12} in={o['rows_in']} accepted={o['rows_accepted']} quarantined={o['rows_quarantined']} {o['reason']}"
+        )
     return 0
 
 
 def cmd_train(settings: Settings, args) -> int:
     from ctrain import steps
 
-    ctx = RunContext(dag_id="cli", trigger_reason=args.reason, dry_run=args.dry_run, force=args.force)
+    ctx = RunContext(
+        dag_id="cli", trigger_reason=args.reason, dry_run=args.dry_run, force=args.force
+    )
     print(json.dumps(steps.run_training(ctx, args.window, settings), indent=2, default=str))
     return 0
 
@@ -127,8 +152,16 @@ def cmd_up(settings: Settings, args) -> int:
 
     env = airflow_env(settings) | {"AIRFLOW__API__PORT": str(args.airflow_port)}
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
-    mlflow = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", settings.resolved_tracking_uri,
-              "--host", "127.0.0.1", "--port", str(args.mlflow_port)]
+    mlflow = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "ui",
+        "--backend-store-uri",
+        settings.resolved_tracking_uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.mlflow_port),
+    ]
     procs = [
         subprocess.Popen([airflow_bin(), "standalone"], env=env, start_new_session=True),
         subprocess.Popen(mlflow, env=env, start_new_session=True),
@@ -160,8 +193,11 @@ def cmd_demo(settings: Settings, args) -> int:
     root = settings.root
     if root.exists() and any(root.iterdir()):
         if not (root / DEMO_MARKER).exists():
-            print(f"refusing to run the demo in {root}: it holds data that the demo did not create. "
-                  "Set CTRAIN_HOME to an empty folder.", file=sys.stderr)
+            print(
+                f"refusing to run the demo in {root}: it holds data that the demo did not create. "
+                "Set CTRAIN_HOME to an empty folder.",
+                file=sys.stderr,
+            )
             return 2
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -173,8 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ctrain", description=__doc__)
     p.add_argument("--project", help="project YAML (default: $CTRAIN_PROJECT or the packaged demo)")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("init", help="create CTRAIN_HOME, the MLflow store and Airflow's database").set_defaults(fn=cmd_init)
-    sub.add_parser("demo", help="run the whole loop through Airflow on generated data").set_defaults(fn=cmd_demo)
+    sub.add_parser(
+        "init", help="create CTRAIN_HOME, the MLflow store and Airflow's database"
+    ).set_defaults(fn=cmd_init)
+    sub.add_parser(
+        "demo", help="run the whole loop through Airflow on generated data"
+    ).set_defaults(fn=cmd_demo)
     s = sub.add_parser("status", help="champion, challenger and recent decisions")
     s.add_argument("--limit", type=int, default=10)
     s.add_argument("--json", action="store_true")
@@ -183,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version", required=True)
     s.add_argument("--reason")
     s.set_defaults(fn=cmd_promote)
-    s = sub.add_parser("rollback", help="move champion back to the previous (or a given) version (recorded)")
+    s = sub.add_parser(
+        "rollback", help="move champion back to the previous (or a given) version (recorded)"
+    )
     s.add_argument("--to")
     s.add_argument("--reason")
     s.set_defaults(fn=cmd_rollback)
@@ -191,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--airflow-port", type=int, default=8080)
     s.add_argument("--mlflow-port", type=int, default=5000)
     s.set_defaults(fn=cmd_up)
-    sub.add_parser("ingest", help="validate the landing folder now, without Airflow").set_defaults(fn=cmd_ingest)
+    sub.add_parser("ingest", help="validate the landing folder now, without Airflow").set_defaults(
+        fn=cmd_ingest
+    )
     s = sub.add_parser("train", help="run the training pipeline now, without Airflow")
     s.add_argument("--window", type=int)
     s.add_argument("--reason", default="manual (ctrain train)")
@@ -211,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.project)
         return args.fn(settings, args)
-    except Exception as exc:  # the CLI says what went wrong in one line; tracebacks with CTRAIN_DEBUG=1
+    except (
+        Exception
+    ) as exc:  # the CLI says what went wrong in one line; tracebacks with CTRAIN_DEBUG=1
         if os.environ.get("CTRAIN_DEBUG"):
             raise
         print(f"ctrain {args.cmd}: {type(exc).__name__}: {exc}", file=sys.stderr)

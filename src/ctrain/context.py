@@ -19,7 +19,9 @@ class RunContext:
 
     def __post_init__(self) -> None:
         if not self.run_id:
-            object.__setattr__(self, "run_id", f"cli__{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}")
+            object.__setattr__(
+                self, "run_id", f"cli__{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -61,11 +61,17 @@ def _show_decision(settings: Settings) -> None:
     from ctrain.tracking import configure
 
     d = list_decisions(configure(settings), settings, limit=1)[0]
-    print(f"    decision: {d['decision']} (rule {d['rule']}): champion {d['champion_before'] or 'none'} -> {d['champion_after']}")
+    print(
+        f"    decision: {d['decision']} (rule {d['rule']}): champion {d['champion_before'] or 'none'} -> {d['champion_after']}"
+    )
     print(f"      {d['reason']}")
     if d.get("challenger_metric") is not None:
-        champ = f", champion {d['champion_metric']:.4f}" if d.get("champion_metric") is not None else ""
-        print(f"      {d['metric']}: challenger v{d['challenger_version']} {d['challenger_metric']:.4f}{champ}")
+        champ = (
+            f", champion {d['champion_metric']:.4f}" if d.get("champion_metric") is not None else ""
+        )
+        print(
+            f"      {d['metric']}: challenger v{d['challenger_version']} {d['challenger_metric']:.4f}{champ}"
+        )
 
 
 def run_demo(settings: Settings) -> int:

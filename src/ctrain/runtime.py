@@ -46,14 +46,18 @@ def airflow_bin() -> str:
     return str(Path(sys.executable).with_name("airflow"))
 
 
-def run_airflow(settings: Settings, args: list[str], log_file: Path, extra_env: dict[str, str] | None = None) -> int:
+def run_airflow(
+    settings: Settings, args: list[str], log_file: Path, extra_env: dict[str, str] | None = None
+) -> int:
     """Run ``airflow *args`` with the embedded environment, appending its output to ``log_file``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     env = airflow_env(settings) | (extra_env or {})
     with open(log_file, "a") as log:
         log.write(f"\n$ airflow {' '.join(args)}\n")
         log.flush()
-        return subprocess.run([airflow_bin(), *args], env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        return subprocess.run(
+            [airflow_bin(), *args], env=env, stdout=log, stderr=subprocess.STDOUT
+        ).returncode
 
 
 def migrate(settings: Settings, log_file: Path) -> None:

@@ -36,7 +36,9 @@ class FeatureSpec(_Strict):
 class ExpectationSpec(_Strict):
     """A user expectation: a Great Expectations 1.x expectation type and its arguments."""
 
-    type: str = Field(description="snake_case GX expectation type, e.g. expect_column_values_to_be_between")
+    type: str = Field(
+        description="snake_case GX expectation type, e.g. expect_column_values_to_be_between"
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict)
     severity: Severity = "block"
 
@@ -85,7 +87,9 @@ class ValidationConfig(_Strict):
     """How batches are judged."""
 
     min_rows: int = 50
-    range_margin: float = Field(0.5, ge=0, description="learned ranges widen by this share of their span")
+    range_margin: float = Field(
+        0.5, ge=0, description="learned ranges widen by this share of their span"
+    )
     severity: dict[str, Severity] = Field(
         default_factory=dict,
         description="per built-in check (schema, not_null, unique_id, range, category, target, "
@@ -172,7 +176,9 @@ class Settings(BaseSettings):
     def _slices_are_features(self) -> Settings:
         unknown = set(self.promotion.slice_columns) - set(self.dataset.categorical)
         if unknown:
-            raise ValueError(f"promotion.slice_columns must be categorical features: {sorted(unknown)}")
+            raise ValueError(
+                f"promotion.slice_columns must be categorical features: {sorted(unknown)}"
+            )
         return self
 
     # Derived paths: computed, never created here.

@@ -33,7 +33,16 @@ def ingest_one(path: str, settings: Settings | None = None) -> dict[str, Any]:
 
     s = _settings(settings)
     out = ingest_file(Path(path), s, load_profile(s.profile_path))
-    keep = ("batch_id", "status", "reason", "rows_in", "rows_accepted", "rows_quarantined", "accepted_uri", "quarantine_uri")
+    keep = (
+        "batch_id",
+        "status",
+        "reason",
+        "rows_in",
+        "rows_accepted",
+        "rows_quarantined",
+        "accepted_uri",
+        "quarantine_uri",
+    )
     return {k: out.get(k) for k in keep}
 
 
@@ -49,7 +58,9 @@ def validate_set(dataset: dict[str, Any], settings: Settings | None = None) -> d
     return validate_training_set(_settings(settings), dataset)
 
 
-def train(dataset: dict[str, Any], ctx: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+def train(
+    dataset: dict[str, Any], ctx: dict[str, Any], settings: Settings | None = None
+) -> dict[str, Any]:
     from ctrain.tracking import configure
     from ctrain.training.train import train as _train
 
@@ -57,27 +68,44 @@ def train(dataset: dict[str, Any], ctx: dict[str, Any], settings: Settings | Non
     return _train(s, dataset, RunContext.from_dict(ctx), configure(s))
 
 
-def evaluate(trained: dict[str, Any], dataset: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+def evaluate(
+    trained: dict[str, Any], dataset: dict[str, Any], settings: Settings | None = None
+) -> dict[str, Any]:
     from ctrain.tracking import configure
     from ctrain.training.evaluate import evaluate as _evaluate
 
     s = _settings(settings)
     configure(s)
-    return {**_evaluate(s, trained, dataset), "mlflow_run_id": trained["mlflow_run_id"], "experiment_id": trained["experiment_id"]}
+    return {
+        **_evaluate(s, trained, dataset),
+        "mlflow_run_id": trained["mlflow_run_id"],
+        "experiment_id": trained["experiment_id"],
+    }
 
 
 def register(
-    trained: dict[str, Any], dataset: dict[str, Any], validation: dict[str, Any], evaluation: dict[str, Any],
-    ctx: dict[str, Any], settings: Settings | None = None,
+    trained: dict[str, Any],
+    dataset: dict[str, Any],
+    validation: dict[str, Any],
+    evaluation: dict[str, Any],
+    ctx: dict[str, Any],
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     from ctrain.promotion.register import register as _register
     from ctrain.tracking import configure
 
     s = _settings(settings)
-    return _register(s, trained, dataset, validation, evaluation, RunContext.from_dict(ctx), configure(s))
+    return _register(
+        s, trained, dataset, validation, evaluation, RunContext.from_dict(ctx), configure(s)
+    )
 
 
-def compare(challenger: dict[str, Any], dataset: dict[str, Any], ctx: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+def compare(
+    challenger: dict[str, Any],
+    dataset: dict[str, Any],
+    ctx: dict[str, Any],
+    settings: Settings | None = None,
+) -> dict[str, Any]:
     from ctrain.promotion.compare import compare as _compare
     from ctrain.tracking import configure
 
@@ -85,17 +113,30 @@ def compare(challenger: dict[str, Any], dataset: dict[str, Any], ctx: dict[str, 
     return _compare(s, challenger, dataset, RunContext.from_dict(ctx), configure(s))
 
 
-def promote(comparison: dict[str, Any], ctx: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+def promote(
+    comparison: dict[str, Any], ctx: dict[str, Any], settings: Settings | None = None
+) -> dict[str, Any]:
     from ctrain.promotion.promote import promote as _promote
     from ctrain.tracking import configure
 
     s = _settings(settings)
     rec = _promote(s, comparison, RunContext.from_dict(ctx), configure(s))
-    keep = ("decision", "rule", "reason", "challenger_version", "champion_before", "champion_after", "record_run_id", "model_name")
+    keep = (
+        "decision",
+        "rule",
+        "reason",
+        "challenger_version",
+        "champion_before",
+        "champion_after",
+        "record_run_id",
+        "model_name",
+    )
     return {k: rec.get(k) for k in keep}
 
 
-def run_training(ctx: RunContext, window_batches: int | None = None, settings: Settings | None = None) -> dict[str, Any]:
+def run_training(
+    ctx: RunContext, window_batches: int | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
     """The whole ct_training pipeline in this process (what the DAG runs, without Airflow)."""
     s = _settings(settings)
     c = ctx.to_dict()

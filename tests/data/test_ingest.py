@@ -19,14 +19,20 @@ def _land(settings, name, df):
 
 
 def _ingest_all(settings):
-    return {o["batch_id"]: o for o in (steps.ingest_one(p, settings) for p in steps.list_landed(settings))}
+    return {
+        o["batch_id"]: o
+        for o in (steps.ingest_one(p, settings) for p in steps.list_landed(settings))
+    }
 
 
 def test_good_batches_are_accepted_and_inputs_moved_not_deleted(settings, ingested):
     out = ingested(2)
     assert [o["status"] for o in out] == ["accepted", "accepted"]
     assert pending_files(settings) == []
-    assert sorted(p.name for p in settings.processed_dir.iterdir()) == ["batch_0000.parquet", "batch_0001.parquet"]
+    assert sorted(p.name for p in settings.processed_dir.iterdir()) == [
+        "batch_0000.parquet",
+        "batch_0001.parquet",
+    ]
     assert len(pd.read_parquet(settings.accepted_dir / "batch_0000.parquet")) == 1500
     assert load_profile(settings.profile_path)["source"].endswith("batch_0000.parquet")
 
@@ -45,8 +51,18 @@ def test_some_bad_rows_are_split_off_with_counts_that_add_up(settings, source):
     assert (bad["region"] == "atlantis").sum() == 45
     assert bad[REASON_COLUMN].str.contains("expect_column_values_to_be_in_set:region").sum() == 45
     reason = (settings.quarantine_dir / "batch_0001" / "reason.txt").read_text()
-    assert "batch batch_0001" in reason and "'region'" in reason and "'discount_rate'" in reason and "'label'" in reason
-    assert json.loads((settings.quarantine_dir / "batch_0001" / "validation.json").read_text())["success"] is False
+    assert (
+        "batch batch_0001" in reason
+        and "'region'" in reason
+        and "'discount_rate'" in reason
+        and "'label'" in reason
+    )
+    assert (
+        json.loads((settings.quarantine_dir / "batch_0001" / "validation.json").read_text())[
+            "success"
+        ]
+        is False
+    )
 
 
 def test_missing_column_quarantines_the_whole_batch_and_says_which(settings, source):
@@ -54,7 +70,10 @@ def test_missing_column_quarantines_the_whole_batch_and_says_which(settings, sou
     _land(settings, "batch_0001.parquet", source.batch(1).drop(columns=["plan"]))
     out = _ingest_all(settings)["batch_0001"]
     assert out["status"] == "quarantined"
-    assert out["reason"] == "batch batch_0001: expect_column_to_exist failed on column 'plan': the column is missing"
+    assert (
+        out["reason"]
+        == "batch batch_0001: expect_column_to_exist failed on column 'plan': the column is missing"
+    )
     assert out["rows_quarantined"] == out["rows_in"] == 1500 and out["rows_accepted"] == 0
     assert not (settings.accepted_dir / "batch_0001.parquet").exists()
     assert len(pd.read_parquet(settings.quarantine_dir / "batch_0001" / "rows.parquet")) == 1500
@@ -68,7 +87,9 @@ def test_missing_column_quarantines_the_whole_batch_and_says_which(settings, sou
         ("batch_0001.parquet", b"PAR1 garbage", "not a readable Parquet file"),
     ],
 )
-def test_unreadable_files_are_quarantined_whole_with_their_bytes_kept(settings, source, name, content, reason):
+def test_unreadable_files_are_quarantined_whole_with_their_bytes_kept(
+    settings, source, name, content, reason
+):
     source.write_batch(0, settings.landing_dir)
     (settings.landing_dir / name).write_bytes(content)
     out = _ingest_all(settings)["batch_0001"]
@@ -94,7 +115,7 @@ def test_values_of_the_wrong_type_are_row_failures(settings, source):
 def test_too_many_bad_rows_quarantine_the_whole_batch(settings, source):
     source.write_batch(0, settings.landing_dir)
     df = source.batch(1)
-    df.loc[: 1000, "region"] = "atlantis"
+    df.loc[:1000, "region"] = "atlantis"
     _land(settings, "batch_0001.parquet", df)
     out = _ingest_all(settings)["batch_0001"]
     assert out["status"] == "quarantined" and out["rows_accepted"] == 0
@@ -105,14 +126,26 @@ def test_warn_severity_accepts_and_reports(make_settings, source):
     settings = make_settings(validation={"severity": {"category": "warn"}})
     source.write_batch(0, settings.landing_dir)
     _land(settings, "batch_0001.parquet", source.batch(1).assign(region="atlantis"))
-    out = json.loads((settings.outcomes_dir / "batch_0001.json").read_text()) if _ingest_all(settings) else None
+    out = (
+        json.loads((settings.outcomes_dir / "batch_0001.json").read_text())
+        if _ingest_all(settings)
+        else None
+    )
     assert out["status"] == "accepted" and out["rows_accepted"] == 1500
     assert any("'region'" in w for w in out["warnings"])
 
 
 def test_user_expectations_from_the_yaml_are_enforced(make_settings, source):
     settings = make_settings(
-        dataset={"expectations": [{"type": "expect_column_max_to_be_between", "kwargs": {"column": "support_calls", "max_value": 3}, "severity": "block"}]}
+        dataset={
+            "expectations": [
+                {
+                    "type": "expect_column_max_to_be_between",
+                    "kwargs": {"column": "support_calls", "max_value": 3},
+                    "severity": "block",
+                }
+            ]
+        }
     )
     source.write_batch(0, settings.landing_dir)
     out = _ingest_all(settings)["batch_0000"]

@@ -63,7 +63,9 @@ def _paired(diff, lo, hi):
     return PairedResult(0.8 + diff, 0.8, diff, lo, hi, 1000, 1000)
 
 
-CFG = PromotionConfig(floors={"roc_auc": 0.7}, min_improvement=0.01, slice_columns=["region"], slice_tolerance=0.02)
+CFG = PromotionConfig(
+    floors={"roc_auc": 0.7}, min_improvement=0.01, slice_columns=["region"], slice_tolerance=0.02
+)
 
 
 @pytest.mark.parametrize(
@@ -75,13 +77,25 @@ CFG = PromotionConfig(floors={"roc_auc": 0.7}, min_improvement=0.01, slice_colum
         ({"paired": _paired(0.005, -0.002, 0.012)}, ("reject", "not_significant")),
         ({"paired": _paired(0.005, 0.001, 0.009)}, ("reject", "min_improvement")),
         ({"paired": _paired(0.03, 0.01, 0.05)}, ("promote", "significant_improvement")),
-        ({"paired": _paired(0.03, 0.01, 0.05), "slices": [{"column": "region", "value": "west", "rows": 300, "diff": -0.05}]}, ("reject", "slice_guardrail")),
+        (
+            {
+                "paired": _paired(0.03, 0.01, 0.05),
+                "slices": [{"column": "region", "value": "west", "rows": 300, "diff": -0.05}],
+            },
+            ("reject", "slice_guardrail"),
+        ),
         ({"paired": _paired(-0.03, -0.05, -0.01), "force": True}, ("promote", "forced")),
         ({"paired": None, "floors": {"roc_auc": 0.5}, "force": True}, ("reject", "floor")),
     ],
 )
 def test_rules_decide_in_order(kwargs, expected):
-    args = {"validation_status": "passed", "floors": {"roc_auc": 0.85}, "paired": _paired(0.0, -0.01, 0.01), "slices": [], "force": False}
+    args = {
+        "validation_status": "passed",
+        "floors": {"roc_auc": 0.85},
+        "paired": _paired(0.0, -0.01, 0.01),
+        "slices": [],
+        "force": False,
+    }
     action, rule, reason = decide(CFG, **(args | kwargs))
     assert (action, rule) == expected
     assert reason

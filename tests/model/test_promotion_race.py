@@ -29,8 +29,15 @@ def contenders(settings, client, ingested):
         v = str(mlflow.register_model(mv1.source, settings.model_name).version)
         client.set_model_version_tag(settings.model_name, v, "validation_status", "passed")
         comparisons.append(
-            {"model_name": settings.model_name, "challenger_version": v, "champion_seen": "1", "action": "promote",
-             "rule": "significant_improvement", "reason": f"v{v} looked better than v1", "metric": "roc_auc"}
+            {
+                "model_name": settings.model_name,
+                "challenger_version": v,
+                "champion_seen": "1",
+                "action": "promote",
+                "rule": "significant_improvement",
+                "reason": f"v{v} looked better than v1",
+                "metric": "roc_auc",
+            }
         )
     return comparisons
 
@@ -40,7 +47,10 @@ def _check_one_winner(settings, client, results):
     assert decisions == ["promoted", "rejected"], results
     winner = next(r for r in results if r["decision"] == "promoted")
     loser = next(r for r in results if r["decision"] == "rejected")
-    assert loser["rule"] == "stale_champion" and f"to {winner['challenger_version']}" in loser["reason"]
+    assert (
+        loser["rule"] == "stale_champion"
+        and f"to {winner['challenger_version']}" in loser["reason"]
+    )
     assert current_champion(client, settings.model_name) == winner["challenger_version"]
     records = list_decisions(client, settings)
     assert len(records) == 3  # the first champion, then one per racer
@@ -82,8 +92,13 @@ def test_two_processes_racing_end_with_one_winner(settings, client, contenders, 
         "print(json.dumps(steps.promote(comp, RunContext(run_id=sys.argv[3]).to_dict())))\n"
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, json.dumps(c), str(go), f"proc{i}"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+        subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps(c), str(go), f"proc{i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
+        )
         for i, c in enumerate(contenders)
     ]
     time.sleep(4)  # both have imported and are polling for the start signal
@@ -124,10 +139,13 @@ def test_racing_under_the_postgres_advisory_lock(make_settings, contenders, pg_d
 def test_the_lock_excludes_a_second_holder(make_settings, pg_database):
     from ctrain.promotion.lock import LockTimeout, promotion_lock
 
-    for s in (make_settings(promotion={"lock_timeout_s": 0.3}), make_settings(lock_url=pg_database, promotion={"lock_timeout_s": 0.3})):
+    for s in (
+        make_settings(promotion={"lock_timeout_s": 0.3}),
+        make_settings(lock_url=pg_database, promotion={"lock_timeout_s": 0.3}),
+    ):
         with promotion_lock(s):
             err = []
-            t = threading.Thread(target=lambda s=s: _try(s, err))
+            t = threading.Thread(target=_try, args=(s, err))
             t.start()
             t.join()
             assert len(err) == 1 and isinstance(err[0], LockTimeout)

@@ -10,16 +10,36 @@ from ctrain.promotion.promote import PromotionRefused, current_champion, manual_
 from ctrain.training.assemble import NoTrainingData, assemble_window
 from ctrain.training.validate_set import TrainingSetInvalid, validate_training_set
 
-WEAK = [{"name": "stump", "estimator": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 1}, "grid": {}}]
-TAGS = ("validation_status", "data_window", "data_content_hash", "code_version", "airflow_dag_id", "airflow_run_id", "trigger_reason")
+WEAK = [
+    {
+        "name": "stump",
+        "estimator": "sklearn.tree.DecisionTreeClassifier",
+        "params": {"max_depth": 1},
+        "grid": {},
+    }
+]
+TAGS = (
+    "validation_status",
+    "data_window",
+    "data_content_hash",
+    "code_version",
+    "airflow_dag_id",
+    "airflow_run_id",
+    "trigger_reason",
+)
 
 
 def test_first_run_makes_a_tagged_champion_and_one_record(settings, client, ingested):
     ingested(3)
-    rec = steps.run_training(RunContext(dag_id="test", run_id="r1", trigger_reason="first"), settings=settings)
+    rec = steps.run_training(
+        RunContext(dag_id="test", run_id="r1", trigger_reason="first"), settings=settings
+    )
     assert rec["decision"] == "promoted" and rec["rule"] == "first_champion"
     mv = client.get_model_version_by_alias(settings.model_name, CHAMPION)
-    assert str(mv.version) == "1" and str(client.get_model_version_by_alias(settings.model_name, CHALLENGER).version) == "1"
+    assert (
+        str(mv.version) == "1"
+        and str(client.get_model_version_by_alias(settings.model_name, CHALLENGER).version) == "1"
+    )
     for tag in TAGS:
         assert mv.tags[tag], tag
     assert mv.tags["validation_status"] == "passed"
@@ -81,10 +101,19 @@ def test_retrying_promote_writes_no_second_record(settings, client, ingested):
     c = ctx.to_dict()
     dataset = steps.assemble(None, settings)
     trained = steps.train(dataset, c, settings)
-    assert steps.train(dataset, c, settings)["mlflow_run_id"] == trained["mlflow_run_id"]  # retry reuses
+    assert (
+        steps.train(dataset, c, settings)["mlflow_run_id"] == trained["mlflow_run_id"]
+    )  # retry reuses
     evaluation = steps.evaluate(trained, dataset, settings)
-    chal = steps.register(trained, dataset, steps.validate_set(dataset, settings), evaluation, c, settings)
-    assert steps.register(trained, dataset, {"validation_status": "passed"}, evaluation, c, settings)["version"] == chal["version"]
+    chal = steps.register(
+        trained, dataset, steps.validate_set(dataset, settings), evaluation, c, settings
+    )
+    assert (
+        steps.register(trained, dataset, {"validation_status": "passed"}, evaluation, c, settings)[
+            "version"
+        ]
+        == chal["version"]
+    )
     comparison = steps.compare(chal, dataset, c, settings)
     first = steps.promote(comparison, c, settings)
     second = steps.promote(comparison, c, settings)
@@ -99,7 +128,11 @@ def test_manual_promote_and_rollback_are_recorded(make_settings, client, ingeste
     weak = make_settings(training={"candidates": WEAK}, promotion={"floors": {"roc_auc": 0.5}})
     steps.run_training(RunContext(run_id="b"), settings=weak)  # rejected: v2 stays challenger
     rec = manual_promote(settings, "2", RunContext(trigger_reason="on-call says so"), client)
-    assert rec["decision"] == "manual_promote" and rec["champion_before"] == "1" and rec["champion_after"] == "2"
+    assert (
+        rec["decision"] == "manual_promote"
+        and rec["champion_before"] == "1"
+        and rec["champion_after"] == "2"
+    )
     back = rollback(settings, RunContext(trigger_reason="v2 misbehaves"), client)
     assert back["decision"] == "rollback" and back["champion_after"] == "1"
     assert current_champion(client, settings.model_name) == "1"

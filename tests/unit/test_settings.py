@@ -33,7 +33,9 @@ def test_importing_the_package_sets_no_tracking_uri_and_creates_no_folder(tmp_pa
         "assert 'mlflow' not in __import__('sys').modules, 'mlflow imported at import time';"
         "print(sorted(os.listdir('.')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "[]"
 
 

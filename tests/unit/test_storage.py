@@ -1,7 +1,13 @@
 import pandas as pd
 import pytest
 
-from ctrain.storage import UnreadableBatch, frame_hash, read_table, write_parquet_atomic, write_text_atomic
+from ctrain.storage import (
+    UnreadableBatch,
+    frame_hash,
+    read_table,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 
 
 def _frame():

@@ -40,10 +40,14 @@ class DemoSource:
         concept = self.concept_drift_from is not None and index >= self.concept_drift_from
         s = self.covariate_shift if shifted else 0.0
 
-        region = rng.choice(REGIONS, size=n, p=[0.4, 0.3, 0.2, 0.1] if not shifted else [0.1, 0.2, 0.3, 0.4])
+        region = rng.choice(
+            REGIONS, size=n, p=[0.4, 0.3, 0.2, 0.1] if not shifted else [0.1, 0.2, 0.3, 0.4]
+        )
         plan = rng.choice(PLANS, size=n, p=[0.5, 0.35, 0.15])
         tenure = rng.gamma(2.0, 12.0, size=n) + 4.0 * s
-        spend = 20 + 15 * (plan == "standard") + 45 * (plan == "premium") + rng.normal(0, 8, n) + 10 * s
+        spend = (
+            20 + 15 * (plan == "standard") + 45 * (plan == "premium") + rng.normal(0, 8, n) + 10 * s
+        )
         calls = rng.poisson(1.5 + 1.0 * s, size=n).astype(float)
         usage = np.clip(rng.normal(30 - 0.1 * tenure, 8, n), 0, None)
         discount = np.clip(rng.beta(2, 8, n) + 0.1 * s, 0, 1)

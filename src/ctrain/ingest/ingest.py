@@ -63,7 +63,9 @@ def ensure_profile(settings: Settings, candidates: list[Path]) -> dict[str, Any]
             continue
         if not set(spec.feature_names) <= set(df.columns):
             if spec.reference_file:
-                raise ValueError(f"reference file {path} lacks features {sorted(set(spec.feature_names) - set(df.columns))}")
+                raise ValueError(
+                    f"reference file {path} lacks features {sorted(set(spec.feature_names) - set(df.columns))}"
+                )
             continue
         profile = learn_profile(df, spec, margin, source=str(path))
         save_profile(settings.profile_path, profile)
@@ -134,8 +136,15 @@ def ingest_file(path: Path, settings: Settings, profile: dict[str, Any] | None) 
         _quarantine_whole_file(settings, path, batch_id, reason)
         write_json_atomic(qdir / "validation.json", {"success": False, "unreadable": exc.reason})
         accepted_path.unlink(missing_ok=True)
-        outcome.update(status="quarantined", reason=reason, rows_in=0, rows_accepted=0, rows_quarantined=0,
-                       accepted_uri=None, quarantine_uri=str(qdir))
+        outcome.update(
+            status="quarantined",
+            reason=reason,
+            rows_in=0,
+            rows_accepted=0,
+            rows_quarantined=0,
+            accepted_uri=None,
+            quarantine_uri=str(qdir),
+        )
         write_json_atomic(settings.outcomes_dir / f"{batch_id}.json", outcome)
         _move_to_processed(settings, path, sha)
         return outcome
@@ -144,7 +153,11 @@ def ingest_file(path: Path, settings: Settings, profile: dict[str, Any] | None) 
     good = typed[~verdict.bad_rows]
     bad = df.reset_index(drop=True)[verdict.bad_rows].copy()
     if len(bad):
-        bad[REASON_COLUMN] = [r for r, b in zip(row_reasons(verdict.checks, len(typed)), verdict.bad_rows, strict=True) if b]
+        bad[REASON_COLUMN] = [
+            r
+            for r, b in zip(row_reasons(verdict.checks, len(typed)), verdict.bad_rows, strict=True)
+            if b
+        ]
         # Keep the rows as they arrived (strings where the types were wrong), so nothing is lost.
         for c in bad.columns:
             if bad[c].dtype == object:
@@ -169,9 +182,15 @@ def ingest_file(path: Path, settings: Settings, profile: dict[str, Any] | None) 
         accepted_uri=None if verdict.status == "quarantined" else str(accepted_path),
         quarantine_uri=str(qdir) if len(bad) else None,
         failed_checks=[
-            {"check": c.check, "expectation": c.expectation, "column": c.column, "severity": c.severity,
-             "unexpected_count": c.unexpected_count}
-            for c in verdict.checks if not c.success
+            {
+                "check": c.check,
+                "expectation": c.expectation,
+                "column": c.column,
+                "severity": c.severity,
+                "unexpected_count": c.unexpected_count,
+            }
+            for c in verdict.checks
+            if not c.success
         ],
     )
     if outcome["rows_accepted"] + outcome["rows_quarantined"] != outcome["rows_in"]:

@@ -39,7 +39,9 @@ class Check:
         """One line: the batch, the expectation, the column and what was wrong."""
         where = f"column {self.column!r}" if self.column else "the table"
         if self.rows is not None:
-            what = f"{self.unexpected_count} of {n_rows} rows" + (f", {self.detail}" if self.detail else "")
+            what = f"{self.unexpected_count} of {n_rows} rows" + (
+                f", {self.detail}" if self.detail else ""
+            )
         elif self.expectation == "expect_column_to_exist":
             what = "the column is missing"
         else:
@@ -96,22 +98,34 @@ def run_expectations(
     )
     suite = ctx.suites.add(gx.ExpectationSuite(name="ctrain"))
     for i, (check, type_, kwargs, severity) in enumerate(expectations):
-        suite.add_expectation(_expectation(type_, kwargs, {"ctrain_check": check, "severity": severity, "i": i}))
-    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name="ctrain", data=batch_def, suite=suite))
-    result = vd.run(batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE"})
+        suite.add_expectation(
+            _expectation(type_, kwargs, {"ctrain_check": check, "severity": severity, "i": i})
+        )
+    vd = ctx.validation_definitions.add(
+        gx.ValidationDefinition(name="ctrain", data=batch_def, suite=suite)
+    )
+    result = vd.run(
+        batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE"}
+    )
 
     checks = []
     for r in result.results:
         cfg = r.expectation_config
         res = r.result or {}
         rows = res.get("unexpected_index_list")
-        exc = (r.exception_info or {}).get("exception_message") if isinstance(r.exception_info, dict) else None
+        exc = (
+            (r.exception_info or {}).get("exception_message")
+            if isinstance(r.exception_info, dict)
+            else None
+        )
         detail = ""
         if exc:
             detail = f"could not be evaluated: {exc}"
         elif rows is None and "observed_value" in res:
             detail = f"observed {res['observed_value']!r}"
-        elif res.get("partial_unexpected_list") and cfg.type != "expect_column_values_to_not_be_null":
+        elif (
+            res.get("partial_unexpected_list") and cfg.type != "expect_column_values_to_not_be_null"
+        ):
             detail = f"e.g. {res['partial_unexpected_list'][:3]}"
         checks.append(
             Check(
@@ -157,7 +171,11 @@ def coerce_types(df: pd.DataFrame, spec: DatasetConfig) -> tuple[pd.DataFrame, l
 
     for col in spec.numeric:
         cast(col, "number", lambda s: pd.to_numeric(s, errors="coerce").astype(float))
-    cast(spec.event_time_column, "timestamp", lambda s: pd.to_datetime(s, utc=True, errors="coerce", format="mixed"))
+    cast(
+        spec.event_time_column,
+        "timestamp",
+        lambda s: pd.to_datetime(s, utc=True, errors="coerce", format="mixed"),
+    )
     for col in [*spec.categorical, spec.id_column]:
         if col in out.columns:
             out[col] = out[col].where(out[col].isna(), out[col].astype(str))
@@ -182,26 +200,61 @@ def build_expectations(
     exps: list[tuple[str, str, dict[str, Any], Severity]] = [
         ("schema", "expect_column_to_exist", {"column": c}, "block") for c in required
     ]
-    exps.append(("row_count", "expect_table_row_count_to_be_between", {"min_value": cfg.min_rows}, sev("row_count")))
+    exps.append(
+        (
+            "row_count",
+            "expect_table_row_count_to_be_between",
+            {"min_value": cfg.min_rows},
+            sev("row_count"),
+        )
+    )
     not_null = [spec.id_column, spec.event_time_column, spec.target] + [
         f.name for f in spec.features if not f.nullable
     ]
-    exps += [("not_null", "expect_column_values_to_not_be_null", {"column": c}, sev("not_null")) for c in not_null if c in present]
+    exps += [
+        ("not_null", "expect_column_values_to_not_be_null", {"column": c}, sev("not_null"))
+        for c in not_null
+        if c in present
+    ]
     if spec.id_column in present:
-        exps.append(("unique_id", "expect_column_values_to_be_unique", {"column": spec.id_column}, sev("unique_id")))
+        exps.append(
+            (
+                "unique_id",
+                "expect_column_values_to_be_unique",
+                {"column": spec.id_column},
+                sev("unique_id"),
+            )
+        )
     if spec.target in present:
         exps.append(
-            ("target", "expect_column_values_to_be_in_set", {"column": spec.target, "value_set": list(spec.classes)}, sev("target"))
+            (
+                "target",
+                "expect_column_values_to_be_in_set",
+                {"column": spec.target, "value_set": list(spec.classes)},
+                sev("target"),
+            )
         )
     if profile:
         for col, (lo, hi) in profile["numeric"].items():
             if col in present:
                 exps.append(
-                    ("range", "expect_column_values_to_be_between", {"column": col, "min_value": lo, "max_value": hi}, sev("range"))
+                    (
+                        "range",
+                        "expect_column_values_to_be_between",
+                        {"column": col, "min_value": lo, "max_value": hi},
+                        sev("range"),
+                    )
                 )
         for col, values in profile["categorical"].items():
             if col in present:
-                exps.append(("category", "expect_column_values_to_be_in_set", {"column": col, "value_set": values}, sev("category")))
+                exps.append(
+                    (
+                        "category",
+                        "expect_column_values_to_be_in_set",
+                        {"column": col, "value_set": values},
+                        sev("category"),
+                    )
+                )
     for e in spec.expectations:
         column = e.kwargs.get("column")
         if column is None or column in present:

@@ -36,7 +36,13 @@ class PairedResult:
 
 
 def paired_bootstrap(
-    y: np.ndarray, s_new: np.ndarray, s_old: np.ndarray, metric: str, n_boot: int, confidence: float, seed: int
+    y: np.ndarray,
+    s_new: np.ndarray,
+    s_old: np.ndarray,
+    metric: str,
+    n_boot: int,
+    confidence: float,
+    seed: int,
 ) -> PairedResult:
     """Percentile interval of ``metric(new) - metric(old)`` over paired row resamples."""
     sign = 1.0 if greater_is_better(metric) else -1.0
@@ -49,14 +55,20 @@ def paired_bootstrap(
         yb = y[idx]
         if yb.min() == yb.max():  # a resample with one class has no AUC; draw again next round
             continue
-        diffs.append(sign * (metric_value(metric, yb, s_new[idx]) - metric_value(metric, yb, s_old[idx])))
+        diffs.append(
+            sign * (metric_value(metric, yb, s_new[idx]) - metric_value(metric, yb, s_old[idx]))
+        )
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(diffs, [alpha, 1 - alpha]) if diffs else (np.nan, np.nan)
     return PairedResult(new, old, sign * (new - old), float(lo), float(hi), n, len(diffs))
 
 
 def slice_metrics(
-    frame: pd.DataFrame, y: np.ndarray, s_new: np.ndarray, s_old: np.ndarray | None, cfg: PromotionConfig
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    s_new: np.ndarray,
+    s_old: np.ndarray | None,
+    cfg: PromotionConfig,
 ) -> list[dict[str, Any]]:
     """The metric per value of each slice column, for slices with enough rows and both classes."""
     out = []
@@ -64,7 +76,12 @@ def slice_metrics(
         for value, idx in frame.groupby(col, dropna=False).indices.items():
             if len(idx) < cfg.slice_min_rows or len(np.unique(y[idx])) < 2:
                 continue
-            row = {"column": col, "value": str(value), "rows": len(idx), "challenger": metric_value(cfg.metric, y[idx], s_new[idx])}
+            row = {
+                "column": col,
+                "value": str(value),
+                "rows": len(idx),
+                "challenger": metric_value(cfg.metric, y[idx], s_new[idx]),
+            }
             if s_old is not None:
                 row["champion"] = metric_value(cfg.metric, y[idx], s_old[idx])
                 sign = 1.0 if greater_is_better(cfg.metric) else -1.0
@@ -93,11 +110,17 @@ def decide(
         return "promote", "first_champion", "no champion yet and every absolute floor is met"
     if force:
         return "promote", "forced", "force=true: comparison recorded but not required"
-    interval = f"{paired.diff:+.4f} [{paired.ci_low:+.4f}, {paired.ci_high:+.4f}] at {cfg.confidence:.0%}"
+    interval = (
+        f"{paired.diff:+.4f} [{paired.ci_low:+.4f}, {paired.ci_high:+.4f}] at {cfg.confidence:.0%}"
+    )
     if not paired.ci_low > 0:
         return "reject", "not_significant", f"{cfg.metric} difference {interval} does not exclude 0"
     if paired.diff < cfg.min_improvement:
-        return "reject", "min_improvement", f"{cfg.metric} difference {interval} is below min_improvement {cfg.min_improvement}"
+        return (
+            "reject",
+            "min_improvement",
+            f"{cfg.metric} difference {interval} is below min_improvement {cfg.min_improvement}",
+        )
     for s in slices:
         if "diff" in s and s["diff"] < -cfg.slice_tolerance:
             return (
@@ -106,7 +129,11 @@ def decide(
                 f"slice {s['column']}={s['value']} ({s['rows']} rows) is worse by {-s['diff']:.4f} "
                 f"> slice_tolerance {cfg.slice_tolerance}",
             )
-    return "promote", "significant_improvement", f"{cfg.metric} difference {interval} excludes 0 and meets min_improvement"
+    return (
+        "promote",
+        "significant_improvement",
+        f"{cfg.metric} difference {interval} excludes 0 and meets min_improvement",
+    )
 
 
 def compare(
@@ -121,7 +148,9 @@ def compare(
 
     cfg, spec, name = settings.promotion, settings.dataset, settings.model_name
     try:
-        champion_version: str | None = str(client.get_model_version_by_alias(name, CHAMPION).version)
+        champion_version: str | None = str(
+            client.get_model_version_by_alias(name, CHAMPION).version
+        )
     except MlflowException:
         champion_version = None
     version = str(challenger["version"])
@@ -129,15 +158,23 @@ def compare(
     holdout = pd.read_parquet(dataset["holdout_uri"])
     X = features(holdout, spec)
     y = target(holdout, spec) == spec.positive_class
-    s_new = positive_scores(mlflow.sklearn.load_model(f"models:/{name}/{version}"), X, spec.positive_class)
+    s_new = positive_scores(
+        mlflow.sklearn.load_model(f"models:/{name}/{version}"), X, spec.positive_class
+    )
     s_old = None
     paired = None
     if champion_version is not None and champion_version != version:
-        s_old = positive_scores(mlflow.sklearn.load_model(f"models:/{name}/{champion_version}"), X, spec.positive_class)
-        paired = paired_bootstrap(y, s_new, s_old, cfg.metric, cfg.n_bootstrap, cfg.confidence, settings.training.seed)
+        s_old = positive_scores(
+            mlflow.sklearn.load_model(f"models:/{name}/{champion_version}"), X, spec.positive_class
+        )
+        paired = paired_bootstrap(
+            y, s_new, s_old, cfg.metric, cfg.n_bootstrap, cfg.confidence, settings.training.seed
+        )
     floors = {m: metric_value(m, y, s_new) for m in cfg.floors}
     slices = slice_metrics(X, y, s_new, s_old, cfg)
-    action, rule, reason = decide(cfg, mv.tags.get("validation_status", "missing"), floors, paired, slices, ctx.force)
+    action, rule, reason = decide(
+        cfg, mv.tags.get("validation_status", "missing"), floors, paired, slices, ctx.force
+    )
 
     result = {
         "model_name": name,
@@ -159,7 +196,11 @@ def compare(
         "floors": {m: {"value": v, "floor": cfg.floors[m]} for m, v in floors.items()},
         "slices": slices,
     }
-    path = settings.datasets_dir / dataset["dataset_id"] / f"comparison-v{version}-vs-{champion_version or 'none'}.json"
+    path = (
+        settings.datasets_dir
+        / dataset["dataset_id"]
+        / f"comparison-v{version}-vs-{champion_version or 'none'}.json"
+    )
     write_json_atomic(path, result)
     summary = {k: v for k, v in result.items() if k not in ("slices", "floors")}
     summary["comparison_uri"] = str(path)

@@ -15,8 +15,18 @@ from ctrain.tracking import ensure_experiment
 
 CHANGES_CHAMPION = ("promoted", "manual_promote", "rollback")
 _TAGS = (
-    "decision", "rule", "reason", "model_name", "challenger_version", "champion_before",
-    "champion_after", "trigger_reason", "airflow_dag_id", "airflow_run_id", "decision_key", "metric",
+    "decision",
+    "rule",
+    "reason",
+    "model_name",
+    "challenger_version",
+    "champion_before",
+    "champion_after",
+    "trigger_reason",
+    "airflow_dag_id",
+    "airflow_run_id",
+    "decision_key",
+    "metric",
 )
 _METRICS = ("challenger_metric", "champion_metric", "diff", "ci_low", "ci_high")
 
@@ -34,7 +44,9 @@ def open_record(client, settings: Settings, key: str) -> str:
     if prior is not None:
         return prior.info.run_id
     exp_id = ensure_experiment(client, settings.decisions_experiment, settings)
-    run = client.create_run(exp_id, run_name=f"decision {key}", tags={"decision_key": key, "decision": "pending"})
+    run = client.create_run(
+        exp_id, run_name=f"decision {key}", tags={"decision_key": key, "decision": "pending"}
+    )
     return run.info.run_id
 
 
@@ -50,20 +62,30 @@ def model_card(rec: dict[str, Any]) -> str:
         f"- Airflow: dag `{rec['airflow_dag_id']}`, run `{rec['airflow_run_id']}`",
     ]
     if rec.get("challenger_metric") is not None:
-        lines.append(f"- {rec['metric']}: challenger {rec['challenger_metric']:.4f}" + (
-            f", champion {rec['champion_metric']:.4f}, difference {rec['diff']:+.4f} "
-            f"[{rec['ci_low']:+.4f}, {rec['ci_high']:+.4f}] at {rec.get('confidence', 0.95):.0%}"
-            if rec.get("champion_metric") is not None else ""
-        ))
+        lines.append(
+            f"- {rec['metric']}: challenger {rec['challenger_metric']:.4f}"
+            + (
+                f", champion {rec['champion_metric']:.4f}, difference {rec['diff']:+.4f} "
+                f"[{rec['ci_low']:+.4f}, {rec['ci_high']:+.4f}] at {rec.get('confidence', 0.95):.0%}"
+                if rec.get("champion_metric") is not None
+                else ""
+            )
+        )
     for s in rec.get("slices") or []:
-        lines.append(f"  - slice {s['column']}={s['value']} ({s['rows']} rows): challenger {s['challenger']:.4f}"
-                     + (f", champion {s['champion']:.4f}" if "champion" in s else ""))
+        lines.append(
+            f"  - slice {s['column']}={s['value']} ({s['rows']} rows): challenger {s['challenger']:.4f}"
+            + (f", champion {s['champion']:.4f}" if "champion" in s else "")
+        )
     return "\n".join(lines) + "\n"
 
 
 def close_record(client, run_id: str, rec: dict[str, Any]) -> dict[str, Any]:
     """Write the record's tags, figures and artifacts and mark it finished."""
-    rec = {**rec, "decided_at": rec.get("decided_at") or datetime.now(UTC).isoformat(), "record_run_id": run_id}
+    rec = {
+        **rec,
+        "decided_at": rec.get("decided_at") or datetime.now(UTC).isoformat(),
+        "record_run_id": run_id,
+    }
     for key in _TAGS:
         value = rec.get(key)
         client.set_tag(run_id, key, "" if value is None else str(value)[:5000])
@@ -88,17 +110,27 @@ def list_decisions(client, settings: Settings, limit: int = 20) -> list[dict[str
         max_results=limit,
     )
     return [
-        {**{k: r.data.tags.get(k) for k in _TAGS}, **r.data.metrics, "record_run_id": r.info.run_id,
-         "start_time": r.info.start_time}
+        {
+            **{k: r.data.tags.get(k) for k in _TAGS},
+            **r.data.metrics,
+            "record_run_id": r.info.run_id,
+            "start_time": r.info.start_time,
+        }
         for r in runs
     ]
 
 
 def serving_history(client, settings: Settings) -> list[dict[str, Any]]:
     """Which version served from when: every record that moved the champion, oldest first."""
-    moves = [d for d in list_decisions(client, settings, limit=1000) if d["decision"] in CHANGES_CHAMPION]
+    moves = [
+        d for d in list_decisions(client, settings, limit=1000) if d["decision"] in CHANGES_CHAMPION
+    ]
     return [
-        {"version": d["champion_after"], "from": datetime.fromtimestamp(d["start_time"] / 1000, UTC).isoformat(),
-         "decision": d["decision"], "record_run_id": d["record_run_id"]}
+        {
+            "version": d["champion_after"],
+            "from": datetime.fromtimestamp(d["start_time"] / 1000, UTC).isoformat(),
+            "decision": d["decision"],
+            "record_run_id": d["record_run_id"],
+        }
         for d in reversed(moves)
     ]

@@ -21,7 +21,9 @@ class LockTimeout(Exception):
 
 
 def _key(name: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"ctrain:{name}".encode()).digest()[:8], "big", signed=True)
+    return int.from_bytes(
+        hashlib.sha256(f"ctrain:{name}".encode()).digest()[:8], "big", signed=True
+    )
 
 
 @contextlib.contextmanager
@@ -42,7 +44,9 @@ def promotion_lock(settings: Settings) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise LockTimeout(f"promotion lock {path} not acquired within {timeout}s") from None
+                    raise LockTimeout(
+                        f"promotion lock {path} not acquired within {timeout}s"
+                    ) from None
                 time.sleep(0.05)
         try:
             yield
@@ -54,7 +58,9 @@ def promotion_lock(settings: Settings) -> Iterator[None]:
 def _pg_lock(url: str, key: int, timeout: float) -> Iterator[None]:
     import psycopg2
 
-    conn = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"), connect_timeout=10)
+    conn = psycopg2.connect(
+        url.replace("postgresql+psycopg2://", "postgresql://"), connect_timeout=10
+    )
     try:
         conn.autocommit = True
         with conn.cursor() as cur:

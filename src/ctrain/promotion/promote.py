@@ -88,7 +88,9 @@ def move_champion(
         return close_record(client, run_id, record)
 
 
-def promote(settings: Settings, comparison: dict[str, Any], ctx: RunContext, client) -> dict[str, Any]:
+def promote(
+    settings: Settings, comparison: dict[str, Any], ctx: RunContext, client
+) -> dict[str, Any]:
     """Act on a comparison: promote, reject, or (dry run / ``dry_run`` mode) record what would happen."""
     version = comparison["challenger_version"]
     dry = ctx.dry_run or settings.promotion.mode == "dry_run"
@@ -96,7 +98,10 @@ def promote(settings: Settings, comparison: dict[str, Any], ctx: RunContext, cli
         action = "promoted"
     elif dry:
         action = "dry_run"
-        comparison = {**comparison, "reason": f"dry run, would {comparison['action']}: {comparison['reason']}"}
+        comparison = {
+            **comparison,
+            "reason": f"dry run, would {comparison['action']}: {comparison['reason']}",
+        }
     else:
         action = "rejected"
     return move_champion(
@@ -116,16 +121,28 @@ def manual_promote(settings: Settings, version: str, ctx: RunContext, client) ->
     name = settings.model_name
     mv = client.get_model_version(name, str(version))
     if mv.tags.get("validation_status") != "passed":
-        raise PromotionRefused(f"{name} version {version} has validation_status={mv.tags.get('validation_status')!r}; only 'passed' can serve")
+        raise PromotionRefused(
+            f"{name} version {version} has validation_status={mv.tags.get('validation_status')!r}; only 'passed' can serve"
+        )
     expected = current_champion(client, name)
     return move_champion(
-        settings, client, key=f"{ctx.dag_id}/{ctx.run_id}/manual/v{version}", action="manual_promote",
-        expected=expected, new_version=str(version),
-        evidence={"rule": "manual", "reason": f"manual promote of version {version} by {ctx.trigger_reason}"}, ctx=ctx,
+        settings,
+        client,
+        key=f"{ctx.dag_id}/{ctx.run_id}/manual/v{version}",
+        action="manual_promote",
+        expected=expected,
+        new_version=str(version),
+        evidence={
+            "rule": "manual",
+            "reason": f"manual promote of version {version} by {ctx.trigger_reason}",
+        },
+        ctx=ctx,
     )
 
 
-def rollback(settings: Settings, ctx: RunContext, client, to_version: str | None = None) -> dict[str, Any]:
+def rollback(
+    settings: Settings, ctx: RunContext, client, to_version: str | None = None
+) -> dict[str, Any]:
     """Move ``champion`` back: to ``to_version``, or to the version that served before the current one."""
     name = settings.model_name
     current = current_champion(client, name)
@@ -133,7 +150,11 @@ def rollback(settings: Settings, ctx: RunContext, client, to_version: str | None
         raise PromotionRefused(f"{name} has no champion to roll back")
     if to_version is None:
         for d in list_decisions(client, settings, limit=1000):
-            if d["champion_after"] == current and d["decision"] in ("promoted", "manual_promote", "rollback"):
+            if d["champion_after"] == current and d["decision"] in (
+                "promoted",
+                "manual_promote",
+                "rollback",
+            ):
                 to_version = d["champion_before"] or None
                 break
         if not to_version:
@@ -142,7 +163,15 @@ def rollback(settings: Settings, ctx: RunContext, client, to_version: str | None
     if mv.tags.get("validation_status") != "passed":
         raise PromotionRefused(f"version {to_version} has not passed validation")
     return move_champion(
-        settings, client, key=f"{ctx.dag_id}/{ctx.run_id}/rollback/v{to_version}", action="rollback",
-        expected=current, new_version=str(to_version),
-        evidence={"rule": "rollback", "reason": f"rollback from {current} to {to_version}: {ctx.trigger_reason}"}, ctx=ctx,
+        settings,
+        client,
+        key=f"{ctx.dag_id}/{ctx.run_id}/rollback/v{to_version}",
+        action="rollback",
+        expected=current,
+        new_version=str(to_version),
+        evidence={
+            "rule": "rollback",
+            "reason": f"rollback from {current} to {to_version}: {ctx.trigger_reason}",
+        },
+        ctx=ctx,
     )

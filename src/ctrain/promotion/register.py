@@ -25,11 +25,15 @@ def register(
 
     name = settings.model_name
     try:
-        client.create_registered_model(name, description="Managed by ctrain: aliases champion and challenger.")
+        client.create_registered_model(
+            name, description="Managed by ctrain: aliases champion and challenger."
+        )
     except MlflowException as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
             raise
-    found = client.search_model_versions(f"name = '{name}' and run_id = '{trained['mlflow_run_id']}'")
+    found = client.search_model_versions(
+        f"name = '{name}' and run_id = '{trained['mlflow_run_id']}'"
+    )
     metric = evaluation["metric"]
     tags = {
         "validation_status": validation["validation_status"],

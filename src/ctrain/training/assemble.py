@@ -30,7 +30,9 @@ def assemble_window(settings: Settings, window_batches: int | None = None) -> di
     spec = settings.dataset
     df = read_accepted(paths)
     df = df.drop_duplicates(subset=[spec.id_column], keep="last")
-    df = df.sort_values([spec.event_time_column, spec.id_column], kind="stable").reset_index(drop=True)
+    df = df.sort_values([spec.event_time_column, spec.id_column], kind="stable").reset_index(
+        drop=True
+    )
     content_hash = frame_hash(df)
     folder = settings.datasets_dir / content_hash
     if (folder / "meta.json").exists():

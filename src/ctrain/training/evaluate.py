@@ -11,7 +11,9 @@ from ctrain.settings import Settings
 from ctrain.training.model import features, positive_scores, target
 
 
-def evaluate(settings: Settings, trained: dict[str, Any], dataset: dict[str, Any]) -> dict[str, Any]:
+def evaluate(
+    settings: Settings, trained: dict[str, Any], dataset: dict[str, Any]
+) -> dict[str, Any]:
     """Log ``mlflow.models.evaluate`` metrics and plots into the training run; return the key figures."""
     import mlflow
 

@@ -21,17 +21,25 @@ def build_pipeline(spec: DatasetConfig, candidate: CandidateSpec, seed: int) -> 
     try:
         estimator_cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ValueError(f"candidate {candidate.name!r}: cannot import estimator {candidate.estimator!r}") from exc
+        raise ValueError(
+            f"candidate {candidate.name!r}: cannot import estimator {candidate.estimator!r}"
+        ) from exc
     params = dict(candidate.params)
     if "random_state" in estimator_cls().get_params():
         params.setdefault("random_state", seed)
     pre = ColumnTransformer(
         [
-            ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), spec.numeric),
+            (
+                "num",
+                make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                spec.numeric,
+            ),
             (
                 "cat",
                 make_pipeline(
-                    SimpleImputer(missing_values=None, strategy="constant", fill_value="__missing__"),
+                    SimpleImputer(
+                        missing_values=None, strategy="constant", fill_value="__missing__"
+                    ),
                     OneHotEncoder(handle_unknown="ignore", sparse_output=False),
                 ),
                 spec.categorical,

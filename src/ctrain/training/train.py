@@ -63,7 +63,13 @@ def train(settings: Settings, dataset: dict[str, Any], ctx: RunContext, client) 
         )
         search.fit(X, y)
         results.append((search.best_score_, cand, search))
-        log.info("candidate %s: cv %s=%.4f %s", cand.name, cfg.metric, search.best_score_, search.best_params_)
+        log.info(
+            "candidate %s: cv %s=%.4f %s",
+            cand.name,
+            cfg.metric,
+            search.best_score_,
+            search.best_params_,
+        )
     best_score, best_cand, best_search = max(results, key=lambda r: r[0])
     model = best_search.best_estimator_
 
@@ -87,10 +93,16 @@ def train(settings: Settings, dataset: dict[str, Any], ctx: RunContext, client) 
                 "rows_train": dataset["rows_train"],
                 "rows_holdout": dataset["rows_holdout"],
                 "dataset_id": dataset["dataset_id"],
-                **{f"best__{k.removeprefix('model__')}": v for k, v in best_search.best_params_.items()},
+                **{
+                    f"best__{k.removeprefix('model__')}": v
+                    for k, v in best_search.best_params_.items()
+                },
             }
         )
-        mlflow.log_metrics({f"cv_{cfg.metric}__{c.name}": float(s) for s, c, _ in results} | {"cv_best": float(best_score)})
+        mlflow.log_metrics(
+            {f"cv_{cfg.metric}__{c.name}": float(s) for s, c, _ in results}
+            | {"cv_best": float(best_score)}
+        )
         sample = X.head(200)
         signature = mlflow.models.infer_signature(sample, model.predict(sample))
         info = mlflow.sklearn.log_model(

@@ -29,13 +29,31 @@ def validate_training_set(settings: Settings, dataset: dict[str, Any]) -> dict[s
         ("holdout", dataset["holdout_uri"], settings.promotion.slice_min_rows),
     ):
         df = pd.read_parquet(uri)
-        exps = [("row_count", "expect_table_row_count_to_be_between", {"min_value": min_rows}, "block")]
-        exps.append(("target", "expect_column_distinct_values_to_contain_set", {"column": spec.target, "value_set": list(spec.classes)}, "block"))
-        exps.append(("unique_id", "expect_column_values_to_be_unique", {"column": spec.id_column}, "block"))
-        exps += [("not_null", "expect_column_values_to_not_be_null", {"column": c}, "block") for c in required]
+        exps = [
+            ("row_count", "expect_table_row_count_to_be_between", {"min_value": min_rows}, "block")
+        ]
+        exps.append(
+            (
+                "target",
+                "expect_column_distinct_values_to_contain_set",
+                {"column": spec.target, "value_set": list(spec.classes)},
+                "block",
+            )
+        )
+        exps.append(
+            ("unique_id", "expect_column_values_to_be_unique", {"column": spec.id_column}, "block")
+        )
+        exps += [
+            ("not_null", "expect_column_values_to_not_be_null", {"column": c}, "block")
+            for c in required
+        ]
         checks, result = run_expectations(df, exps)
         report[part] = result
-        problems += [f"{part} set: {c.describe(dataset['dataset_id'], len(df))}" for c in checks if not c.success]
+        problems += [
+            f"{part} set: {c.describe(dataset['dataset_id'], len(df))}"
+            for c in checks
+            if not c.success
+        ]
     write_json_atomic(settings.datasets_dir / dataset["dataset_id"] / "validation.json", report)
     if problems:
         raise TrainingSetInvalid("; ".join(problems))
