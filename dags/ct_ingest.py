@@ -5,7 +5,9 @@ Every file in the landing folder (`CTRAIN_HOME/landing` or `dataset.landing_dir`
 Great Expectations. Passing rows go to `accepted/`; failing batches or rows go to
 `quarantine/<batch>/` with the GX result and a one-line reason. The input file is moved to
 `processed/` only after its outcome is written. When anything was accepted, the task
-`publish_accepted` emits the `ctrain_accepted` asset, which starts `ct_training`.
+`publish_accepted` emits the `ctrain_accepted` asset, which starts `ct_batch_inference` (and
+`ct_training`, unless `CTRAIN_TRAIN_ON_NEW_DATA=false`). Label files arriving later in the labels
+landing folder are validated by `ingest_labels`, which emits `ctrain_labels` for the monitor.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Asset, dag, task
 
 ACCEPTED = Asset(name="ctrain_accepted", uri="file:///ctrain/accepted")
+LABELS = Asset(name="ctrain_labels", uri="file:///ctrain/labels")
 
 DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(seconds=20)}
 
@@ -62,7 +65,23 @@ def ct_ingest():
             ],
         }
 
+    @task(outlets=[LABELS])
+    def ingest_labels() -> dict:
+        """Validate waiting label files (delayed labels) into the label store."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from ctrain import steps
+
+        out = steps.ingest_labels()
+        accepted = sum(o["rows_accepted"] for o in out)
+        if not accepted:
+            raise AirflowSkipException(
+                f"{len(out)} label file(s), no label accepted: nothing to publish"
+            )
+        return {"files": [o["file"] for o in out], "rows_accepted": accepted}
+
     publish_accepted(validate_batch.expand(path=list_new_batches()))
+    ingest_labels()
 
 
 ct_ingest()

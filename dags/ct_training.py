@@ -1,8 +1,10 @@
 """
 ### ct_training: train, compare with the champion, promote
 
-Runs on a schedule, when `ct_ingest` publishes new accepted data (the `ctrain_accepted` asset), and
-by hand from the UI (**Trigger DAG w/ config**: window, dry run, force, reason).
+Runs on a schedule (`CTRAIN_TRAINING_SCHEDULE`, default daily 03:00 UTC), when `ct_ingest`
+publishes new accepted data (the `ctrain_accepted` asset; off with `CTRAIN_TRAIN_ON_NEW_DATA=false`),
+when `ct_drift_monitor` asks for it (with the drift or performance reason and its evidence), and by
+hand from the UI (**Trigger DAG w/ config**: window, dry run, force, reason).
 
 assemble window → validate training set → train (MLflow run) → evaluate on the held-out slice →
 register version, alias `challenger` → paired comparison with `champion` on the same rows →
@@ -11,11 +13,20 @@ promote or reject (compare-and-set under a lock) → one decision record in MLfl
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 ACCEPTED = Asset(name="ctrain_accepted", uri="file:///ctrain/accepted")
+# With ct_drift_monitor deciding when to retrain, set CTRAIN_TRAIN_ON_NEW_DATA=false so new data
+# alone does not start a run; the schedule and the monitor's requests still do.
+TRAIN_ON_NEW_DATA = os.environ.get("CTRAIN_TRAIN_ON_NEW_DATA", "true").lower() not in (
+    "0",
+    "false",
+    "no",
+)
+SCHEDULE = os.environ.get("CTRAIN_TRAINING_SCHEDULE", "0 3 * * *")
 
 DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(seconds=30)}
 
@@ -23,8 +34,10 @@ DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(second
 @dag(
     dag_id="ct_training",
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"), assets=[ACCEPTED]
-    ),
+        timetable=CronTriggerTimetable(SCHEDULE, timezone="UTC"), assets=[ACCEPTED]
+    )
+    if TRAIN_ON_NEW_DATA
+    else CronTriggerTimetable(SCHEDULE, timezone="UTC"),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -69,6 +82,7 @@ def ct_training():
             "dag_id": dag_run.dag_id,
             "run_id": dag_run.run_id,
             "trigger_reason": (dag_run.conf or {}).get("reason", reason),
+            "evidence_uri": (dag_run.conf or {}).get("evidence_uri", ""),
             "dry_run": bool(params["dry_run"]),
             "force": bool(params["force"]),
             "window": int(params["window"]),

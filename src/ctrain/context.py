@@ -16,6 +16,7 @@ class RunContext:
     trigger_reason: str = "manual"
     dry_run: bool = False
     force: bool = False
+    evidence_uri: str = ""
 
     def __post_init__(self) -> None:
         if not self.run_id:

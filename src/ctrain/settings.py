@@ -47,6 +47,12 @@ class DatasetConfig(_Strict):
     """Where batches land and what a batch looks like."""
 
     landing_dir: Path | None = None
+    labels: Literal["inline", "delayed"] = Field(
+        "inline",
+        description="inline: batches carry the target; delayed: label files arrive later in labels_landing_dir",
+    )
+    labels_landing_dir: Path | None = None
+    label_time_column: str = "label_time"
     target: str = "label"
     classes: list[int | str] = Field(default_factory=lambda: [0, 1])
     positive_class: int | str = 1
@@ -135,6 +141,42 @@ class PromotionConfig(_Strict):
     lock_timeout_s: float = 60.0
 
 
+class DriftMethod(_Strict):
+    """A drift test and its threshold, named as in Evidently's ``DataDriftPreset``.
+
+    Distances (``wasserstein`` normed by the reference std, ``jensenshannon``, ``psi``) flag drift when
+    the statistic is >= threshold; tests (``ks``, ``chisquare``) when the p-value is < threshold.
+    """
+
+    method: Literal["wasserstein", "ks", "psi", "jensenshannon", "chisquare"]
+    threshold: float = Field(gt=0)
+
+
+class MonitoringConfig(_Strict):
+    """What ct_drift_monitor measures and when it asks for retraining."""
+
+    schedule: str = "0 * * * *"
+    numeric: DriftMethod = DriftMethod(method="wasserstein", threshold=0.1)
+    categorical: DriftMethod = DriftMethod(method="jensenshannon", threshold=0.1)
+    prediction: DriftMethod = DriftMethod(method="wasserstein", threshold=0.1)
+    drift_share: float = Field(
+        0.3, gt=0, le=1, description="share of drifted features that counts as data drift"
+    )
+    min_rows: int = Field(200, ge=1, description="a window with fewer rows is not judged")
+    performance_drop: float = Field(
+        0.05, gt=0, description="absolute drop of the metric below the champion's held-out figure"
+    )
+    label_maturity: float = Field(
+        0.8, gt=0, le=1, description="share of a window's rows that must have labels"
+    )
+    debounce_k: int = Field(2, ge=1)
+    debounce_n: int = Field(3, ge=1)
+    cooldown_minutes: float = Field(60.0, ge=0)
+    report_sample_rows: int = Field(
+        20_000, ge=100, description="rows per side in the Evidently HTML report"
+    )
+
+
 class DemoConfig(_Strict):
     seed: int = 7
     batch_rows: int = 1500
@@ -165,6 +207,7 @@ class Settings(BaseSettings):
     validation: ValidationConfig = ValidationConfig()
     training: TrainingConfig
     promotion: PromotionConfig = PromotionConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
     demo: DemoConfig = DemoConfig()
 
     @classmethod
@@ -189,6 +232,25 @@ class Settings(BaseSettings):
     @property
     def landing_dir(self) -> Path:
         return (self.dataset.landing_dir or self.root / "landing").expanduser().resolve()
+
+    @property
+    def labels_landing_dir(self) -> Path:
+        return (
+            (self.dataset.labels_landing_dir or self.root / "labels_landing").expanduser().resolve()
+        )
+
+    @property
+    def labels_dir(self) -> Path:
+        """Accepted label files."""
+        return self.root / "labels"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / "predictions"
+
+    @property
+    def monitor_dir(self) -> Path:
+        return self.root / "monitor"
 
     @property
     def processed_dir(self) -> Path:

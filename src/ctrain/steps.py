@@ -147,3 +147,78 @@ def run_training(
     challenger = register(trained, dataset, validation, evaluation, c, s)
     comparison = compare(challenger, dataset, c, s)
     return promote(comparison, c, s)
+
+
+def ingest_labels(settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Validate every waiting label file; returns one outcome per file."""
+    from ctrain.monitoring.labels import ingest_label_file, pending_label_files
+
+    s = _settings(settings)
+    return [ingest_label_file(p, s) for p in pending_label_files(s)]
+
+
+def unscored(settings: Settings | None = None) -> list[str]:
+    from ctrain.monitoring.score import unscored_batches
+
+    return unscored_batches(_settings(settings))
+
+
+def score(batch_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    from ctrain.monitoring.score import score_batch
+    from ctrain.tracking import configure
+
+    s = _settings(settings)
+    return score_batch(s, batch_id, configure(s))
+
+
+def check_windows(settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Check every window due under the current champion; returns a line per window."""
+    from ctrain.monitoring.check import champion_reference, check_window, windows_to_check
+    from ctrain.tracking import configure
+
+    s = _settings(settings)
+    client = configure(s)
+    version = champion_reference(s, client)["version"]
+    out = []
+    for batch_id in windows_to_check(s, version):
+        w = check_window(s, batch_id, client)
+        out.append(
+            {
+                "batch_id": batch_id,
+                "flags": w["flags"],
+                "share_drifted": w["data_drift"]["share_drifted"],
+                "performance": w["performance"]["status"],
+                "live_metric": w["performance"]["value"],
+            }
+        )
+    return out
+
+
+def decide_retrain(
+    key: str, training_active: bool, settings: Settings | None = None
+) -> dict[str, Any]:
+    """The retrain verdict on the recent windows; a positive one is logged once per ``key``."""
+    from ctrain.monitoring.check import load_summaries
+    from ctrain.monitoring.trigger import decide_retrain as _decide
+    from ctrain.monitoring.trigger import now_utc, record_request
+    from ctrain.promotion.promote import current_champion
+    from ctrain.tracking import configure
+
+    s = _settings(settings)
+    version = current_champion(configure(s), s.model_name)
+    summaries = load_summaries(s)
+    verdict = _decide(s, summaries, version, now_utc(), training_active)
+    if verdict["trigger"]:
+        verdict = record_request(s, verdict, key, summaries)
+    return {
+        k: verdict.get(k)
+        for k in (
+            "trigger",
+            "reason",
+            "suppressed_by",
+            "flagged_windows",
+            "windows",
+            "evidence_uri",
+            "champion_version",
+        )
+    }

@@ -9,6 +9,7 @@ import pytest
 from tests_support import REPO
 
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
+DAG_IDS = ["ct_ingest", "ct_training", "ct_batch_inference", "ct_drift_monitor"]
 HEAVY = ("mlflow", "great_expectations", "evidently", "sklearn", "pandas", "ctrain")
 
 
@@ -21,10 +22,10 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {"ct_ingest", "ct_training"}
+    assert set(dagbag.dag_ids) == set(DAG_IDS)
 
 
-@pytest.mark.parametrize("dag_id", ["ct_ingest", "ct_training"])
+@pytest.mark.parametrize("dag_id", DAG_IDS)
 def test_dag_policy(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
     assert "ctrain" in dag.tags
@@ -72,3 +73,21 @@ def test_dag_files_only_wire(tmp_path):
         assert all("ctrain" not in line for line in top), (
             f"{path.name} imports ctrain at the top level"
         )
+
+
+def test_the_monitor_triggers_training_deferrably_with_the_reason(dagbag):
+    dag = dagbag.dags["ct_drift_monitor"]
+    trigger = dag.get_task("trigger_ct_training")
+    assert trigger.trigger_dag_id == "ct_training"
+    assert trigger.deferrable and trigger.wait_for_completion
+    assert "reason" in trigger.conf and "evidence_uri" in trigger.conf
+    assert {a.name for a in dag.timetable.asset_condition.objects} == {
+        "ctrain_predictions",
+        "ctrain_labels",
+    }
+
+
+def test_inference_runs_on_accepted_data(dagbag):
+    dag = dagbag.dags["ct_batch_inference"]
+    assert {a.name for a in dag.timetable.asset_condition.objects} == {"ctrain_accepted"}
+    assert [o.name for o in dag.get_task("publish_predictions").outlets] == ["ctrain_predictions"]

@@ -32,6 +32,7 @@ class DemoSource:
     covariate_shift_from: int | None = None
     covariate_shift: float = 1.5
     concept_drift_from: int | None = None
+    label_delay_days: float = 2.0
 
     def batch(self, index: int) -> pd.DataFrame:
         rng = np.random.default_rng([self.seed, index])
@@ -97,9 +98,31 @@ class DemoSource:
             }
         )
 
-    def write_batch(self, index: int, folder: Path, fmt: str = "parquet") -> Path:
+    def labels(self, index: int) -> pd.DataFrame:
+        """Batch ``index``'s labels as they arrive later: (row_id, label, label_time)."""
+        df = self.batch(index)
+        return pd.DataFrame(
+            {
+                "row_id": df["row_id"],
+                "label": df["label"],
+                "label_time": df["event_time"] + pd.Timedelta(days=self.label_delay_days),
+            }
+        )
+
+    def write_labels(self, index: int, folder: Path, fraction: float = 1.0) -> Path:
+        """Write the first ``fraction`` of batch ``index``'s labels to ``labels_{index:04d}[_part].parquet``."""
+        labels = self.labels(index)
+        part = labels.iloc[: int(round(len(labels) * fraction))]
+        suffix = "" if fraction >= 1 else f"_{int(fraction * 100)}pct"
+        return write_parquet_atomic(folder / f"labels_{index:04d}{suffix}.parquet", part)
+
+    def write_batch(
+        self, index: int, folder: Path, fmt: str = "parquet", with_labels: bool = True
+    ) -> Path:
         """Write batch ``index`` atomically into ``folder`` as ``batch_{index:04d}.{fmt}``."""
         df = self.batch(index)
+        if not with_labels:
+            df = df.drop(columns=["label"])
         path = folder / f"batch_{index:04d}.{fmt}"
         if fmt == "csv":
             write_bytes_atomic(path, df.to_csv(index=False).encode("utf-8"))

@@ -49,7 +49,8 @@ class Check:
         return f"batch {batch_id}: {self.expectation} failed on {where}: {what}"
 
     def short(self) -> str:
-        return f"{self.expectation} on {self.column!r} ({self.unexpected_count} rows" + (
+        origin = " [user]" if self.check == "user" else ""
+        return f"{self.expectation}{origin} on {self.column!r} ({self.unexpected_count} rows" + (
             f", {self.detail})" if self.detail else ")"
         )
 
@@ -195,7 +196,14 @@ def build_expectations(
     def sev(check: str) -> Severity:
         return cfg.severity.get(check, "block")
 
-    required = [spec.id_column, spec.event_time_column, spec.target, *spec.feature_names]
+    inline = spec.labels == "inline"
+    # With delayed labels the target arrives in label files; a batch may still carry some.
+    required = [
+        spec.id_column,
+        spec.event_time_column,
+        *([spec.target] if inline else []),
+        *spec.feature_names,
+    ]
     present = set(df.columns)
     exps: list[tuple[str, str, dict[str, Any], Severity]] = [
         ("schema", "expect_column_to_exist", {"column": c}, "block") for c in required
@@ -208,7 +216,7 @@ def build_expectations(
             sev("row_count"),
         )
     )
-    not_null = [spec.id_column, spec.event_time_column, spec.target] + [
+    not_null = [spec.id_column, spec.event_time_column, *([spec.target] if inline else [])] + [
         f.name for f in spec.features if not f.nullable
     ]
     exps += [

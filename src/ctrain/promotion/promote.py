@@ -81,6 +81,7 @@ def move_champion(
             "champion_before": before,
             "champion_after": after,
             "trigger_reason": ctx.trigger_reason,
+            "trigger_evidence": ctx.evidence_uri or None,
             "airflow_dag_id": ctx.dag_id,
             "airflow_run_id": ctx.run_id,
             "decision_key": key,

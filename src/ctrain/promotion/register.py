@@ -43,6 +43,7 @@ def register(
         "airflow_dag_id": ctx.dag_id,
         "airflow_run_id": ctx.run_id,
         "trigger_reason": ctx.trigger_reason,
+        "trigger_evidence": ctx.evidence_uri or "-",
         "mlflow_run_id": trained["mlflow_run_id"],
         "estimator": trained["estimator"],
         f"holdout_{metric}": f"{evaluation[f'holdout_{metric}']:.6f}",

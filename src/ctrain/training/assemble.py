@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from ctrain.ingest.ingest import accepted_batches, read_accepted
+from ctrain.monitoring.labels import attach_labels
 from ctrain.settings import Settings
 from ctrain.storage import frame_hash, read_json, write_json_atomic, write_parquet_atomic
 
@@ -28,7 +29,14 @@ def assemble_window(settings: Settings, window_batches: int | None = None) -> di
     if not paths:
         raise NoTrainingData(f"no accepted batches in {settings.accepted_dir}: ingest data first")
     spec = settings.dataset
-    df = read_accepted(paths)
+    df = attach_labels(read_accepted(paths), settings)
+    unlabeled = int(df[spec.target].isna().sum())
+    # Rows whose label has not arrived yet cannot be trained on; they are counted, not lost.
+    df = df[df[spec.target].notna()]
+    if df.empty:
+        raise NoTrainingData(f"none of the {unlabeled} accepted rows has a label yet")
+    if all(isinstance(c, int) for c in spec.classes):
+        df[spec.target] = df[spec.target].astype(float).astype(int)
     df = df.drop_duplicates(subset=[spec.id_column], keep="last")
     df = df.sort_values([spec.event_time_column, spec.id_column], kind="stable").reset_index(
         drop=True
@@ -48,6 +56,7 @@ def assemble_window(settings: Settings, window_batches: int | None = None) -> di
         "holdout_uri": str(write_parquet_atomic(folder / "holdout.parquet", holdout)),
         "rows_train": len(train),
         "rows_holdout": len(holdout),
+        "rows_unlabeled": unlabeled,
         "batches": [p.stem for p in paths],
         "window_start": times.min().isoformat(),
         "window_end": times.max().isoformat(),

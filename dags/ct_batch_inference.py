@@ -1,0 +1,70 @@
+"""
+### ct_batch_inference: score accepted batches with the champion
+
+Starts when `ct_ingest` publishes accepted data (the `ctrain_accepted` asset), or by hand with a
+`batch_id` to re-score one batch. Each batch is scored by the model that is `champion` at that
+moment; predictions go to `predictions/<batch>.parquet`, keyed by (batch id, row id, model version),
+written atomically, so retries and re-runs leave exactly one prediction per row. Emits the
+`ctrain_predictions` asset for `ct_drift_monitor`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Asset, Param, dag, task
+
+ACCEPTED = Asset(name="ctrain_accepted", uri="file:///ctrain/accepted")
+PREDICTIONS = Asset(name="ctrain_predictions", uri="file:///ctrain/predictions")
+
+DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(seconds=20)}
+
+
+@dag(
+    dag_id="ct_batch_inference",
+    schedule=[ACCEPTED],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["ctrain", "inference"],
+    doc_md=__doc__,
+    params={
+        "batch_id": Param(
+            "",
+            type="string",
+            description="Re-score this accepted batch; empty = every unscored batch.",
+        ),
+    },
+)
+def ct_batch_inference():
+    @task
+    def batches_to_score(params=None) -> list[str]:
+        """The batch asked for, or every accepted batch without predictions."""
+        from ctrain import steps
+
+        return [params["batch_id"]] if params.get("batch_id") else steps.unscored()
+
+    @task(map_index_template="{{ task.op_kwargs['batch_id'] }}")
+    def score_batch(batch_id: str) -> dict:
+        """Score one batch with the current champion (skipped while there is none)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from ctrain import steps
+        from ctrain.monitoring.score import NoChampion
+
+        try:
+            return steps.score(batch_id)
+        except NoChampion as exc:
+            raise AirflowSkipException(str(exc)) from exc
+
+    @task(outlets=[PREDICTIONS], trigger_rule="none_failed_min_one_success")
+    def publish_predictions(scored: list[dict]) -> dict:
+        """Emit the predictions asset for the monitor."""
+        done = [s for s in scored if s]
+        return {"batches": [s["batch_id"] for s in done], "rows": sum(s["rows"] for s in done)}
+
+    publish_predictions(score_batch.expand(batch_id=batches_to_score()))
+
+
+ct_batch_inference()

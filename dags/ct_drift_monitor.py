@@ -1,0 +1,83 @@
+"""
+### ct_drift_monitor: watch the champion, ask for retraining with evidence
+
+Runs on a schedule (`CTRAIN_MONITOR_SCHEDULE`, default hourly) and whenever new predictions
+(`ctrain_predictions`) or labels (`ctrain_labels`) land.
+
+check each due window against the champion's own training reference (data drift per
+feature, prediction drift, performance on windows whose labels matured; Evidently HTML + JSON
+summary under `monitor/<batch>/` and in MLflow) → decide with debounce, cooldown and no request while
+`ct_training` is queued or running → trigger `ct_training` with the reason and the evidence, and wait
+for it without holding a worker slot (deferrable).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+
+PREDICTIONS = Asset(name="ctrain_predictions", uri="file:///ctrain/predictions")
+LABELS = Asset(name="ctrain_labels", uri="file:///ctrain/labels")
+SCHEDULE = os.environ.get("CTRAIN_MONITOR_SCHEDULE", "0 * * * *")
+
+DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(seconds=20)}
+
+
+@dag(
+    dag_id="ct_drift_monitor",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(SCHEDULE, timezone="UTC"), assets=(PREDICTIONS | LABELS)
+    ),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["ctrain", "monitoring"],
+    doc_md=__doc__,
+)
+def ct_drift_monitor():
+    @task
+    def check_windows() -> list[dict]:
+        """Drift and performance for every window due under the current champion."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from ctrain import steps
+
+        try:
+            return steps.check_windows()
+        except LookupError as exc:  # no champion yet
+            raise AirflowSkipException(str(exc)) from exc
+
+    @task.short_circuit(ignore_downstream_trigger_rules=True)
+    def decide(checked: list[dict], ti=None, dag_run=None) -> dict | bool:
+        """Debounce, cooldown, one request at a time; continue only to trigger."""
+        from ctrain import steps
+
+        active = ti.get_dr_count(dag_id="ct_training", states=["queued", "running"]) > 0
+        verdict = steps.decide_retrain(
+            key=f"{dag_run.dag_id}/{dag_run.run_id}", training_active=active
+        )
+        print(f"retrain verdict: {verdict}")
+        return verdict if verdict["trigger"] else False
+
+    verdict = decide(check_windows())
+    trigger_ct_training = TriggerDagRunOperator(
+        task_id="trigger_ct_training",
+        trigger_dag_id="ct_training",
+        conf={
+            "reason": "{{ ti.xcom_pull(task_ids='decide')['reason'] }}",
+            "evidence_uri": "{{ ti.xcom_pull(task_ids='decide')['evidence_uri'] }}",
+        },
+        wait_for_completion=True,
+        deferrable=True,
+        poke_interval=10,
+        allowed_states=["success"],
+        failed_states=["failed"],
+    )
+    verdict >> trigger_ct_training
+
+
+ct_drift_monitor()

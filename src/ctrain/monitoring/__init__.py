@@ -1,0 +1,1 @@
+"""Monitoring: batch inference, delayed labels, drift and performance checks, the retrain trigger."""

@@ -1,0 +1,93 @@
+"""Batch inference and delayed labels on real files and a real temporary MLflow store."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from ctrain import steps
+from ctrain.context import RunContext
+from ctrain.monitoring.labels import attach_labels, label_store
+from ctrain.monitoring.score import NoChampion
+
+
+@pytest.fixture
+def delayed(make_settings):
+    base = make_settings()
+    return make_settings(dataset={**base.dataset.model_dump(mode="json"), "labels": "delayed"})
+
+
+def test_scoring_needs_a_champion(settings, ingested):
+    ingested(1)
+    with pytest.raises(NoChampion, match="no champion yet"):
+        steps.score("batch_0000", settings)
+
+
+def test_rescoring_leaves_exactly_one_prediction_per_row(settings, ingested):
+    ingested(3)
+    steps.run_training(RunContext(), settings=settings)
+    first = steps.score("batch_0001", settings)
+    again = steps.score("batch_0001", settings)
+    assert first == again
+    preds = pd.read_parquet(first["predictions_uri"])
+    batch = pd.read_parquet(settings.accepted_dir / "batch_0001.parquet")
+    assert len(preds) == len(batch) and preds["row_id"].is_unique
+    assert set(preds["row_id"]) == set(batch["row_id"])
+    assert (preds["model_version"] == "1").all() and preds["score"].between(0, 1).all()
+    assert steps.unscored(settings) == ["batch_0000", "batch_0002"]
+
+
+def test_a_killed_scoring_run_then_retried_leaves_one_prediction_per_row(settings, ingested):
+    ingested(3)
+    steps.run_training(RunContext(), settings=settings)
+    code = "import time\nfrom ctrain import steps\ntime.sleep(3.5)\nsteps.score('batch_0002')\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
+    time.sleep(5)  # imports done, scoring under way or about to write
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    leftovers = (
+        [p.name for p in settings.predictions_dir.glob("*")]
+        if settings.predictions_dir.exists()
+        else []
+    )
+    assert all(n == "batch_0002.parquet" or n.startswith(".batch_0002.parquet.") for n in leftovers)
+    out = steps.score("batch_0002", settings)  # the retry
+    preds = pd.read_parquet(out["predictions_uri"])
+    assert len(preds) == 1500 and preds["row_id"].is_unique
+
+
+def test_delayed_labels_are_validated_and_joined(delayed, source):
+    source.write_batch(0, delayed.landing_dir, with_labels=False)
+    (b,) = [steps.ingest_one(p, delayed) for p in steps.list_landed(delayed)]
+    assert b["status"] == "accepted"
+    source.write_labels(0, delayed.labels_landing_dir, fraction=0.5)
+    bad = source.labels(0).iloc[:10].assign(label=7)
+    bad.to_parquet(delayed.labels_landing_dir / "labels_bad.parquet")
+    out = {o["file"]: o for o in steps.ingest_labels(delayed)}
+    assert out["labels_0000_50pct.parquet"]["rows_accepted"] == 750
+    assert out["labels_bad.parquet"]["status"] == "quarantined"
+    assert (
+        "expect_column_values_to_be_in_set failed on column 'label'"
+        in out["labels_bad.parquet"]["reason"]
+    )
+    assert len(label_store(delayed)) == 750
+    joined = attach_labels(pd.read_parquet(delayed.accepted_dir / "batch_0000.parquet"), delayed)
+    assert joined["label"].notna().sum() == 750
+
+
+def test_training_uses_only_labeled_rows(delayed, source):
+    for i in range(3):
+        source.write_batch(i, delayed.landing_dir, with_labels=False)
+    [steps.ingest_one(p, delayed) for p in steps.list_landed(delayed)]
+    for i in range(2):
+        source.write_labels(i, delayed.labels_landing_dir)
+    steps.ingest_labels(delayed)
+    dataset = steps.assemble(None, delayed)
+    assert (
+        dataset["rows_train"] + dataset["rows_holdout"] == 3000
+        and dataset["rows_unlabeled"] == 1500
+    )
