@@ -150,7 +150,10 @@ def cmd_up(settings: Settings, args) -> int:
     """Airflow (standalone) and the MLflow UI on the embedded stores, until Ctrl-C."""
     from ctrain.runtime import airflow_bin, airflow_env
 
-    env = airflow_env(settings) | {"AIRFLOW__API__PORT": str(args.airflow_port)}
+    env = airflow_env(settings) | {
+        "AIRFLOW__API__PORT": str(args.airflow_port),
+        "CTRAIN_MLFLOW_UI_URL": f"http://127.0.0.1:{args.mlflow_port}",
+    }
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     mlflow = [
         str(Path(sys.executable).with_name("mlflow")),
@@ -202,7 +205,11 @@ def cmd_demo(settings: Settings, args) -> int:
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / DEMO_MARKER).write_text(datetime.now(UTC).isoformat() + "\n")
-    return run_demo(settings)
+    # SIGTERM unwinds like Ctrl-C, so the Airflow services the demo started are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # The demo's labels arrive late, as separate files; every Airflow process inherits this.
+    os.environ["CTRAIN_DATASET__LABELS"] = "delayed"
+    return run_demo(load_settings(args.project))
 
 
 def build_parser() -> argparse.ArgumentParser:

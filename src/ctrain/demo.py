@@ -18,22 +18,31 @@ from ctrain.settings import Settings
 from ctrain.storage import write_bytes_atomic, write_parquet_atomic
 
 
-def _land_round_one(src: DemoSource, landing: Path) -> None:
+def _land_round_one(src: DemoSource, settings: Settings) -> None:
+    landing = settings.landing_dir
     for i in range(3):
-        src.write_batch(i, landing)
+        src.write_batch(i, landing, with_labels=False)
+        src.write_labels(i, settings.labels_landing_dir)
     # Broken on purpose: a feature column is missing, so the whole batch is quarantined.
-    write_parquet_atomic(landing / "batch_0003.parquet", src.batch(3).drop(columns=["plan"]))
+    write_parquet_atomic(
+        landing / "batch_0003.parquet", src.batch(3).drop(columns=["plan", "label"])
+    )
     # A file cut off mid-transfer: unreadable, quarantined with the reason.
     whole = (src.batch(99).to_csv(index=False)).encode()
     write_bytes_atomic(landing / "batch_0099_truncated.parquet", whole[: len(whole) // 3])
 
 
-def _land_round_two(src: DemoSource, landing: Path) -> None:
-    src.write_batch(4, landing)
-    # 6% of rows broken (unknown region, impossible discount, missing label): split off.
-    write_parquet_atomic(landing / "batch_0005.parquet", corrupt_rows(src.batch(5), 0.06, seed=5))
-    src.write_batch(6, landing, fmt="csv")
-    src.write_batch(7, landing)
+def _land_round_two(src: DemoSource, settings: Settings) -> None:
+    landing = settings.landing_dir
+    src.write_batch(4, landing, with_labels=False)
+    # 6% of rows broken (unknown region, impossible discount, missing event time): split off.
+    broken = corrupt_rows(src.batch(5), 0.06, seed=5)
+    broken.loc[broken["label"].isna(), "event_time"] = None
+    write_parquet_atomic(landing / "batch_0005.parquet", broken.drop(columns=["label"]))
+    src.write_batch(6, landing, fmt="csv", with_labels=False)
+    src.write_batch(7, landing, with_labels=False)
+    for i in range(4, 8):
+        src.write_labels(i, settings.labels_landing_dir)
 
 
 def _dag(settings: Settings, dag_id: str, log: Path, conf: dict | None = None) -> float:
@@ -83,8 +92,10 @@ def run_demo(settings: Settings) -> int:
     migrate(settings, log)
 
     seen: set[str] = set()
-    print("2. Round one: 3 good batches, 1 with a missing column, 1 truncated file")
-    _land_round_one(src, settings.landing_dir)
+    print(
+        "2. Round one: 3 good batches (their labels arrive as separate files), 1 with a missing column, 1 truncated file"
+    )
+    _land_round_one(src, settings)
     _dag(settings, "ct_ingest", log)
     _show_outcomes(settings, seen)
     print("3. ct_training: the first champion")
@@ -92,16 +103,22 @@ def run_demo(settings: Settings) -> int:
     _show_decision(settings)
 
     print("4. Round two: 4 more batches, one with 6% broken rows")
-    _land_round_two(src, settings.landing_dir)
+    _land_round_two(src, settings)
     _dag(settings, "ct_ingest", log)
     _show_outcomes(settings, seen)
     print("5. ct_training on the larger window: challenger vs champion on the same held-out rows")
     _dag(settings, "ct_training", log, {"reason": "demo: retrain on more data"})
     _show_decision(settings)
 
+    print(
+        "6. The stream, under the real scheduler: stable batches, then drift from a known batch on"
+    )
+    timeline = run_stream(settings, log.parent)
+    print_timeline(timeline)
+
     from ctrain.cli import main as cli_main
 
-    print("\n6. Summary (`ctrain status`)")
+    print("\n7. Summary (`ctrain status`)")
     cli_main(["status", "--limit", "5"])
     print(
         f"""
@@ -109,7 +126,121 @@ Where to look:
   accepted batches   {settings.accepted_dir}
   quarantine         {settings.quarantine_dir}/<batch>/reason.txt, validation.json, rows.parquet
   comparisons        {settings.datasets_dir}/<dataset>/comparison-*.json
+  monitoring         {settings.monitor_dir}/<batch>/summary.json, data_drift.html; triggers.json
   MLflow store       {settings.resolved_tracking_uri}
   UIs                make up   (Airflow http://127.0.0.1:8080, MLflow http://127.0.0.1:5000)"""
     )
     return 0
+
+
+STREAM_START, DRIFT_FROM, STREAM_END = 8, 11, 14
+
+
+def _wait(what: str, done, services, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if not services.alive():
+            raise RuntimeError(f"an Airflow service stopped while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting {timeout:.0f}s for {what}")
+        time.sleep(2)
+
+
+def run_stream(
+    settings: Settings,
+    log_dir: Path,
+    start: int = STREAM_START,
+    drift_from: int = DRIFT_FROM,
+    stop: int = STREAM_END,
+) -> list[dict]:
+    """Feed batches one at a time through the real scheduler; return the timeline.
+
+    Each batch lands with the previous batch's labels; ``ct_ingest`` is triggered, and the assets
+    chain it to ``ct_batch_inference`` and ``ct_drift_monitor``, which asks ``ct_training`` to run
+    when drift persists. Covariate shift and a changed label rule start at batch ``drift_from``.
+    """
+    from ctrain.monitoring.trigger import trigger_log
+    from ctrain.promotion.decisions import list_decisions
+    from ctrain.runtime import AirflowServices
+    from ctrain.tracking import configure
+
+    src = DemoSource(
+        **settings.demo.model_dump()
+        | {
+            "covariate_shift_from": drift_from,
+            "concept_drift_from": drift_from,
+            "covariate_shift": 1.0,
+        }
+    )
+    client = configure(settings)
+    env = {"CTRAIN_TRAIN_ON_NEW_DATA": "false", "CTRAIN_DATASET__LABELS": settings.dataset.labels}
+    timeline = []
+    with AirflowServices(settings, log_dir / "airflow", env) as af:
+        for i in range(start, stop):
+            t0 = time.monotonic()
+            n_decisions = len(list_decisions(client, settings, limit=100))
+            n_requests = len(trigger_log(settings))
+            src.write_batch(i, settings.landing_dir, with_labels=False)
+            src.write_labels(i - 1, settings.labels_landing_dir)
+            af.trigger("ct_ingest")
+            verdict = settings.monitor_dir / "last_verdict.json"
+            batch_id = f"batch_{i:04d}"
+            _wait(
+                f"the monitor's verdict on batch {i}",
+                lambda: verdict.exists() and batch_id in json.loads(verdict.read_text())["windows"],
+                af,
+                600,
+            )
+            requested = len(trigger_log(settings)) > n_requests
+            entry = {"batch": i, "drift_from": drift_from, "seconds": 0.0, "requested": requested}
+            if requested:
+                print(
+                    f"    batch {i}: the monitor asked for retraining; waiting for ct_training",
+                    flush=True,
+                )
+                _wait(
+                    "ct_training's decision",
+                    lambda: len(list_decisions(client, settings, limit=100)) > n_decisions,
+                    af,
+                    900,
+                )
+                entry["decision"] = list_decisions(client, settings, limit=1)[0]
+            entry["seconds"] = time.monotonic() - t0
+            timeline.append(entry)
+            print(f"    batch {i} done in {entry['seconds']:.0f}s", flush=True)
+    return timeline
+
+
+def print_timeline(timeline: list[dict]) -> None:
+    from ctrain.settings import load_settings
+
+    settings = load_settings()
+    print(
+        f"\n    {'batch':<7}{'drifted':<9}{'share':<8}{'measured perf (labels)':<34}{'trigger / decision'}"
+    )
+    rows = {}
+    for p in sorted(settings.monitor_dir.glob("batch_*/summary.json")):
+        s = json.loads(p.read_text())
+        rows[int(s["batch_id"].split("_")[1])] = s
+    for entry in timeline:
+        i = entry["batch"]
+        s = rows.get(i) or {}
+        perf_by = rows.get(i, {}).get("performance", {})
+        perf = (
+            f"{perf_by['metric']} {perf_by['value']:.3f} ({perf_by['labeled_rows']} rows)"
+            if perf_by.get("value") is not None
+            else f"pending ({perf_by.get('labeled_rows', 0)} labeled)"
+        )
+        mark = "drift" if i >= entry["drift_from"] else "stable"
+        dd = s.get("data_drift", {})
+        line = f"    {i:<7}{mark:<9}{dd.get('share_drifted', 0):<8.2f}{perf:<34}"
+        if entry.get("decision"):
+            d = entry["decision"]
+            line += f"retrain requested -> {d['decision']} v{d['challenger_version']} ({d['rule']})"
+        elif s.get("flagged"):
+            line += "flagged (" + ", ".join(s["flags"]) + ")"
+        print(line)
+    for entry in timeline:
+        if entry.get("decision"):
+            print(f"\n    retrain reason: {entry['decision']['trigger_reason']}")
+            print(f"    decision: {entry['decision']['reason']}")

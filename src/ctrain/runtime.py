@@ -19,6 +19,8 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
     """The process environment for Airflow commands on the embedded default."""
     env = dict(os.environ if base is None else base)
     home = settings.airflow_home
+    # Airflow's own launchers (standalone, dags test) start `airflow` subcommands by name.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.update(
         {
             "CTRAIN_HOME": str(settings.root),
@@ -40,6 +42,15 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
     if os.environ.get("CTRAIN_PROJECT"):
         env["CTRAIN_PROJECT"] = str(Path(os.environ["CTRAIN_PROJECT"]).resolve())
     return env
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def airflow_bin() -> str:
@@ -64,3 +75,93 @@ def migrate(settings: Settings, log_file: Path) -> None:
     """Create or upgrade Airflow's metadata database."""
     if run_airflow(settings, ["db", "migrate"], log_file) != 0:
         raise RuntimeError(f"airflow db migrate failed; see {log_file}")
+
+
+class AirflowServices:
+    """Airflow's scheduler, DAG processor and triggerer on the embedded stores, as a context manager.
+
+    Each runs in its own process group; on exit they get SIGINT (Airflow's clean shutdown), then
+    SIGKILL for anything still alive after ``grace`` seconds, so no process outlives the block.
+    """
+
+    # Tasks reach Airflow through the api-server's Task Execution API, so it runs here too.
+    COMPONENTS = (["api-server"], ["scheduler"], ["dag-processor"], ["triggerer"])
+
+    def __init__(
+        self,
+        settings: Settings,
+        log_dir: Path,
+        extra_env: dict[str, str] | None = None,
+        grace: float = 30,
+    ):
+        self.settings, self.log_dir, self.grace = settings, log_dir, grace
+        port = free_port()
+        self.env = (
+            airflow_env(settings)
+            | {
+                "AIRFLOW__API__PORT": str(port),
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__CORE__PARALLELISM": "2",
+            }
+            | (extra_env or {})
+        )
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> AirflowServices:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for args in self.COMPONENTS:
+            log = open(self.log_dir / f"{args[0]}.log", "a")  # noqa: SIM115 (closed with the process)
+            self.procs.append(
+                subprocess.Popen(
+                    [airflow_bin(), *args],
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+        import time
+
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGINT)
+        deadline = time.monotonic() + self.grace
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(p.pid, signal.SIGKILL)  # stragglers in the group (task runners)
+            except ProcessLookupError:
+                pass
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def trigger(self, dag_id: str, conf: dict | None = None, timeout: float = 300) -> None:
+        """``airflow dags trigger``, retried until the DAG processor has registered the DAG."""
+        import json
+        import time
+
+        args = [airflow_bin(), "dags", "trigger", dag_id] + (
+            ["--conf", json.dumps(conf)] if conf else []
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            out = subprocess.run(args, env=self.env, capture_output=True, text=True)
+            if out.returncode == 0:
+                return
+            if "DagNotFound" not in out.stderr or time.monotonic() > deadline or not self.alive():
+                raise RuntimeError(f"airflow dags trigger {dag_id} failed: {out.stderr[-2000:]}")
+            time.sleep(3)

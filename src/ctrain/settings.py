@@ -145,7 +145,7 @@ class DriftMethod(_Strict):
     """A drift test and its threshold, named as in Evidently's ``DataDriftPreset``.
 
     Distances (``wasserstein`` normed by the reference std, ``jensenshannon``, ``psi``) flag drift when
-    the statistic is >= threshold; tests (``ks``, ``chisquare``) when the p-value is < threshold.
+    the statistic is >= threshold; tests when the p-value is below it (``ks``: <=, as in Evidently).
     """
 
     method: Literal["wasserstein", "ks", "psi", "jensenshannon", "chisquare"]
@@ -174,6 +174,9 @@ class MonitoringConfig(_Strict):
     cooldown_minutes: float = Field(60.0, ge=0)
     report_sample_rows: int = Field(
         20_000, ge=100, description="rows per side in the Evidently HTML report"
+    )
+    html_reports: bool = Field(
+        True, description="keep Evidently's HTML report of every checked window"
     )
 
 

@@ -181,7 +181,7 @@ def check_windows(settings: Settings | None = None) -> list[dict[str, Any]]:
     version = champion_reference(s, client)["version"]
     out = []
     for batch_id in windows_to_check(s, version):
-        w = check_window(s, batch_id, client)
+        w = check_window(s, batch_id, client, html_report=s.monitoring.html_reports)
         out.append(
             {
                 "batch_id": batch_id,
@@ -201,6 +201,7 @@ def decide_retrain(
     from ctrain.monitoring.check import load_summaries
     from ctrain.monitoring.trigger import decide_retrain as _decide
     from ctrain.monitoring.trigger import now_utc, record_request
+    from ctrain.storage import write_json_atomic
     from ctrain.promotion.promote import current_champion
     from ctrain.tracking import configure
 
@@ -210,6 +211,7 @@ def decide_retrain(
     verdict = _decide(s, summaries, version, now_utc(), training_active)
     if verdict["trigger"]:
         verdict = record_request(s, verdict, key, summaries)
+    write_json_atomic(s.monitor_dir / "last_verdict.json", {**verdict, "key": key})
     return {
         k: verdict.get(k)
         for k in (

@@ -62,6 +62,7 @@ def assemble_window(settings: Settings, window_batches: int | None = None) -> di
         "window_end": times.max().isoformat(),
         "holdout_start": holdout[spec.event_time_column].min().isoformat(),
     }
-    meta["window"] = f"{meta['window_start']}..{meta['window_end']} ({len(paths)} batches)"
+    fmt = "%Y-%m-%d %H:%M"
+    meta["window"] = f"{times.min():{fmt}}..{times.max():{fmt}} UTC ({len(paths)} batches)"
     write_json_atomic(folder / "meta.json", meta)
     return meta
