@@ -187,7 +187,9 @@ def run_stream(
             batch_id = f"batch_{i:04d}"
             _wait(
                 f"the monitor's verdict on batch {i}",
-                lambda: verdict.exists() and batch_id in json.loads(verdict.read_text())["windows"],
+                lambda v=verdict, b=batch_id: (
+                    v.exists() and b in json.loads(v.read_text())["windows"]
+                ),
                 af,
                 600,
             )
@@ -200,7 +202,7 @@ def run_stream(
                 )
                 _wait(
                     "ct_training's decision",
-                    lambda: len(list_decisions(client, settings, limit=100)) > n_decisions,
+                    lambda n=n_decisions: len(list_decisions(client, settings, limit=100)) > n,
                     af,
                     900,
                 )

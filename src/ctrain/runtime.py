@@ -7,6 +7,7 @@ real Airflow. Nothing here imports Airflow.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -137,14 +138,10 @@ class AirflowServices:
                 os.killpg(p.pid, signal.SIGINT)
         deadline = time.monotonic() + self.grace
         for p in self.procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)  # stragglers in the group (task runners)
-            except ProcessLookupError:
-                pass
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)

@@ -201,8 +201,8 @@ def decide_retrain(
     from ctrain.monitoring.check import load_summaries
     from ctrain.monitoring.trigger import decide_retrain as _decide
     from ctrain.monitoring.trigger import now_utc, record_request
-    from ctrain.storage import write_json_atomic
     from ctrain.promotion.promote import current_champion
+    from ctrain.storage import write_json_atomic
     from ctrain.tracking import configure
 
     s = _settings(settings)
