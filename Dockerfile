@@ -13,6 +13,9 @@ ENV MLFLOW_DISABLE_TELEMETRY=true \
 # own version so nothing in the lock can move it (the lock pins the same 3.3.2).
 # The MLflow server's s3:// artifact store needs boto3, which the lock does not pin: it comes with the
 # image's Amazon provider, so the import check below fails the build rather than the first upload.
+# The Celery executor must import with the locked celery (provider 3.26.0 fails on celery 5.7.0:
+# "cannot import name 'retry' from 'celery.backends.database'"): that too fails the build rather
+# than every worker. A throw-away AIRFLOW_HOME keeps any generated config out of the image.
 USER airflow
 ARG CTRAIN_BUILD=/opt/airflow/ctrain-build
 COPY --chown=airflow:0 requirements.lock ${CTRAIN_BUILD}/requirements.lock
@@ -24,7 +27,10 @@ RUN set -eux; \
         pip install --no-cache-dir \
             "apache-airflow==${AIRFLOW_VERSION}" -r "${CTRAIN_BUILD}/requirements.lock"; \
     fi; \
-    python -c "import boto3, psycopg2, mlflow, airflow"
+    python -c "import boto3, psycopg2, mlflow, airflow"; \
+    check_home="$(mktemp -d)"; \
+    AIRFLOW_HOME="$check_home" python -c "import airflow.providers.celery.executors.celery_executor_utils"; \
+    rm -rf "$check_home"
 
 # ctrain itself, without dependencies (they are all in the lock).
 COPY --chown=airflow:0 pyproject.toml README.md ${CTRAIN_BUILD}/

@@ -10,7 +10,7 @@ written atomically, so retries and re-runs leave exactly one prediction per row.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import Asset, Param, dag, task
 
@@ -23,7 +23,6 @@ DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(second
 @dag(
     dag_id="ct_batch_inference",
     schedule=[ACCEPTED],
-    start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

@@ -14,7 +14,7 @@ for it without holding a worker slot (deferrable).
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
@@ -31,7 +31,6 @@ DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(second
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable(SCHEDULE, timezone="UTC"), assets=(PREDICTIONS | LABELS)
     ),
-    start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

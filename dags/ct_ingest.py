@@ -12,7 +12,7 @@ landing folder are validated by `ingest_labels`, which emits `ctrain_labels` for
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import Asset, dag, task
 
@@ -25,7 +25,6 @@ DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(second
 @dag(
     dag_id="ct_ingest",
     schedule="*/15 * * * *",
-    start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

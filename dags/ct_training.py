@@ -14,7 +14,7 @@ promote or reject (compare-and-set under a lock) → one decision record in MLfl
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
@@ -38,7 +38,6 @@ DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(second
     )
     if TRAIN_ON_NEW_DATA
     else CronTriggerTimetable(SCHEDULE, timezone="UTC"),
-    start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

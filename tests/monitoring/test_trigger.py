@@ -21,6 +21,8 @@ def window(i, flags=(), version="1", cols=("tenure_months",)):
             "drifted_columns": list(cols) if "data_drift" in flags else [],
         },
         "performance": {
+            "status": "matured" if "performance" in flags else "immature",
+            "degraded": "performance" in flags,
             "metric": "roc_auc",
             "value": 0.7,
             "champion_value": 0.87,
@@ -66,6 +68,20 @@ def test_performance_reason_says_how_many_rows(cfg):
         cfg, [window(0, ["performance"]), window(1, ["performance"])], "1", T0, False
     )
     assert v["trigger"] and "roc_auc 0.7000 vs champion 0.8700 on 1400 labeled rows" in v["reason"]
+
+
+def test_performance_is_debounced_over_label_matured_windows(cfg):
+    # Labels lag: the two degraded windows are older than the last three windows seen.
+    stream = [
+        window(0, ["performance"]),
+        window(1, ["performance"]),
+        window(2),
+        window(3),
+        window(4),
+    ]
+    v = decide_retrain(cfg, stream, "1", T0, False)
+    assert v["trigger"] and v["flagged_windows"] == ["b00", "b01"]
+    assert "performance drop in 2 of the last 2 label-matured windows" in v["reason"]
 
 
 def test_no_request_while_training_is_queued_or_running(cfg):

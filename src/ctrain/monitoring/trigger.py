@@ -25,21 +25,21 @@ def trigger_log(settings: Settings) -> list[dict[str, Any]]:
     return read_json(path) if path.exists() else []
 
 
-def _reason(flagged: list[dict[str, Any]], n: int) -> str:
+def _reason(drift: list[dict[str, Any]], n: int, perf: list[dict[str, Any]], m: int) -> str:
     parts = []
-    drift = [w for w in flagged if "data_drift" in w["flags"]]
-    perf = [w for w in flagged if "performance" in w["flags"]]
     if drift:
         cols = sorted({c for w in drift for c in w["data_drift"]["drifted_columns"]})
         share = max(w["data_drift"]["share_drifted"] for w in drift)
         parts.append(
-            f"data drift in {len(drift)} of the last {n} windows (up to {share:.0%} of features; drifted: {', '.join(cols)})"
+            f"data drift in {len(drift)} of the last {n} windows "
+            f"(up to {share:.0%} of features; drifted: {', '.join(cols)})"
         )
     if perf:
         worst = max(perf, key=lambda w: w["performance"]["drop"])["performance"]
         parts.append(
-            f"performance drop in {len(perf)} of the last {n} windows ({worst['metric']} {worst['value']:.4f} "
-            f"vs champion {worst['champion_value']:.4f} on {worst['labeled_rows']} labeled rows)"
+            f"performance drop in {len(perf)} of the last {m} label-matured windows "
+            f"({worst['metric']} {worst['value']:.4f} vs champion {worst['champion_value']:.4f} "
+            f"on {worst['labeled_rows']} labeled rows)"
         )
     return "; ".join(parts)
 
@@ -51,26 +51,39 @@ def decide_retrain(
     now: datetime,
     training_active: bool,
 ) -> dict[str, Any]:
-    """The verdict on the recent windows: ``trigger`` true with a reason, or why not."""
+    """The verdict on the recent windows: ``trigger`` true with a reason, or why not.
+
+    Each signal is debounced over its own windows: data drift over the last ``debounce_n``
+    windows, performance over the last ``debounce_n`` windows whose labels have matured (labels
+    arrive late, so those are older windows).
+    """
     cfg = settings.monitoring
+    k, n = cfg.debounce_k, cfg.debounce_n
     mine = [s for s in summaries if s["champion_version"] == champion_version]
-    recent = mine[-cfg.debounce_n :]
-    flagged = [s for s in recent if s["flagged"]]
+    recent = mine[-n:]
+    matured = [s for s in mine if s["performance"].get("status") == "matured"][-n:]
+    drift = [s for s in recent if "data_drift" in s["flags"]]
+    perf = [s for s in matured if s["performance"].get("degraded")]
+    flagged = sorted({s["batch_id"] for s in [*drift, *perf]})
     verdict: dict[str, Any] = {
         "trigger": False,
         "champion_version": champion_version,
         "windows": [s["batch_id"] for s in recent],
-        "flagged_windows": [s["batch_id"] for s in flagged],
+        "flagged_windows": flagged,
         "reason": "",
         "suppressed_by": None,
         "decided_at": now.isoformat(),
     }
-    if len(flagged) < cfg.debounce_k:
+    drift_fires, perf_fires = len(drift) >= k, len(perf) >= k
+    if not (drift_fires or perf_fires):
         verdict["reason"] = (
-            f"{len(flagged)} of the last {len(recent)} windows flagged; {cfg.debounce_k} needed"
+            f"data drift in {len(drift)} of the last {len(recent)} windows, performance drop in "
+            f"{len(perf)} of the last {len(matured)} label-matured windows; {k} needed"
         )
         return verdict
-    verdict["reason"] = _reason(flagged, len(recent))
+    verdict["reason"] = _reason(
+        drift if drift_fires else [], len(recent), perf if perf_fires else [], len(matured)
+    )
     log = trigger_log(settings)
     last = log[-1] if log else None
     if training_active:
@@ -84,7 +97,7 @@ def decide_retrain(
     elif (
         last
         and last["champion_version"] == champion_version
-        and set(verdict["flagged_windows"]) <= set(last["flagged_windows"])
+        and set(flagged) <= set(last["flagged_windows"])
     ):
         verdict["suppressed_by"] = "already requested for these windows"
     else:

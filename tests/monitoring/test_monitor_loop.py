@@ -1,0 +1,114 @@
+"""The monitor on generated streams, in one process: real scoring, real drift tests, real labels."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ctrain import steps
+from ctrain.context import RunContext
+from ctrain.data.demo_source import DemoSource
+
+
+@pytest.fixture
+def delayed(make_settings):
+    base = make_settings()
+    return lambda **kw: make_settings(
+        dataset={**base.dataset.model_dump(mode="json"), "labels": "delayed"},
+        monitoring={"html_reports": False, "cooldown_minutes": 0, **kw},
+    )
+
+
+def _bootstrap(settings, src, n=3):
+    """Three labeled batches and a first champion."""
+    for i in range(n):
+        src.write_batch(i, settings.landing_dir, with_labels=False)
+        src.write_labels(i, settings.labels_landing_dir)
+    for p in steps.list_landed(settings):
+        steps.ingest_one(p, settings)
+    steps.ingest_labels(settings)
+    steps.run_training(RunContext(run_id="bootstrap"), settings=settings)
+
+
+def _stream(settings, src, start, stop, label_lag=1):
+    """Land batches one by one (labels ``label_lag`` batches late); the verdict after each."""
+    verdicts = {}
+    for i in range(start, stop):
+        src.write_batch(i, settings.landing_dir, with_labels=False)
+        if i - label_lag >= start - 1:
+            src.write_labels(i - label_lag, settings.labels_landing_dir)
+        for p in steps.list_landed(settings):
+            steps.ingest_one(p, settings)
+        steps.ingest_labels(settings)
+        for b in steps.unscored(settings):
+            steps.score(b, settings)
+        steps.check_windows(settings)
+        verdicts[i] = steps.decide_retrain(f"t/{i}", training_active=False, settings=settings)
+    return verdicts
+
+
+def test_a_long_stable_stream_never_triggers(delayed):
+    settings = delayed()
+    src = DemoSource(**settings.demo.model_dump())
+    _bootstrap(settings, src)
+    verdicts = _stream(settings, src, 3, 13)
+    assert not any(v["trigger"] for v in verdicts.values()), {
+        i: v["reason"] for i, v in verdicts.items()
+    }
+    summaries = [
+        json.loads(p.read_text()) for p in settings.monitor_dir.glob("batch_*/summary.json")
+    ]
+    assert len(summaries) == 13 and not any(s["flagged"] for s in summaries)
+
+
+def test_covariate_shift_triggers_by_data_drift_and_names_the_columns(delayed):
+    settings = delayed()
+    src = DemoSource(**settings.demo.model_dump() | {"covariate_shift_from": 5})
+    _bootstrap(settings, src)
+    verdicts = _stream(settings, src, 3, 7)
+    assert [i for i, v in verdicts.items() if v["trigger"]] == [6]  # debounce: 2 of the last 3
+    v = verdicts[6]
+    assert v["flagged_windows"] == ["batch_0005", "batch_0006"]
+    assert "data drift in 2 of the last 3 windows" in v["reason"] and "tenure_months" in v["reason"]
+    evidence = json.loads(Path(v["evidence_uri"]).read_text())
+    drifted = evidence["evidence"][0]["data_drift"]["drifted_columns"]
+    assert "tenure_months" in drifted and "region" in drifted
+    assert evidence["evidence"][0]["data_drift"]["dataset_drift"] is True
+
+
+def test_concept_drift_triggers_by_performance_only_once_labels_mature(delayed):
+    settings = delayed(performance_drop=0.05)
+    src = DemoSource(**settings.demo.model_dump() | {"concept_drift_from": 5})
+    _bootstrap(settings, src)
+    verdicts = _stream(settings, src, 3, 9, label_lag=2)
+    summaries = {
+        p.parent.name: json.loads(p.read_text())
+        for p in settings.monitor_dir.glob("batch_*/summary.json")
+    }
+    assert not any(
+        s["data_drift"]["dataset_drift"] for s in summaries.values()
+    )  # features did not move
+    # Labels of batch i arrive with batch i+2: batches 5 and 6 are judged only after 7 and 8 land.
+    assert not verdicts[5]["trigger"] and not verdicts[6]["trigger"] and not verdicts[7]["trigger"]
+    assert verdicts[8]["trigger"] and "performance drop" in verdicts[8]["reason"]
+    assert (
+        summaries["batch_0005"]["performance"]["degraded"]
+        and summaries["batch_0006"]["performance"]["degraded"]
+    )
+    assert summaries["batch_0008"]["performance"]["status"] == "no_labels"
+
+
+def test_the_evidence_includes_evidently_html_and_an_mlflow_run(delayed, client):
+    settings = delayed(html_reports=True)
+    src = DemoSource(**settings.demo.model_dump() | {"covariate_shift_from": 3})
+    _bootstrap(settings, src)
+    _stream(settings, src, 3, 4)
+    summary = json.loads((settings.monitor_dir / "batch_0003" / "summary.json").read_text())
+    html = (settings.monitor_dir / "batch_0003" / "data_drift.html").read_text()
+    assert len(html) > 100_000 and "tenure_months" in html
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.data.metrics["share_drifted"] == summary["data_drift"]["share_drifted"] > 0.3
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+        "summary.json",
+        "data_drift.html",
+    }
