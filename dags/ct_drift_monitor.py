@@ -36,6 +36,8 @@ DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(second
     default_args=DEFAULT_ARGS,
     tags=["ctrain", "monitoring"],
     doc_md=__doc__,
+    # The trigger's conf keeps native types (the window is an integer Param of ct_training).
+    render_template_as_native_obj=True,
 )
 def ct_drift_monitor():
     @task
@@ -69,6 +71,7 @@ def ct_drift_monitor():
         conf={
             "reason": "{{ ti.xcom_pull(task_ids='decide')['reason'] }}",
             "evidence_uri": "{{ ti.xcom_pull(task_ids='decide')['evidence_uri'] }}",
+            "window": "{{ ti.xcom_pull(task_ids='decide')['window'] }}",
         },
         wait_for_completion=True,
         deferrable=True,

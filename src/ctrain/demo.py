@@ -11,6 +11,8 @@ import json
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from ctrain.data.demo_source import DemoSource, corrupt_rows
 from ctrain.ingest.ingest import outcomes
 from ctrain.runtime import migrate, run_airflow
@@ -32,17 +34,11 @@ def _land_round_one(src: DemoSource, settings: Settings) -> None:
     write_bytes_atomic(landing / "batch_0099_truncated.parquet", whole[: len(whole) // 3])
 
 
-def _land_round_two(src: DemoSource, settings: Settings) -> None:
-    landing = settings.landing_dir
-    src.write_batch(4, landing, with_labels=False)
-    # 6% of rows broken (unknown region, impossible discount, missing event time): split off.
-    broken = corrupt_rows(src.batch(5), 0.06, seed=5)
+def _broken_rows(src: DemoSource, index: int) -> pd.DataFrame:
+    """Batch ``index`` with 6% broken rows (unknown region, impossible discount, no event time)."""
+    broken = corrupt_rows(src.batch(index), 0.06, seed=index)
     broken.loc[broken["label"].isna(), "event_time"] = None
-    write_parquet_atomic(landing / "batch_0005.parquet", broken.drop(columns=["label"]))
-    src.write_batch(6, landing, fmt="csv", with_labels=False)
-    src.write_batch(7, landing, with_labels=False)
-    for i in range(4, 8):
-        src.write_labels(i, settings.labels_landing_dir)
+    return broken.drop(columns=["label"])
 
 
 def _dag(settings: Settings, dag_id: str, log: Path, conf: dict | None = None) -> float:
@@ -102,23 +98,17 @@ def run_demo(settings: Settings) -> int:
     _dag(settings, "ct_training", log, {"reason": "demo: first training"})
     _show_decision(settings)
 
-    print("4. Round two: 4 more batches, one with 6% broken rows")
-    _land_round_two(src, settings)
-    _dag(settings, "ct_ingest", log)
-    _show_outcomes(settings, seen)
-    print("5. ct_training on the larger window: challenger vs champion on the same held-out rows")
-    _dag(settings, "ct_training", log, {"reason": "demo: retrain on more data"})
-    _show_decision(settings)
-
     print(
-        "6. The stream, under the real scheduler: stable batches, then drift from a known batch on"
+        f"4. The stream, under the real scheduler: batches {STREAM_START}..{STREAM_END - 1} one at a time, "
+        f"each with the previous batch's labels; batch {BROKEN} has 6% broken rows; drift from batch {DRIFT_FROM} on"
     )
-    timeline = run_stream(settings, log.parent)
+    timeline = run_stream(settings, log.parent, broken={BROKEN})
     print_timeline(timeline)
+    _show_outcomes(settings, seen)
 
     from ctrain.cli import main as cli_main
 
-    print("\n7. Summary (`ctrain status`)")
+    print("\n5. Summary (`ctrain status`)")
     cli_main(["status", "--limit", "5"])
     print(
         f"""
@@ -133,7 +123,7 @@ Where to look:
     return 0
 
 
-STREAM_START, DRIFT_FROM, STREAM_END = 8, 11, 14
+STREAM_START, BROKEN, DRIFT_FROM, STREAM_END = 3, 4, 6, 9
 
 
 def _wait(what: str, done, services, timeout: float) -> None:
@@ -152,6 +142,7 @@ def run_stream(
     start: int = STREAM_START,
     drift_from: int = DRIFT_FROM,
     stop: int = STREAM_END,
+    broken: frozenset[int] | set[int] = frozenset(),
 ) -> list[dict]:
     """Feed batches one at a time through the real scheduler; return the timeline.
 
@@ -180,7 +171,12 @@ def run_stream(
             t0 = time.monotonic()
             n_decisions = len(list_decisions(client, settings, limit=100))
             n_requests = len(trigger_log(settings))
-            src.write_batch(i, settings.landing_dir, with_labels=False)
+            if i in broken:
+                write_parquet_atomic(
+                    settings.landing_dir / f"batch_{i:04d}.parquet", _broken_rows(src, i)
+                )
+            else:
+                src.write_batch(i, settings.landing_dir, with_labels=False)
             src.write_labels(i - 1, settings.labels_landing_dir)
             af.trigger("ct_ingest")
             verdict = settings.monitor_dir / "last_verdict.json"

@@ -175,6 +175,12 @@ class MonitoringConfig(_Strict):
     report_sample_rows: int = Field(
         20_000, ge=100, description="rows per side in the Evidently HTML report"
     )
+    retrain_window_batches: int = Field(
+        3,
+        ge=0,
+        description="a retrain the monitor asks for trains on this many recent batches (0 = all), "
+        "so the newest regime is in the training data and not only in the held-out slice",
+    )
     html_reports: bool = Field(
         True, description="keep Evidently's HTML report of every checked window"
     )

@@ -212,15 +212,8 @@ def decide_retrain(
     if verdict["trigger"]:
         verdict = record_request(s, verdict, key, summaries)
     write_json_atomic(s.monitor_dir / "last_verdict.json", {**verdict, "key": key})
-    return {
-        k: verdict.get(k)
-        for k in (
-            "trigger",
-            "reason",
-            "suppressed_by",
-            "flagged_windows",
-            "windows",
-            "evidence_uri",
-            "champion_version",
-        )
+    keep = ("trigger", "reason", "suppressed_by", "flagged_windows", "windows", "evidence_uri")
+    return {k: verdict.get(k) for k in keep} | {
+        "champion_version": version,
+        "window": s.monitoring.retrain_window_batches,
     }

@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+from tests_support import bootstrap_champion
 
 from ctrain import steps
-from ctrain.context import RunContext
 from ctrain.data.demo_source import DemoSource
 
 
@@ -17,17 +17,6 @@ def delayed(make_settings):
         dataset={**base.dataset.model_dump(mode="json"), "labels": "delayed"},
         monitoring={"html_reports": False, "cooldown_minutes": 0, **kw},
     )
-
-
-def _bootstrap(settings, src, n=3):
-    """Three labeled batches and a first champion."""
-    for i in range(n):
-        src.write_batch(i, settings.landing_dir, with_labels=False)
-        src.write_labels(i, settings.labels_landing_dir)
-    for p in steps.list_landed(settings):
-        steps.ingest_one(p, settings)
-    steps.ingest_labels(settings)
-    steps.run_training(RunContext(run_id="bootstrap"), settings=settings)
 
 
 def _stream(settings, src, start, stop, label_lag=1):
@@ -50,7 +39,7 @@ def _stream(settings, src, start, stop, label_lag=1):
 def test_a_long_stable_stream_never_triggers(delayed):
     settings = delayed()
     src = DemoSource(**settings.demo.model_dump())
-    _bootstrap(settings, src)
+    bootstrap_champion(settings, src)
     verdicts = _stream(settings, src, 3, 13)
     assert not any(v["trigger"] for v in verdicts.values()), {
         i: v["reason"] for i, v in verdicts.items()
@@ -64,7 +53,7 @@ def test_a_long_stable_stream_never_triggers(delayed):
 def test_covariate_shift_triggers_by_data_drift_and_names_the_columns(delayed):
     settings = delayed()
     src = DemoSource(**settings.demo.model_dump() | {"covariate_shift_from": 5})
-    _bootstrap(settings, src)
+    bootstrap_champion(settings, src)
     verdicts = _stream(settings, src, 3, 7)
     assert [i for i, v in verdicts.items() if v["trigger"]] == [6]  # debounce: 2 of the last 3
     v = verdicts[6]
@@ -79,7 +68,7 @@ def test_covariate_shift_triggers_by_data_drift_and_names_the_columns(delayed):
 def test_concept_drift_triggers_by_performance_only_once_labels_mature(delayed):
     settings = delayed(performance_drop=0.05)
     src = DemoSource(**settings.demo.model_dump() | {"concept_drift_from": 5})
-    _bootstrap(settings, src)
+    bootstrap_champion(settings, src)
     verdicts = _stream(settings, src, 3, 9, label_lag=2)
     summaries = {
         p.parent.name: json.loads(p.read_text())
@@ -101,7 +90,7 @@ def test_concept_drift_triggers_by_performance_only_once_labels_mature(delayed):
 def test_the_evidence_includes_evidently_html_and_an_mlflow_run(delayed, client):
     settings = delayed(html_reports=True)
     src = DemoSource(**settings.demo.model_dump() | {"covariate_shift_from": 3})
-    _bootstrap(settings, src)
+    bootstrap_champion(settings, src)
     _stream(settings, src, 3, 4)
     summary = json.loads((settings.monitor_dir / "batch_0003" / "summary.json").read_text())
     html = (settings.monitor_dir / "batch_0003" / "data_drift.html").read_text()
