@@ -176,10 +176,11 @@ class MonitoringConfig(_Strict):
         20_000, ge=100, description="rows per side in the Evidently HTML report"
     )
     retrain_window_batches: int = Field(
-        3,
+        2,
         ge=0,
-        description="a retrain the monitor asks for trains on this many recent batches (0 = all), "
-        "so the newest regime is in the training data and not only in the held-out slice",
+        description="a retrain the monitor asks for trains on this many recent batches (0 = all): "
+        "after drift the newest regime must be in the training data, not only in the held-out "
+        "slice; rows still waiting for labels are left out",
     )
     html_reports: bool = Field(
         True, description="keep Evidently's HTML report of every checked window"
