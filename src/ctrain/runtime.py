@@ -116,6 +116,15 @@ class AirflowServices:
 
     def __enter__(self) -> AirflowServices:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        # DAGs first registered by `airflow dags test` were created paused; new ones are not.
+        with open(self.log_dir / "unpause.log", "a") as log:
+            subprocess.run(
+                [airflow_bin(), "dags", "unpause", "--treat-dag-id-as-regex", "^ct_", "-y"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
         for args in self.COMPONENTS:
             log = open(self.log_dir / f"{args[0]}.log", "a")  # noqa: SIM115 (closed with the process)
             self.procs.append(
