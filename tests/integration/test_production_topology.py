@@ -1,0 +1,569 @@
+"""ctrain's production topology, started natively (no containers) and driven end to end.
+
+The same shape as docker-compose.yaml: Airflow 3 with the CeleryExecutor (API server, scheduler,
+DAG processor, triggerer, one Celery worker, each its own process group) on a fresh PostgreSQL
+metadata database and a dedicated Redis database index; an MLflow tracking server with the
+basic-auth app on its own fresh PostgreSQL database (users in a third one), artifacts proxied by
+the server. The one deliberate difference: the artifact destination is a local folder here where
+compose uses MinIO (S3); clients see ``mlflow-artifacts:/`` either way.
+
+Data is landed and accepted through ``ct_ingest``, then ``ct_training`` is triggered through
+Airflow's REST API; the result is read back through MLflow's REST API only. Refusals (no or wrong
+credentials, a user without grants, a model-version source outside the server's artifact store)
+are checked too. Run with ``-s`` to see the phase timings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from topology import (
+    AIRFLOW_DB_SCHEME,
+    AIRFLOW_PRODUCTION_KEYS,
+    BROKER_SCHEME,
+    MLFLOW_PRODUCTION_KEYS,
+    MODEL_SOURCE_REGEX,
+    REPO,
+    RESULT_BACKEND_SCHEME,
+    VENV_BIN,
+    Timer,
+    Topology,
+    clean_env,
+    free_ports,
+    http_ok,
+    log_contains,
+    pg_available,
+    pg_database_exists,
+    pg_databases,
+    pg_url,
+    redis_available,
+    redis_db,
+    tail,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+REDIS_DB = int(os.environ.get("CTRAIN_TEST_REDIS_DB", "11"))
+MODEL = "ctrain-demo"
+DECISIONS = "ctrain-decisions"
+REASON = "production topology test"
+RUN_TIMEOUT = 600
+
+
+@dataclass
+class Stack:
+    topo: Topology
+    timer: Timer
+    airflow_url: str
+    mlflow_url: str
+    airflow_password: str
+    mlflow_password: str
+    ctrain_home: Path
+    airflow_home: Path
+    artifacts: Path
+
+    @property
+    def mlflow_admin(self) -> tuple[str, str]:
+        return ("admin", self.mlflow_password)
+
+
+# --- the stack ------------------------------------------------------------------------------------
+
+
+def _land_batches(home: Path, n: int = 3) -> list[Path]:
+    """Write ``n`` demo batches into the landing folder of ``home`` (ctrain's demo settings)."""
+    from ctrain.data.demo_source import DemoSource
+    from ctrain.settings import load_settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith("CTRAIN_")]:
+            mp.delenv(key)
+        mp.setenv("CTRAIN_HOME", str(home))
+        s = load_settings()
+    src = DemoSource(**s.demo.model_dump())
+    return [src.write_batch(i, s.landing_dir) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    for problem in (pg_available(), redis_available()):
+        if problem:
+            pytest.fail(problem)
+    tmp = tmp_path_factory.mktemp("topology")
+    run = secrets.token_hex(4)
+    timer = Timer()
+    topo = Topology(run_id=run, logs=tmp / "logs")
+    topo.logs.mkdir()
+    dbs = {
+        "airflow": f"ctrain_af_{run}",
+        "mlflow": f"ctrain_mlf_{run}",
+        "auth": f"ctrain_mlfauth_{run}",
+    }
+    api_port, mlflow_port, health_port, worker_log_port, trigger_log_port = free_ports(5)
+    airflow_url = f"http://127.0.0.1:{api_port}"
+    mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+    home = tmp / "ctrain"
+    airflow_home = tmp / "airflow"
+    artifacts = tmp / "mlflow-artifacts"
+    for d in (home, airflow_home, artifacts):
+        d.mkdir()
+    airflow_password = secrets.token_urlsafe(18)
+    mlflow_password = secrets.token_urlsafe(18)
+
+    with contextlib.ExitStack() as cleanup:
+        with timer.phase("create PG databases, flush Redis db"):
+            cleanup.enter_context(pg_databases(*dbs.values()))
+            broker = cleanup.enter_context(redis_db(REDIS_DB))
+
+        def stop_everything():
+            with timer.phase("stop all process groups"):
+                survivors = topo.stop()
+            print(f"[topology] how each process ended: {topo.exits}", flush=True)
+            print(timer.summary(), flush=True)
+            assert not survivors, f"processes survived the test: {survivors}"
+
+        cleanup.callback(stop_everything)
+
+        with timer.phase("land 3 demo batches"):
+            _land_batches(home)
+
+        # MLflow: basic-auth app, fresh Postgres stores, proxied artifacts (local destination).
+        auth_ini = tmp / "basic_auth.ini"
+        auth_ini.write_text(
+            "[mlflow]\n"
+            "default_permission = NO_PERMISSIONS\n"
+            f"database_uri = {pg_url(dbs['auth'])}\n"
+            "admin_username = admin\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            "grant_default_workspace_access = false\n"
+        )
+        mlflow_env = clean_env(
+            MLFLOW_AUTH_CONFIG_PATH=str(auth_ini),
+            MLFLOW_AUTH_ADMIN_PASSWORD=mlflow_password,
+            MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_urlsafe(48),
+            MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX=MODEL_SOURCE_REGEX,
+            MLFLOW_DISABLE_TELEMETRY="true",
+            DO_NOT_TRACK="1",
+        )
+
+        # Airflow: CeleryExecutor, Postgres metadata DB, Redis broker, one set of secrets.
+        passwords = airflow_home / "simple_auth_manager_passwords.json"
+        passwords.write_text(f'{{"admin": "{airflow_password}"}}\n')
+        passwords.chmod(0o600)
+        from cryptography.fernet import Fernet
+
+        ctrain_env = {
+            "CTRAIN_HOME": str(home),
+            "CTRAIN_TRACKING_URI": mlflow_url,
+            "CTRAIN_MLFLOW_UI_URL": mlflow_url,
+            "CTRAIN_LOCK_URL": pg_url(dbs["airflow"]),
+            "MLFLOW_TRACKING_USERNAME": "admin",
+            "MLFLOW_TRACKING_PASSWORD": mlflow_password,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "GX_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+        }
+        airflow_env = clean_env(
+            AIRFLOW_HOME=str(airflow_home),
+            AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
+            AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            AIRFLOW__CORE__PARALLELISM="4",
+            AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=pg_url(dbs["airflow"], AIRFLOW_DB_SCHEME),
+            AIRFLOW__CELERY__BROKER_URL=broker,
+            AIRFLOW__CELERY__RESULT_BACKEND=pg_url(dbs["airflow"], RESULT_BACKEND_SCHEME),
+            AIRFLOW__CELERY__WORKER_CONCURRENCY="2",
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{airflow_url}/execution/",
+            AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(48),
+            AIRFLOW__API__SECRET_KEY=secrets.token_urlsafe(48),
+            AIRFLOW__CORE__FERNET_KEY=Fernet.generate_key().decode(),
+            AIRFLOW__CORE__AUTH_MANAGER=(
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="False",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
+            # 2 shared cores: parsing may be slow.
+            AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="120",
+            AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT="180",
+            # Test-only: no timetable or asset-triggered runs, so the only ct_training run is the
+            # one this test triggers (ct_training's cron would otherwise start a run on unpause
+            # with catchup=False, and ct_ingest's asset event another).
+            AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
+            AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK="True",
+            AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST="127.0.0.1",
+            AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT=str(health_port),
+            AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(worker_log_port),
+            AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(trigger_log_port),
+            **ctrain_env,
+        )
+        missing = [k for k in AIRFLOW_PRODUCTION_KEYS if k not in airflow_env]
+        missing += [k for k in MLFLOW_PRODUCTION_KEYS if k not in mlflow_env]
+        assert not missing, f"the native topology lacks production settings: {missing}"
+        assert broker.startswith(f"{BROKER_SCHEME}://")
+        airflow = str(VENV_BIN / "airflow")
+
+        with timer.phase("start MLflow + airflow db migrate"):
+            topo.start(
+                "mlflow",
+                [
+                    str(VENV_BIN / "mlflow"),
+                    "server",
+                    "--app-name",
+                    "basic-auth",
+                    "--backend-store-uri",
+                    pg_url(dbs["mlflow"]),
+                    "--serve-artifacts",
+                    "--artifacts-destination",
+                    str(artifacts),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(mlflow_port),
+                    "--workers",
+                    "2",
+                    "--allowed-hosts",
+                    f"127.0.0.1:{mlflow_port},localhost:{mlflow_port}",
+                ],
+                mlflow_env,
+                cwd=tmp,
+            )
+            topo.run("airflow-db-migrate", [airflow, "db", "migrate"], airflow_env, tmp, 300)
+
+        with timer.phase("start 5 Airflow components, wait for health"):
+            topo.start(
+                "api-server",
+                [
+                    airflow,
+                    "api-server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(api_port),
+                    "--workers",
+                    "1",
+                ],
+                airflow_env,
+                cwd=tmp,
+            )
+            for name in ("scheduler", "dag-processor", "triggerer"):
+                topo.start(name, [airflow, name], airflow_env, cwd=tmp)
+            topo.start(
+                "celery-worker",
+                [
+                    airflow,
+                    "celery",
+                    "worker",
+                    "--concurrency",
+                    "2",
+                    "--celery-hostname",
+                    f"ctrain-{run}@%h",
+                ],
+                airflow_env,
+                cwd=tmp,
+            )
+
+            wait_until("MLflow /health", http_ok(f"{mlflow_url}/health"), 240, topo)
+            wait_until(
+                "Airflow API server", http_ok(f"{airflow_url}/api/v2/monitor/health"), 240, topo
+            )
+            wait_until(
+                "scheduler health check",
+                http_ok(f"http://127.0.0.1:{health_port}/health"),
+                240,
+                topo,
+            )
+
+            def components_healthy():
+                h = requests.get(f"{airflow_url}/api/v2/monitor/health", timeout=5).json()
+                return (
+                    all(
+                        (h.get(k) or {}).get("status") == "healthy"
+                        for k in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+                    )
+                    and h
+                )
+
+            wait_until(
+                "scheduler, triggerer and dag-processor heartbeats", components_healthy, 240, topo
+            )
+            worker_log = topo.services["celery-worker"].log
+            wait_until(
+                f"Celery worker ctrain-{run} ready", log_contains(worker_log, " ready."), 240, topo
+            )
+
+        yield Stack(
+            topo=topo,
+            timer=timer,
+            airflow_url=airflow_url,
+            mlflow_url=mlflow_url,
+            airflow_password=airflow_password,
+            mlflow_password=mlflow_password,
+            ctrain_home=home,
+            airflow_home=airflow_home,
+            artifacts=artifacts,
+        )
+    # ExitStack done: processes stopped, databases dropped, Redis db flushed.
+    for name in dbs.values():
+        assert not pg_database_exists(name), f"database {name} was not dropped"
+
+
+# --- REST helpers ---------------------------------------------------------------------------------
+
+
+class AirflowApi:
+    """Airflow's public REST API with a bearer token from ``POST /auth/token``."""
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.url = stack.airflow_url
+        r = requests.post(
+            f"{self.url}/auth/token",
+            json={"username": "admin", "password": stack.airflow_password},
+            timeout=30,
+        )
+        assert r.status_code in (200, 201), (r.status_code, r.text)
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return self.session.get(f"{self.url}{path}", timeout=30, **kw)
+
+    def post(self, path: str, body: dict) -> requests.Response:
+        return self.session.post(f"{self.url}{path}", json=body, timeout=30)
+
+    def patch(self, path: str, body: dict) -> requests.Response:
+        return self.session.patch(f"{self.url}{path}", json=body, timeout=30)
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        r = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        r.raise_for_status()
+        out = {}
+        for ti in r.json()["task_instances"]:
+            key = ti["task_id"] + (f"[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else "")
+            out[key] = f"{ti['state']} (try {ti.get('try_number')})"
+        return out
+
+    def diagnose(self, dag_id: str, run_id: str) -> str:
+        parts = []
+        try:
+            parts.append(f"task states: {self.task_states(dag_id, run_id)}")
+        except Exception as exc:
+            parts.append(f"task states unavailable: {exc}")
+        run_dir = self.stack.airflow_home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+        for log in sorted(run_dir.rglob("*.log")) if run_dir.is_dir() else []:
+            text = log.read_text(errors="replace")
+            if "ERROR" in text or "Traceback" in text:
+                parts.append(f"--- task log {log.relative_to(run_dir)} ---\n{tail(log, 40)}")
+        parts.append(self.stack.topo.tails(["celery-worker", "scheduler"], 40))
+        return "\n".join(parts)
+
+    def unpause_and_trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        wait_until(
+            f"{dag_id} parsed",
+            lambda: self.get(f"/api/v2/dags/{dag_id}").status_code == 200,
+            240,
+            self.stack.topo,
+            interval=2,
+            diagnose=lambda: (
+                f"import errors: {self.get('/api/v2/importErrors').text}\n"
+                + self.stack.topo.tails(["dag-processor"], 40)
+            ),
+        )
+        r = self.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        assert r.status_code == 200 and r.json()["is_paused"] is False, r.text
+        r = self.post(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        assert r.status_code in (200, 201), (r.status_code, r.text)
+        return r.json()["dag_run_id"]
+
+    def wait_for_success(self, dag_id: str, run_id: str, timeout: float = RUN_TIMEOUT) -> None:
+        def done() -> bool:
+            r = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+            r.raise_for_status()
+            state = r.json()["state"]
+            if state == "success":
+                return True
+            states = self.task_states(dag_id, run_id)
+            bad = {t: s for t, s in states.items() if s.split()[0] in ("failed", "up_for_retry")}
+            if state == "failed" or bad:
+                raise AssertionError(
+                    f"{dag_id} run {run_id} is {state}; failing tasks {bad}\n"
+                    + self.diagnose(dag_id, run_id)
+                )
+            return False
+
+        wait_until(
+            f"{dag_id} run {run_id} to succeed",
+            done,
+            timeout,
+            self.stack.topo,
+            interval=2,
+            diagnose=lambda: self.diagnose(dag_id, run_id),
+        )
+
+
+def _tags(entity: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in entity.get("tags", [])}
+
+
+# --- tests ----------------------------------------------------------------------------------------
+
+
+def test_ct_training_through_the_rest_api_promotes_a_tagged_champion(stack: Stack):
+    timer = stack.timer
+    with timer.phase("Airflow token"):
+        api = AirflowApi(stack)
+
+    with timer.phase("ct_ingest via REST (3 batches accepted)"):
+        ingest_run = api.unpause_and_trigger("ct_ingest")
+        api.wait_for_success("ct_ingest", ingest_run)
+    accepted = sorted(p.name for p in (stack.ctrain_home / "accepted").glob("*.parquet"))
+    assert len(accepted) == 3, accepted
+    assert not list((stack.ctrain_home / "landing").iterdir())
+
+    with timer.phase("ct_training via REST (trigger to success)"):
+        run_id = api.unpause_and_trigger("ct_training", {"reason": REASON})
+        api.wait_for_success("ct_training", run_id)
+    states = api.task_states("ct_training", run_id)
+    assert {s.split()[0] for s in states.values()} == {"success"}, states
+    runs = api.get("/api/v2/dags/ct_training/dagRuns").json()
+    assert [r["dag_run_id"] for r in runs["dag_runs"]] == [run_id], "unexpected extra runs"
+
+    with timer.phase("MLflow REST checks"):
+        mlflow = requests.Session()
+        mlflow.auth = stack.mlflow_admin
+        api2 = f"{stack.mlflow_url}/api/2.0/mlflow"
+
+        r = mlflow.get(
+            f"{api2}/registered-models/alias",
+            params={"name": MODEL, "alias": "champion"},
+            timeout=30,
+        )
+        assert r.status_code == 200, (r.status_code, r.text)
+        mv = r.json()["model_version"]
+        tags = _tags(mv)
+        assert tags.get("validation_status") == "passed", tags
+        assert tags.get("airflow_dag_id") == "ct_training", tags
+        assert tags.get("airflow_run_id") == run_id, tags
+        assert tags.get("trigger_reason") == REASON, tags
+        assert tags.get("data_content_hash") and tags.get("code_version"), tags
+        # The version points inside the server's own store (and so passed the source regex).
+        assert re.search(MODEL_SOURCE_REGEX, mv["source"]), mv["source"]
+
+        r = mlflow.get(
+            f"{api2}/experiments/get-by-name", params={"experiment_name": DECISIONS}, timeout=30
+        )
+        assert r.status_code == 200, (r.status_code, r.text)
+        exp = r.json()["experiment"]
+        assert exp["artifact_location"].startswith("mlflow-artifacts:/"), exp
+        r = mlflow.post(
+            f"{api2}/runs/search",
+            json={"experiment_ids": [exp["experiment_id"]], "max_results": 100},
+            timeout=30,
+        )
+        assert r.status_code == 200, (r.status_code, r.text)
+        records = r.json().get("runs", [])
+        assert len(records) == 1, [(x["info"]["status"], _tags(x["data"])) for x in records]
+        (record,) = records
+        rtags = _tags(record["data"])
+        assert record["info"]["status"] == "FINISHED", record["info"]
+        assert rtags.get("decision") == "promoted", rtags
+        assert rtags.get("airflow_run_id") == run_id, rtags
+        assert rtags.get("champion_after") == str(mv["version"]), rtags
+
+    # Artifacts went through the server's proxy into its destination (MinIO in compose).
+    assert list(stack.artifacts.rglob("MLmodel")), "no model artifacts in the proxied store"
+    assert len(list(stack.artifacts.rglob("decision.json"))) == 1
+    assert not (stack.ctrain_home / "mlflow").exists(), "ctrain fell back to a local MLflow store"
+
+
+def test_refusals_without_valid_credentials_or_grants(stack: Stack):
+    af, ml = stack.airflow_url, stack.mlflow_url
+    api2 = f"{ml}/api/2.0/mlflow"
+    with stack.timer.phase("refusal checks"):
+        # Airflow: no token, wrong password.
+        r = requests.get(f"{af}/api/v2/dags", timeout=30)
+        assert r.status_code in (401, 403), (r.status_code, r.text)
+        r = requests.post(
+            f"{af}/auth/token", json={"username": "admin", "password": "wrong-password"}, timeout=30
+        )
+        assert r.status_code in (401, 403), (r.status_code, r.text)
+
+        # MLflow: no credentials, wrong password.
+        r = requests.get(f"{api2}/experiments/search", params={"max_results": 10}, timeout=30)
+        assert r.status_code == 401, (r.status_code, r.text)
+        r = requests.get(
+            f"{api2}/experiments/search",
+            params={"max_results": 10},
+            auth=("admin", "wrong-password"),
+            timeout=30,
+        )
+        assert r.status_code == 401, (r.status_code, r.text)
+
+        # MLflow: a Host header outside --allowed-hosts is refused (DNS-rebinding protection).
+        r = requests.get(
+            f"{api2}/experiments/search",
+            params={"max_results": 10},
+            auth=stack.mlflow_admin,
+            headers={"Host": "attacker.example"},
+            timeout=30,
+        )
+        assert r.status_code in (400, 403), (r.status_code, r.text)
+
+        # MLflow: a model-version source outside the server's store is refused, even for admin.
+        r = requests.post(
+            f"{api2}/model-versions/create",
+            json={"name": MODEL, "source": "s3://somewhere-else/model"},
+            auth=stack.mlflow_admin,
+            timeout=30,
+        )
+        assert r.status_code == 400 and "Invalid model version source" in r.text, (
+            r.status_code,
+            r.text,
+        )
+
+        # MLflow: a new user has no permission on anything (default_permission = NO_PERMISSIONS).
+        admin = requests.Session()
+        admin.auth = stack.mlflow_admin
+        r = admin.get(
+            f"{api2}/experiments/get-by-name", params={"experiment_name": DECISIONS}, timeout=30
+        )
+        if r.status_code == 404:  # the end-to-end test did not get that far: make one
+            r = admin.post(f"{api2}/experiments/create", json={"name": DECISIONS}, timeout=30)
+            assert r.status_code == 200, r.text
+        else:
+            assert r.status_code == 200, r.text
+        viewer = ("viewer-" + secrets.token_hex(3), secrets.token_urlsafe(18))
+        r = admin.post(
+            f"{api2}/users/create", json={"username": viewer[0], "password": viewer[1]}, timeout=30
+        )
+        assert r.status_code == 200, (r.status_code, r.text)
+        r = requests.get(
+            f"{api2}/experiments/get-by-name",
+            params={"experiment_name": DECISIONS},
+            auth=viewer,
+            timeout=30,
+        )
+        assert r.status_code == 403, (r.status_code, r.text)
+        r = requests.get(
+            f"{api2}/registered-models/alias",
+            params={"name": MODEL, "alias": "champion"},
+            auth=viewer,
+            timeout=30,
+        )
+        assert r.status_code in (403, 404), (r.status_code, r.text)
+        r = requests.get(
+            f"{api2}/experiments/search", params={"max_results": 100}, auth=viewer, timeout=30
+        )
+        assert r.status_code == 200, (r.status_code, r.text)
+        visible = [e["name"] for e in r.json().get("experiments", [])]
+        assert DECISIONS not in visible and "ctrain-training" not in visible, visible
