@@ -123,7 +123,8 @@ Where to look:
     return 0
 
 
-STREAM_START, BROKEN, DRIFT_FROM, STREAM_END = 3, 4, 6, 9
+# Phase one used batches 0-3 (and a truncated file); the stream goes on from there.
+STREAM_START, BROKEN, DRIFT_FROM, STREAM_END = 4, 5, 7, 10
 
 
 def _wait(what: str, done, services, timeout: float) -> None:
