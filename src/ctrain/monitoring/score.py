@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ctrain.promotion.promote import current_champion
@@ -55,7 +56,7 @@ def score_batch(settings: Settings, batch_id: str, client) -> dict[str, Any]:
             spec.event_time_column: df[spec.event_time_column].to_numpy(),
             "model_version": str(version),
             "score": scores,
-            "prediction": [spec.positive_class if s >= 0.5 else negative for s in scores],
+            "prediction": np.where(scores >= 0.5, spec.positive_class, negative),
         }
     )
     if spec.target in df.columns:
