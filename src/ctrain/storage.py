@@ -75,6 +75,17 @@ def frame_hash(df: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
+def batch_files(folder: Path) -> list[Path]:
+    """CSV and Parquet files waiting in ``folder``, by name (hidden and temp files skipped)."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUPPORTED_SUFFIXES
+    )
+
+
 def read_table(path: Path) -> pd.DataFrame:
     """Read a CSV (UTF-8) or Parquet batch.
 

@@ -20,8 +20,8 @@ from ctrain.ingest.profile import learn_profile, load_profile, save_profile
 from ctrain.ingest.validate import REASON_COLUMN, row_reasons, validate_batch
 from ctrain.settings import Settings
 from ctrain.storage import (
-    SUPPORTED_SUFFIXES,
     UnreadableBatch,
+    batch_files,
     file_sha256,
     read_json,
     read_table,
@@ -33,14 +33,7 @@ from ctrain.storage import (
 
 def pending_files(settings: Settings) -> list[Path]:
     """Batch files waiting in the landing folder, oldest name first (hidden and temp files skipped)."""
-    folder = settings.landing_dir
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUPPORTED_SUFFIXES
-    )
+    return batch_files(settings.landing_dir)
 
 
 def ensure_profile(settings: Settings, candidates: list[Path]) -> dict[str, Any] | None:

@@ -19,8 +19,8 @@ import pandas as pd
 from ctrain.ingest.validate import run_expectations
 from ctrain.settings import Settings
 from ctrain.storage import (
-    SUPPORTED_SUFFIXES,
     UnreadableBatch,
+    batch_files,
     file_sha256,
     read_table,
     write_json_atomic,
@@ -30,14 +30,8 @@ from ctrain.storage import (
 
 
 def pending_label_files(settings: Settings) -> list[Path]:
-    folder = settings.labels_landing_dir
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUPPORTED_SUFFIXES
-    )
+    """Label files waiting in the labels landing folder, by name."""
+    return batch_files(settings.labels_landing_dir)
 
 
 def ingest_label_file(path: Path, settings: Settings) -> dict[str, Any]:
