@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from ctrain.promotion.compare import decide, paired_bootstrap, slice_metrics
+from ctrain.promotion.metrics import ResampleMetric, known_metrics, metric_value
 from ctrain.settings import PromotionConfig
 
 
@@ -47,6 +48,33 @@ def test_pairing_detects_a_gain_that_unpaired_intervals_would_miss(rows):
     new_lo, _ = own_interval(s)
     _, old_hi = own_interval(slightly_worse)
     assert new_lo < old_hi  # ...while each model's own interval overlaps the other's
+
+
+@pytest.mark.parametrize("metric", known_metrics())
+def test_a_resample_scores_as_scikit_learn_scores_the_resampled_rows(rows, metric):
+    y, s, rng = rows
+    # Probabilities rounded to two places: many ties, as a tree model's scores have.
+    p = np.round(1 / (1 + np.exp(-(s - 1.2))), 2)
+    on_counts = ResampleMetric(metric, y, p)
+    for _ in range(25):
+        idx = rng.integers(0, len(y), len(y))
+        counts = np.bincount(idx, minlength=len(y))
+        assert on_counts(counts) == pytest.approx(metric_value(metric, y[idx], p[idx]), abs=1e-12)
+
+
+def test_the_bootstrap_interval_is_the_one_a_loop_over_resampled_rows_gives(rows):
+    y, s, rng = rows
+    other = np.round(s + rng.normal(0, 0.5, len(s)), 1)
+    r = paired_bootstrap(y, s, other, "roc_auc", 200, 0.9, seed=5)
+    draws, diffs = np.random.default_rng(5), []
+    for _ in range(200):
+        idx = draws.integers(0, len(y), len(y))
+        diffs.append(
+            metric_value("roc_auc", y[idx], s[idx]) - metric_value("roc_auc", y[idx], other[idx])
+        )
+    lo, hi = np.quantile(diffs, [0.05, 0.95])
+    assert r.n_resamples == 200
+    assert (r.ci_low, r.ci_high) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
 
 
 def test_lower_is_better_metrics_are_oriented(rows):

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ctrain.context import RunContext
 from ctrain.promotion import CHAMPION
-from ctrain.promotion.metrics import greater_is_better, metric_value
+from ctrain.promotion.metrics import ResampleMetric, greater_is_better, metric_value
 from ctrain.settings import PromotionConfig, Settings
 from ctrain.storage import write_json_atomic
 from ctrain.training.model import features, positive_scores, target
@@ -47,17 +47,18 @@ def paired_bootstrap(
     """Percentile interval of ``metric(new) - metric(old)`` over paired row resamples."""
     sign = 1.0 if greater_is_better(metric) else -1.0
     new, old = metric_value(metric, y, s_new), metric_value(metric, y, s_old)
+    on_new, on_old = ResampleMetric(metric, y, s_new), ResampleMetric(metric, y, s_old)
+    y = np.asarray(y, dtype=bool)
     rng = np.random.default_rng(seed)
     n = len(y)
     diffs = []
     for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        yb = y[idx]
-        if yb.min() == yb.max():  # a resample with one class has no AUC; draw again next round
+        # One draw of row indices, as counts per row, scores both models: the pairing.
+        counts = np.bincount(rng.integers(0, n, n), minlength=n)
+        drawn_pos = counts @ y
+        if drawn_pos == 0 or drawn_pos == n:  # one class only: no AUC; draw again next round
             continue
-        diffs.append(
-            sign * (metric_value(metric, yb, s_new[idx]) - metric_value(metric, yb, s_old[idx]))
-        )
+        diffs.append(sign * (on_new(counts) - on_old(counts)))
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(diffs, [alpha, 1 - alpha]) if diffs else (np.nan, np.nan)
     return PairedResult(new, old, sign * (new - old), float(lo), float(hi), n, len(diffs))
