@@ -21,7 +21,7 @@ ARG CTRAIN_BUILD=/opt/airflow/ctrain-build
 COPY --chown=airflow:0 requirements.lock ${CTRAIN_BUILD}/requirements.lock
 RUN set -eux; \
     if command -v uv >/dev/null 2>&1; then \
-        uv pip install --python "$(command -v python)" --no-cache \
+        uv pip install --python "$(command -v python)" --no-cache --compile-bytecode \
             "apache-airflow==${AIRFLOW_VERSION}" -r "${CTRAIN_BUILD}/requirements.lock"; \
     else \
         pip install --no-cache-dir \
@@ -37,7 +37,7 @@ COPY --chown=airflow:0 pyproject.toml README.md ${CTRAIN_BUILD}/
 COPY --chown=airflow:0 src/ ${CTRAIN_BUILD}/src/
 RUN set -eux; \
     if command -v uv >/dev/null 2>&1; then \
-        uv pip install --python "$(command -v python)" --no-cache --no-deps "${CTRAIN_BUILD}"; \
+        uv pip install --python "$(command -v python)" --no-cache --compile-bytecode --no-deps "${CTRAIN_BUILD}"; \
     else \
         pip install --no-cache-dir --no-deps "${CTRAIN_BUILD}"; \
     fi; \
