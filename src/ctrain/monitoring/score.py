@@ -18,6 +18,10 @@ from ctrain.storage import write_parquet_atomic
 from ctrain.training.model import features, positive_scores
 
 
+def _constant(value: str, n: int) -> pd.Categorical:
+    return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[value])
+
+
 class NoChampion(Exception):
     """There is no champion to score with yet."""
 
@@ -49,18 +53,23 @@ def score_batch(settings: Settings, batch_id: str, client) -> dict[str, Any]:
     model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
     scores = positive_scores(model, features(df, spec), spec.positive_class)
     negative = next(c for c in spec.classes if c != spec.positive_class)
+    # Columns go in as Series (same index): to_numpy() on a tz-aware time column would build one
+    # Python Timestamp per row, and the frame would infer them back, most of the step's time.
+    # The two constant columns are categoricals: one dictionary entry each in Parquet, instead of
+    # a Python string per row to convert.
     out = pd.DataFrame(
         {
-            "batch_id": batch_id,
-            spec.id_column: df[spec.id_column].astype(str).to_numpy(),
-            spec.event_time_column: df[spec.event_time_column].to_numpy(),
-            "model_version": str(version),
+            "batch_id": _constant(batch_id, len(df)),
+            spec.id_column: df[spec.id_column].astype(str),
+            spec.event_time_column: df[spec.event_time_column],
+            "model_version": _constant(str(version), len(df)),
             "score": scores,
             "prediction": np.where(scores >= 0.5, spec.positive_class, negative),
-        }
+        },
+        index=df.index,
     )
     if spec.target in df.columns:
-        out[spec.target] = df[spec.target].to_numpy()
+        out[spec.target] = df[spec.target]
     path = write_parquet_atomic(settings.predictions_dir / f"{batch_id}.parquet", out)
     return {
         "batch_id": batch_id,
