@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet")
 
@@ -52,8 +54,10 @@ def write_json_atomic(path: Path, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def write_parquet_atomic(path: Path, df: pd.DataFrame) -> Path:
-    return _atomic(path, lambda p: df.to_parquet(p, index=False))
+def write_parquet_atomic(path: Path, data: pd.DataFrame | pa.Table) -> Path:
+    if isinstance(data, pa.Table):
+        return _atomic(path, lambda p: pq.write_table(data, p))
+    return _atomic(path, lambda p: data.to_parquet(p, index=False))
 
 
 def read_json(path: Path) -> Any:

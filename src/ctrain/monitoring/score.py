@@ -10,16 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ctrain.promotion.promote import current_champion
 from ctrain.settings import Settings
 from ctrain.storage import write_parquet_atomic
 from ctrain.training.model import features, positive_scores
-
-
-def _constant(value: str, n: int) -> pd.Categorical:
-    return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[value])
 
 
 class NoChampion(Exception):
@@ -49,31 +46,41 @@ def score_batch(settings: Settings, batch_id: str, client) -> dict[str, Any]:
         raise NoChampion(
             f"{name} has no champion yet: batch {batch_id} stays unscored until one is promoted"
         )
-    df = pd.read_parquet(source)
+    # Only the model's inputs become pandas objects; the id, time and target columns go from the
+    # batch file to the predictions file in Arrow, with no Python object per row in between.
+    table = pq.read_table(source)
     model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
-    scores = positive_scores(model, features(df, spec), spec.positive_class)
+    X = features(table.select(spec.feature_names).to_pandas(), spec)
+    scores = positive_scores(model, X, spec.positive_class)
     negative = next(c for c in spec.classes if c != spec.positive_class)
-    # Columns go in as Series (same index): to_numpy() on a tz-aware time column would build one
-    # Python Timestamp per row, and the frame would infer them back, most of the step's time.
-    # The two constant columns are categoricals: one dictionary entry each in Parquet, instead of
-    # a Python string per row to convert.
-    out = pd.DataFrame(
-        {
-            "batch_id": _constant(batch_id, len(df)),
-            spec.id_column: df[spec.id_column].astype(str),
-            spec.event_time_column: df[spec.event_time_column],
-            "model_version": _constant(str(version), len(df)),
-            "score": scores,
-            "prediction": np.where(scores >= 0.5, spec.positive_class, negative),
-        },
-        index=df.index,
-    )
-    if spec.target in df.columns:
-        out[spec.target] = df[spec.target]
+    n = table.num_rows
+    columns = {
+        "batch_id": _constant(batch_id, n),
+        spec.id_column: _as_text(table[spec.id_column]),
+        spec.event_time_column: table[spec.event_time_column],
+        "model_version": _constant(str(version), n),
+        "score": pa.array(scores),
+        "prediction": pa.array(np.where(scores >= 0.5, spec.positive_class, negative)),
+    }
+    if spec.target in table.column_names:
+        columns[spec.target] = table[spec.target]
+    out = pa.table(columns)
     path = write_parquet_atomic(settings.predictions_dir / f"{batch_id}.parquet", out)
     return {
         "batch_id": batch_id,
         "model_version": str(version),
-        "rows": len(out),
+        "rows": n,
         "predictions_uri": str(path),
     }
+
+
+def _constant(value: str, n: int) -> pa.DictionaryArray:
+    """``value`` on every row, stored once (a one-entry dictionary)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int8)), pa.array([value]))
+
+
+def _as_text(ids: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Row ids as text, spelled as ``str()`` spells them (labels are joined on that form)."""
+    if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
+        return ids
+    return pa.chunked_array([pa.array(ids.to_pandas().astype(str), type=pa.string())])
