@@ -1,8 +1,14 @@
 """``make bench``: measure what the platform costs and write ``docs/benchmarks.md``.
 
-Sections measured here: DAG parse time, batch scoring against the model's own predict, and the
-drift check (``bench/drift.py``) at 100,000 and 1,000,000 rows. Every figure is a median of
-several runs with min and max; ratios are taken in the same run. Nothing here is a test.
+Five sections, each run by its own script in its own process (``bench/*.py --help``):
+orchestration overhead of ``ct_training`` under the scheduler, the drift check, batch scoring,
+DAG parse time, and the demo's wall time. Every figure is a median of several runs with min and
+max; ratios are taken in the same run. Nothing here is a test: tests never depend on speed.
+
+    python bench/run.py [--sections orchestration,drift,scoring,parse,demo] [--quick]
+
+``--quick`` runs every section small and once, to check that the benchmarks work (its figures
+are not the document's).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -18,228 +25,364 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-PY = sys.executable
+BENCH = REPO / "bench"
+SECTIONS = ("orchestration", "drift", "scoring", "parse", "demo")
 
 
 def stats(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
 
 
+def fmt(s: dict, digits: int = 2) -> str:
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f}, n={s['n']})"
+
+
 def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "?",
+    def first(path: str, key: str) -> str:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return line.split(":", 1)[1].strip()
+        return "?"
+
+    mem_gib = int(first("/proc/meminfo", "MemTotal").split()[0]) / 2**20
+    return (
+        f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs "
+        f"({first('/proc/cpuinfo', 'model name')}), {mem_gib:.0f} GiB RAM"
     )
-    mem = next(
-        (
-            line.split()[1]
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        ),
-        "0",
-    )
-    return f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPUs ({cpu}), {int(mem) / 2**20:.0f} GiB RAM"
 
 
-def parse_times(repeat: int) -> dict[str, dict]:
-    """Seconds to import each DAG file in a fresh interpreter (and the file alone, airflow.sdk warm)."""
-    code = (
-        "import time, importlib.util, sys\n"
-        "t0 = time.perf_counter(); import airflow.sdk; t1 = time.perf_counter()\n"
-        "spec = importlib.util.spec_from_file_location('d', sys.argv[1])\n"
-        "spec.loader.exec_module(importlib.util.module_from_spec(spec)); t2 = time.perf_counter()\n"
-        "print(t2 - t0, t2 - t1)\n"
-    )
-    out = {}
-    for path in sorted((REPO / "dags").glob("*.py")):
-        total, alone = [], []
-        for _ in range(repeat):
-            r = subprocess.run(
-                [PY, "-c", code, str(path)], capture_output=True, text=True, check=True
-            )
-            a, b = map(float, r.stdout.split()[-2:])
-            total.append(a)
-            alone.append(b)
-        out[path.name] = {"with_airflow_sdk_import": stats(total), "file_only": stats(alone)}
-    return out
-
-
-def scoring(rows: int, repeat: int) -> dict:
-    """Rows per second of ct_batch_inference's scoring step vs the model's own predict_proba."""
-    import pandas as pd
-
-    home = Path(tempfile.mkdtemp(prefix="ctrain-bench-"))
-    os.environ["CTRAIN_HOME"] = str(home)
-    from ctrain import steps
-    from ctrain.context import RunContext
-    from ctrain.data.demo_source import DemoSource
-    from ctrain.settings import load_settings
-    from ctrain.tracking import configure
-    from ctrain.training.model import features
-
-    s = load_settings()
-    src = DemoSource(**s.demo.model_dump())
-    for i in range(3):
-        src.write_batch(i, s.landing_dir)
-    for p in steps.list_landed(s):
-        steps.ingest_one(p, s)
-    steps.run_training(RunContext(trigger_reason="bench"), settings=s)
-    big = DemoSource(**s.demo.model_dump() | {"batch_rows": rows}).batch(50)
-    big.to_parquet(s.accepted_dir / "bench.parquet", index=False)
-    import mlflow
-
-    configure(s)
-    model = mlflow.sklearn.load_model(f"models:/{s.model_name}/1")
-    X = features(pd.read_parquet(s.accepted_dir / "bench.parquet"), s.dataset)
-    step, own = [], []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        steps.score("bench", s)
-        step.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        model.predict_proba(X)
-        own.append(time.perf_counter() - t)
-    step_rps, own_rps = rows / statistics.median(step), rows / statistics.median(own)
-    return {
-        "rows": rows,
-        "step_s": stats(step),
-        "predict_s": stats(own),
-        "step_rows_per_s": step_rps,
-        "predict_rows_per_s": own_rps,
-        "ratio": step_rps / own_rps,
-    }
-
-
-def drift(rows: int, repeat: int) -> dict:
-    out = Path(tempfile.mkdtemp()) / "drift.json"
+def run_script(name: str, *args: str) -> Any:
+    """Run ``bench/<name>.py *args --out tmp.json``; return what it wrote."""
+    out = Path(tempfile.mkdtemp(prefix="ctrain-bench-")) / f"{name}.json"
+    print(f"\n== {name}: {' '.join(args)}", flush=True)
     subprocess.run(
-        [
-            PY,
-            str(REPO / "bench" / "drift.py"),
-            "--rows",
-            str(rows),
-            "--repeat",
-            str(repeat),
-            "--out",
-            str(out),
-        ],
-        check=True,
-        cwd=REPO / "bench",
+        [sys.executable, str(BENCH / f"{name}.py"), *args, "--out", str(out)], check=True
     )
     return json.loads(out.read_text())
 
 
-def fmt(s: dict) -> str:
-    return f"{s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f}, n={s['n']})"
+def demo(repeat: int) -> dict[str, Any]:
+    """Wall time of ``ctrain demo`` (what ``make demo`` runs) in a fresh CTRAIN_HOME each time."""
+    walls, batches = [], []
+    for i in range(repeat):
+        home = Path(tempfile.mkdtemp(prefix="ctrain-bench-demo-")) / "home"
+        print(f"\n== demo run {i + 1}/{repeat} in {home}", flush=True)
+        start = time.perf_counter()
+        out = subprocess.run(
+            [str(Path(sys.executable).with_name("ctrain")), "demo"],
+            env=dict(os.environ) | {"CTRAIN_HOME": str(home)},
+            capture_output=True,
+            text=True,
+        )
+        walls.append(time.perf_counter() - start)
+        if out.returncode != 0:
+            raise RuntimeError(f"ctrain demo failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+        batches += [float(s) for s in re.findall(r"batch \d+ done in (\d+)s", out.stdout)]
+    return {"wall_s": stats(walls), "stream_batch_s": stats(batches) if batches else None}
 
 
-def write_doc(results: dict, path: Path) -> None:
+def collect(sections: list[str], quick: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "quick": quick,
+    }
+    if "orchestration" in sections:
+        sizes = (2_000,) if quick else (10_000, 1_000_000)
+        repeat = "1" if quick else "3"
+        results["orchestration"] = [
+            run_script("orchestration", "--rows", str(n), "--repeat", repeat) for n in sizes
+        ]
+    if "drift" in sections:
+        sizes = (20_000,) if quick else (100_000, 1_000_000)
+        results["drift"] = [
+            run_script("drift", "--rows", str(n), "--repeat", "1" if quick else "3") for n in sizes
+        ]
+    if "scoring" in sections:
+        rows = "20000" if quick else "200000,1000000"
+        results["scoring"] = run_script(
+            "scoring", "--rows", rows, "--repeat", "1" if quick else "5"
+        )
+    if "parse" in sections:
+        results["parse"] = run_script("parse", "--repeat", "2" if quick else "5")
+    if "demo" in sections:
+        results["demo"] = demo(1 if quick else 3)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# The document
+
+
+def _orchestration(rows: list[dict]) -> tuple[list[str], list[tuple[str, bool, str]]]:
     lines = [
-        "# Benchmarks",
+        "## 1. Orchestration overhead: `ct_training` under the scheduler vs one process",
         "",
-        f"Written by `make bench` on {results['when']}. Machine: {results['machine']}.",
-        "Figures are medians (min-max, n runs). Ratios are taken in the same run.",
+        "Target: at 1,000,000 training rows, Airflow's run takes at most 1.2x the same steps in one",
+        "Python process.",
         "",
-        "## DAG parse time (target: under 0.5 s per file)",
-        "",
-        "| DAG file | fresh interpreter, incl. `import airflow.sdk` (s) | the file alone (s) |",
-        "|---|---|---|",
+        "| training rows | Airflow run, queued to end (s) | one process, start to exit (s) | of which steps (s) | "
+        "ratio | ratio to the steps alone | fixed cost per task (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, r in results["parse"].items():
-        lines.append(f"| `{name}` | {fmt(r['with_airflow_sdk_import'])} | {fmt(r['file_only'])} |")
+    for r in rows:
+        lines.append(
+            f"| {r['rows']:,} | {fmt(r['airflow_e2e_s'], 1)} | {fmt(r['one_process_wall_s'], 1)} | "
+            f"{fmt(r['one_process_compute_s'], 1)} | **{r['ratio_vs_one_process']:.2f}** | "
+            f"{r['ratio_vs_compute']:.2f} | {r['fixed_cost_per_task_s']:.2f} |"
+        )
     lines += [
         "",
-        "Most of the first figure is importing `airflow.sdk` itself, which a DAG processor pays once;",
-        "the file alone is what each parse costs. No DAG file imports ctrain or its libraries at the top.",
+        "The one-process figure is a fresh interpreter running the steps one after another (imports",
+        "included, once); the Airflow figure is Airflow's own record of the DAG run, from `queued_at` to",
+        "`end_date`, under the scheduler, DAG processor, triggerer and API server (LocalExecutor,",
+        "SQLite). The fixed cost per task is (Airflow run - steps) / 8 tasks. Both sides do the same work:",
+        "the window is re-assembled before every run, and every run compares with a champion.",
         "",
-        "## Batch scoring (target: at least 0.8 of the model's own predict)",
-        "",
-    ]
-    sc = results["scoring"]
-    lines += [
-        "| rows | scoring step (s) | rows/s | `predict_proba` alone (s) | rows/s | ratio |",
-        "|---|---|---|---|---|---|",
-        f"| {sc['rows']:,} | {fmt(sc['step_s'])} | {sc['step_rows_per_s']:,.0f} | {fmt(sc['predict_s'])} | "
-        f"{sc['predict_rows_per_s']:,.0f} | {sc['ratio']:.2f} |",
-        "",
-        "The scoring step reads the accepted Parquet file, resolves and loads `@champion`, scores, and",
-        "writes the predictions file atomically; `predict_proba` alone is the limit.",
-        "",
-        "## Drift check (target: 1,000,000 rows x 20 columns under 10 s and 1 GB)",
+        "Per task, medians (s): time inside the task under Airflow, the same step in one process, and the",
+        "wait before the task started (scheduling):",
         "",
     ]
-    for key, d in results["drift"].items():
+    for r in rows:
         lines += [
-            f"### {key} rows a side x {d['cols']} columns",
+            f"{r['rows']:,} rows:",
+            "",
+            "| task | under Airflow | one process | wait before |",
+            "|---|---|---|---|",
+        ]
+        for task, t in r["per_task"].items():
+            lines.append(
+                f"| `{task}` | {t['airflow_task_s']:.2f} | {t['one_process_step_s']:.2f} | "
+                f"{t['wait_before_s']:.2f} |"
+            )
+        lines.append("")
+    big = max(rows, key=lambda r: r["rows"])
+    verdict = [
+        (
+            f"Orchestration ratio at {big['rows']:,} rows <= 1.2",
+            big["ratio_vs_one_process"] <= 1.2,
+            f"{big['ratio_vs_one_process']:.2f}",
+        )
+    ]
+    return lines, verdict
+
+
+def _drift(runs: list[dict]) -> tuple[list[str], list[tuple[str, bool, str]]]:
+    lines = [
+        "## 2. Drift check: ctrain vs Evidently's preset vs a scipy loop",
+        "",
+        "Target: 1,000,000 rows x 20 columns under 10 s and 1 GB.",
+        "",
+    ]
+    verdict = []
+    for d in runs:
+        lines += [
+            f"### {d['rows_per_side']:,} rows a side x {d['cols']} columns",
             "",
             "| variant | methods | runs | median s | min s | max s | peak RSS MB | check +MB | x ctrain | same columns |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for v in d["variants"]:
             lines.append(
-                f"| {v['variant']} | {v['methods']} | {v['repeats']} | {v['median_s']:.2f} | {v['min_s']:.2f} | "
-                f"{v['max_s']:.2f} | {v['peak_rss_mb']:.0f} | {v['check_increment_mb']:.0f} | {v['vs_ctrain']:.1f} | "
+                f"| {v['variant']} | {v['methods']} | {v['repeats']} | {v['median_s']:.2f} | "
+                f"{v['min_s']:.2f} | {v['max_s']:.2f} | {v['peak_rss_mb']:.0f} | "
+                f"{v['check_increment_mb']:.0f} | {v['vs_ctrain']:.1f} | "
                 f"{'yes' if v['same_drifted_as_ctrain'] else 'NO'} |"
             )
         lines.append("")
+        if d["rows_per_side"] >= 1_000_000:
+            c = next(v for v in d["variants"] if v["variant"] == "ctrain")
+            verdict.append(
+                (
+                    "Drift check, 1,000,000 x 20: under 10 s and 1 GB",
+                    c["median_s"] < 10 and c["peak_rss_mb"] < 1000,
+                    f"{c['median_s']:.2f} s, {c['peak_rss_mb']:.0f} MB peak",
+                )
+            )
     lines += [
         "`ctrain` is the decision path; `evidently` is `DataDriftPreset` alone with the same methods;",
         "`scipy-loop` is `ks_2samp` per numeric column plus chi-square per categorical one (compared with",
-        "`ctrain-ks`). Peak RSS includes generating the data; `check +MB` is the check's own increment.",
+        "`ctrain-ks`). Peak RSS is the whole process (data generation included); `check +MB` is the",
+        "check's own increment.",
         "",
     ]
-    missed = []
-    slow = {
-        n: r["file_only"]["median"]
-        for n, r in results["parse"].items()
-        if r["file_only"]["median"] > 0.5
-    }
-    if slow:
-        missed.append(
-            f"- Parse time: {', '.join(f'`{n}` {t:.2f} s' for n, t in slow.items())} for the file alone. "
-            "`ct_drift_monitor.py` imports `TriggerDagRunOperator` from the standard provider at the top "
-            "(an operator has to exist at parse time); the other files import only `airflow.sdk`. "
-            "Closing it: a deferred import through a small `@task` that triggers via the Task SDK."
-        )
-    if sc["ratio"] < 0.8:
-        missed.append(
-            f"- Batch scoring: {sc['ratio']:.2f} of `predict_proba`. The step's fixed costs (resolving "
-            "`@champion` in the registry, loading the model, reading the batch, writing Parquet with string "
-            "ids atomically) dominate at this size; `predict_proba` alone on an in-memory frame is the limit. "
-            "Closing it: cache the loaded model per version in the worker, and score larger batches per task."
-        )
-    if missed:
-        lines += ["## Targets missed, and why", "", *missed, ""]
-    lines += [
-        "## Not measured yet",
+    return lines, verdict
+
+
+def _scoring(models: list[dict]) -> tuple[list[str], list[tuple[str, bool, str]]]:
+    lines = [
+        "## 3. Batch scoring: the `ct_batch_inference` step vs the champion's own `predict`",
         "",
-        "- Orchestration overhead of `ct_training` under the scheduler vs the same steps in one process",
-        "  (10,000 and 1,000,000 rows).",
-        "- Wall time of `make demo`.",
+        "Target: the step's rows per second are at least 0.8 of `predict`'s on the same rows.",
+        "",
+        "| champion | rows | scoring step (s) | rows/s | `predict` in memory (s) | rows/s | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    verdict = []
+    for m in models:
+        for size in m["sizes"]:
+            step, own = stats(size["step_s"]), stats(size["predict_s"])
+            lines.append(
+                f"| {m['estimator']} | {size['rows']:,} | {fmt(step, 3)} | "
+                f"{size['rows'] / step['median']:,.0f} | {fmt(own, 3)} | "
+                f"{size['rows'] / own['median']:,.0f} | **{size['ratio']:.2f}** |"
+            )
+            verdict.append(
+                (
+                    f"Scoring, {m['estimator']}, {size['rows']:,} rows: >= 0.8 of predict",
+                    size["ratio"] >= 0.8,
+                    f"{size['ratio']:.2f}",
+                )
+            )
+    lines += [
+        "",
+        "The step resolves `@champion`, loads it, reads the batch's Parquet file, scores, and writes the",
+        "predictions file atomically (write, fsync, rename); `predict` runs on the same rows already in",
+        "memory as the model's input frame. Each pair is interleaved in one process.",
+        "",
+    ]
+    missed = [(m["estimator"], size) for m in models for size in m["sizes"] if size["ratio"] < 0.8]
+    if missed:
+        detail = "; ".join(
+            f"{est} at {size['rows']:,} rows: predict "
+            f"{statistics.median(size['predict_s']):.2f} s, the rest of the step "
+            f"{statistics.median(size['step_s']) - statistics.median(size['predict_s']):.2f} s"
+            for est, size in missed
+        )
+        lines += [
+            "**Where the target is missed, and why.** " + detail + ". The rest of the step is",
+            "reading the batch's features from Parquet into the frame the model takes, and writing the",
+            "predictions file; the registry lookup and model load are about 0.02 s. It does not grow with",
+            "the model, so the ratio depends on how costly the model's own predict is: a linear model",
+            "predicts about as fast as Parquet decodes, gradient boosting several times slower. Reading",
+            "ahead and writing behind in threads did not help (measured: 0.36 vs 0.35 for the linear",
+            "model), because turning Arrow columns into the pandas objects a scikit-learn pipeline takes",
+            "holds the GIL. What would close it: scoring the batch's row groups in parallel processes",
+            "(`ct_batch_inference` already maps one task per batch), or models that take Arrow input.",
+            "",
+        ]
+    return lines, verdict
+
+
+def _parse(files: dict[str, dict]) -> tuple[list[str], list[tuple[str, bool, str]]]:
+    lines = [
+        "## 4. DAG parse time",
+        "",
+        "Target: under 0.5 s per DAG file.",
+        "",
+        "| DAG file | Airflow's DAG processor (s) | the file alone, `airflow.sdk` loaded (s) | "
+        "fresh interpreter, `import airflow.sdk` included (s) |",
+        "|---|---|---|---|",
+    ]
+    for name, r in files.items():
+        label = f"`{name}.py`" + (" (control: the smallest DAG)" if name == "control" else "")
+        lines.append(
+            f"| {label} | {fmt(r['dag_processor'], 3)} | {fmt(r['file_only'], 3)} | "
+            f"{fmt(r['with_airflow_sdk_import'], 3)} |"
+        )
+    ours = {n: r for n, r in files.items() if n != "control"}
+    worst = max(ours, key=lambda n: ours[n]["dag_processor"]["median"])
+    worst_fresh = max(ours, key=lambda n: ours[n]["with_airflow_sdk_import"]["median"])
+    fresh_control = files["control"]["with_airflow_sdk_import"]["median"]
+    verdict = [
+        (
+            "DAG parse time < 0.5 s per file, in Airflow's DAG processor",
+            ours[worst]["dag_processor"]["median"] < 0.5,
+            f"slowest `{worst}.py` {ours[worst]['dag_processor']['median']:.3f} s",
+        ),
+        (
+            "DAG parse time < 0.5 s per file, in a fresh interpreter",
+            ours[worst_fresh]["with_airflow_sdk_import"]["median"] < 0.5,
+            f"slowest `{worst_fresh}.py` {ours[worst_fresh]['with_airflow_sdk_import']['median']:.2f} s "
+            f"(the control DAG: {fresh_control:.2f} s)",
+        ),
+    ]
+    lines += [
+        "",
+        "The DAG processor's figure is `dag.last_parse_duration`, Airflow's own measure (the one its UI",
+        "and `dag_processing.last_duration` metric show), from the real `airflow dag-processor`",
+        "re-parsing the folder; it forks each parse from a process that has Airflow loaded, as the",
+        "second column does. A fresh interpreter pays `import airflow.sdk` itself, and the control DAG",
+        "shows that this alone is over 0.5 s on this machine: no DAG file can meet the target that way.",
+        "`ct_drift_monitor.py` is the slowest file on its own because `TriggerDagRunOperator` imports",
+        "Airflow's ORM models, which the DAG processor has already loaded.",
+        "",
+    ]
+    return lines, verdict
+
+
+def _demo(d: dict) -> tuple[list[str], list[tuple[str, bool, str]]]:
+    minutes = {k: v / 60 if k != "n" else v for k, v in d["wall_s"].items()}
+    lines = [
+        "## 5. The demo (`make demo`)",
+        "",
+        "Wall time of `ctrain demo` (what `make demo` runs once `.venv` exists) in a fresh",
+        f"`CTRAIN_HOME`: **{fmt(minutes, 1)} min**.",
+    ]
+    if d["stream_batch_s"]:
+        lines.append(
+            f"Each batch of the stream under the scheduler (ingest, inference, monitor, and the retrain "
+            f"when it fires): {fmt(d['stream_batch_s'], 0)} s."
+        )
+    lines.append("")
+    return lines, []
+
+
+def write_doc(results: dict[str, Any], path: Path) -> None:
+    body: list[str] = []
+    verdicts: list[tuple[str, bool, str]] = []
+    for key, render in (
+        ("orchestration", _orchestration),
+        ("drift", _drift),
+        ("scoring", _scoring),
+        ("parse", _parse),
+        ("demo", _demo),
+    ):
+        if key in results:
+            lines, verdict = render(results[key])
+            body += lines
+            verdicts += verdict
+    head = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` on {results['when']}. Machine: {results['machine']}.",
+        "Figures are medians (min-max, n runs). Ratios are taken in the same run.",
+        "",
+        "| target | met | measured |",
+        "|---|---|---|",
+        *[f"| {name} | {'yes' if ok else '**no**'} | {value} |" for name, ok, value in verdicts],
+        "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(head + body) + "\n")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--score-rows", type=int, default=200_000)
-    p.add_argument("--drift-rows", default="100000,1000000")
-    p.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
+    p.add_argument("--sections", default=",".join(SECTIONS))
+    p.add_argument("--quick", action="store_true", help="small and once: check the benchmarks run")
+    p.add_argument(
+        "--out", default=None, help="default: docs/benchmarks.md (a temp file with --quick)"
+    )
+    p.add_argument("--json", default=None, help="also keep the raw figures in this JSON file")
     a = p.parse_args()
-    results = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine()}
-    results["parse"] = parse_times(a.repeat)
-    results["scoring"] = scoring(a.score_rows, a.repeat)
-    results["drift"] = {f"{int(r):,}": drift(int(r), 3) for r in a.drift_rows.split(",")}
-    write_doc(results, Path(a.out))
-    print(Path(a.out).read_text())
+    sections = [s for s in a.sections.split(",") if s]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections {sorted(unknown)}; known: {', '.join(SECTIONS)}")
+    results = collect(sections, a.quick)
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2))
+    default = (
+        Path(tempfile.mkdtemp()) / "benchmarks.md" if a.quick else REPO / "docs" / "benchmarks.md"
+    )
+    out = Path(a.out) if a.out else default
+    write_doc(results, out)
+    print(out.read_text())
+    print(f"written: {out}")
     return 0
 
 
