@@ -11,11 +11,11 @@ export DO_NOT_TRACK := 1
 
 .PHONY: install demo test lint fmt bench lock up clean
 
+# Bytecode is compiled at install: uv does not by default, and without .pyc files every process
+# (each Airflow task among them) compiles what it imports again, about 3 s more for mlflow alone.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv==$(UV_VER)"
-	# Compile bytecode now: uv does not by default, and without .pyc files every process (each
-	# Airflow task among them) compiles what it imports again, about 3 s more for mlflow alone.
 	$(BIN)/uv pip sync --python $(BIN)/python --quiet --compile-bytecode requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
 	touch $(STAMP)

@@ -9,7 +9,7 @@ from tests_support import bootstrap_champion
 from ctrain.data.demo_source import DemoSource
 from ctrain.demo import run_stream
 from ctrain.promotion.decisions import list_decisions
-from ctrain.runtime import migrate
+from ctrain.runtime import TASK_PRELOAD, migrate
 
 pytestmark = pytest.mark.integration
 
@@ -40,3 +40,7 @@ def test_drift_in_the_stream_retrains_and_promotes_with_the_reason(
     assert mv.tags["trigger_reason"] == decision["trigger_reason"]
     evidence = json.loads(Path(mv.tags["trigger_evidence"]).read_text())
     assert evidence["evidence"] and all(w["flagged"] for w in evidence["evidence"])
+    # The scheduler started its task workers from the forkserver that preloaded the libraries.
+    scheduler_log = (settings.root / "logs" / "airflow" / "scheduler.log").read_text()
+    assert "Set multiprocessing start method to 'forkserver' for scheduler" in scheduler_log
+    assert f"Set forkserver preload modules for scheduler: {list(TASK_PRELOAD)}" in scheduler_log
