@@ -48,7 +48,19 @@ def score_batch(settings: Settings, batch_id: str, client) -> dict[str, Any]:
         )
     # Only the model's inputs become pandas objects; the id, time and target columns go from the
     # batch file to the predictions file in Arrow, with no Python object per row in between.
-    table = pq.read_table(source)
+    # Text categories are read as dictionaries: each distinct value becomes one Python string,
+    # not one per row (the model's input frame is the same, half as costly to build).
+    schema = pq.read_schema(source)
+    text = [
+        c
+        for c in spec.categorical
+        if c in schema.names
+        and (
+            pa.types.is_string(schema.field(c).type)
+            or pa.types.is_large_string(schema.field(c).type)
+        )
+    ]
+    table = pq.read_table(source, read_dictionary=text)
     model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
     X = features(table.select(spec.feature_names).to_pandas(), spec)
     scores = positive_scores(model, X, spec.positive_class)
