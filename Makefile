@@ -35,8 +35,9 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
+# make bench BENCH_ARGS=--quick: every benchmark small and once, to check they run (about 6 min).
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 up: $(STAMP)
 	$(BIN)/ctrain up

@@ -182,6 +182,7 @@ def stack(tmp_path_factory):
             AIRFLOW__CELERY__BROKER_URL=broker,
             AIRFLOW__CELERY__RESULT_BACKEND=pg_url(dbs["airflow"], RESULT_BACKEND_SCHEME),
             AIRFLOW__CELERY__WORKER_CONCURRENCY="2",
+            AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS="ctrain.orchestration.CELERY_CONFIG",
             AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{airflow_url}/execution/",
             AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(48),
             AIRFLOW__API__SECRET_KEY=secrets.token_urlsafe(48),
@@ -300,6 +301,10 @@ def stack(tmp_path_factory):
             wait_until(
                 f"Celery worker ctrain-{run} ready", log_contains(worker_log, " ready."), 240, topo
             )
+            # Before any task: the worker imported the task libraries (scikit-learn's compiled
+            # modules are mapped), so every task process it forks inherits them.
+            worker_pid = topo.services["celery-worker"].proc.pid
+            assert "/sklearn/" in Path(f"/proc/{worker_pid}/maps").read_text()
 
         yield Stack(
             topo=topo,
