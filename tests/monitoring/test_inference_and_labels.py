@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -39,6 +40,36 @@ def test_rescoring_leaves_exactly_one_prediction_per_row(settings, ingested):
     assert set(preds["row_id"]) == set(batch["row_id"])
     assert (preds["model_version"] == "1").all() and preds["score"].between(0, 1).all()
     assert steps.unscored(settings) == ["batch_0000", "batch_0002"]
+
+
+@pytest.mark.parametrize("ids", ["text", "integer"])
+def test_predictions_are_the_champions_scores_with_the_batchs_keys_unchanged(
+    settings, ingested, ids
+):
+    import mlflow
+
+    from ctrain.storage import write_parquet_atomic
+    from ctrain.training.model import features, positive_scores
+
+    ingested(3)
+    steps.run_training(RunContext(), settings=settings)
+    batch = pd.read_parquet(settings.accepted_dir / "batch_0002.parquet")
+    if ids == "integer":
+        batch["row_id"] = range(10**6, 10**6 + len(batch))
+        write_parquet_atomic(settings.accepted_dir / "batch_0002.parquet", batch)
+
+    preds = pd.read_parquet(steps.score("batch_0002", settings)["predictions_uri"])
+
+    model = mlflow.sklearn.load_model(f"models:/{settings.model_name}@champion")
+    own = positive_scores(model, features(batch, settings.dataset), 1)
+    assert preds["score"].to_numpy().tolist() == own.tolist()
+    assert (preds["prediction"].to_numpy() == (own >= 0.5).astype(int)).all()
+    assert preds["row_id"].tolist() == batch["row_id"].astype(str).tolist()
+    assert preds["event_time"].equals(batch["event_time"])
+    # The batch keeps its target as pandas' nullable Float64; the file holds the same values.
+    labels = batch["label"].to_numpy(dtype=float, na_value=np.nan)
+    assert np.array_equal(preds["label"].to_numpy(dtype=float), labels, equal_nan=True)
+    assert (preds["batch_id"] == "batch_0002").all()
 
 
 def test_a_killed_scoring_run_then_retried_leaves_one_prediction_per_row(settings, ingested):

@@ -47,19 +47,10 @@ def score_batch(settings: Settings, batch_id: str, client) -> dict[str, Any]:
             f"{name} has no champion yet: batch {batch_id} stays unscored until one is promoted"
         )
     # Only the model's inputs become pandas objects; the id, time and target columns go from the
-    # batch file to the predictions file in Arrow, with no Python object per row in between.
-    # Text categories are read as dictionaries: each distinct value becomes one Python string,
-    # not one per row (the model's input frame is the same, half as costly to build).
+    # batch file to the predictions file in Arrow. Text categories are read as dictionaries: one
+    # Python string per distinct value instead of one per row, for the same input frame.
     schema = pq.read_schema(source)
-    text = [
-        c
-        for c in spec.categorical
-        if c in schema.names
-        and (
-            pa.types.is_string(schema.field(c).type)
-            or pa.types.is_large_string(schema.field(c).type)
-        )
-    ]
+    text = [c for c in spec.categorical if c in schema.names and _is_text(schema.field(c).type)]
     table = pq.read_table(source, read_dictionary=text)
     model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
     X = features(table.select(spec.feature_names).to_pandas(), spec)
@@ -93,6 +84,10 @@ def _constant(value: str, n: int) -> pa.DictionaryArray:
 
 def _as_text(ids: pa.ChunkedArray) -> pa.ChunkedArray:
     """Row ids as text, spelled as ``str()`` spells them (labels are joined on that form)."""
-    if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
+    if _is_text(ids.type):
         return ids
     return pa.chunked_array([pa.array(ids.to_pandas().astype(str), type=pa.string())])
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
