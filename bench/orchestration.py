@@ -32,6 +32,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from _stats import stats
+
 REPO = Path(__file__).resolve().parents[1]
 BATCHES = 4
 # The tasks of ct_training, in order, and the ctrain step each one calls (run_context calls none).
@@ -151,7 +153,7 @@ def _airflow_run(db: Path, run_id: str) -> dict[str, Any] | None:
     return {
         "e2e_s": end - _ts(queued),
         "queued_to_start_s": _ts(started) - _ts(queued),
-        **{"tasks": tasks},
+        "tasks": tasks,
     }
 
 
@@ -196,10 +198,6 @@ def measure(rows: int, repeat: int, keep: bool = False) -> dict[str, Any]:
     return summarize(rows, one, flow)
 
 
-def _stats(xs: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
-
-
 def summarize(rows: int, one: list[dict], flow: list[dict]) -> dict[str, Any]:
     """Medians, the ratios and the fixed cost per task, from paired figures of the same run."""
     compute = [sum(r["steps_s"].values()) for r in one]
@@ -227,10 +225,10 @@ def summarize(rows: int, one: list[dict], flow: list[dict]) -> dict[str, Any]:
     return {
         "rows": rows,
         "tasks": len(TASKS),
-        "airflow_e2e_s": _stats(e2e),
-        "one_process_wall_s": _stats(walls),
-        "one_process_compute_s": _stats(compute),
-        "one_process_imports_s": _stats([r["imports_s"] for r in one]),
+        "airflow_e2e_s": stats(e2e),
+        "one_process_wall_s": stats(walls),
+        "one_process_compute_s": stats(compute),
+        "one_process_imports_s": stats([r["imports_s"] for r in one]),
         "ratio_vs_one_process": statistics.median(e2e) / statistics.median(walls),
         "ratio_vs_compute": statistics.median(e2e) / statistics.median(compute),
         "fixed_cost_per_task_s": fixed,

@@ -18,13 +18,14 @@ import argparse
 import json
 import os
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _stats import stats
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,10 +55,6 @@ _FRESH = (
 )
 
 
-def _stats(xs: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
-
-
 def fresh_interpreter(path: Path, repeat: int, env: dict[str, str]) -> dict[str, Any]:
     total, alone = [], []
     for _ in range(repeat):
@@ -71,7 +68,7 @@ def fresh_interpreter(path: Path, repeat: int, env: dict[str, str]) -> dict[str,
         a, b = map(float, out.stdout.split()[-2:])
         total.append(a)
         alone.append(b)
-    return {"with_airflow_sdk_import": _stats(total), "file_only": _stats(alone)}
+    return {"with_airflow_sdk_import": stats(total), "file_only": stats(alone)}
 
 
 def dag_processor(folder: Path, home: Path, repeat: int, timeout: float = 600) -> dict[str, Any]:
@@ -114,7 +111,7 @@ def dag_processor(folder: Path, home: Path, repeat: int, timeout: float = 600) -
         except subprocess.TimeoutExpired:
             proc.kill()
     # The first parse of each file is the warm-up (cold page cache, the DAG created in the DB).
-    return {d: _stats([x for _, x in sorted(parses.items())][1:]) for d, parses in seen.items()}
+    return {d: stats([x for _, x in sorted(parses.items())][1:]) for d, parses in seen.items()}
 
 
 def measure(repeat: int) -> dict[str, Any]:

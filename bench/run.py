@@ -27,13 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _stats import stats
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 SECTIONS = ("orchestration", "drift", "scoring", "parse", "demo")
-
-
-def stats(xs: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
 
 
 def fmt(s: dict, digits: int = 2) -> str:
