@@ -58,13 +58,13 @@ def one_process(reason: str) -> dict[str, Any]:
     import sklearn.ensemble  # noqa: F401
 
     from ctrain import steps
-    from ctrain.context import RunContext
+    from ctrain.records import RunContext
     from ctrain.settings import load_settings
 
     imports = time.perf_counter() - t0
     s = load_settings()
     ctx = RunContext(dag_id="bench", run_id=f"bench-{time.time_ns()}", trigger_reason=reason)
-    c = ctx.to_dict()
+    c = ctx.to_xcom()
     timed: dict[str, float] = {}
 
     def step(name: str, fn, *args):
@@ -73,7 +73,7 @@ def one_process(reason: str) -> dict[str, Any]:
         timed[name] = time.perf_counter() - start
         return out
 
-    dataset = step("assemble", steps.assemble, None, s)
+    dataset = step("assemble", steps.assemble, c, s)
     validation = step("validate_set", steps.validate_set, dataset, s)
     trained = step("train", steps.train, dataset, c, s)
     evaluation = step("evaluate", steps.evaluate, trained, dataset, s)
@@ -87,7 +87,8 @@ def _prepare(home: Path, rows: int) -> dict[str, str]:
     """Accepted data and the environment every process of this run shares."""
     dags = home / "dags"
     dags.mkdir(parents=True)
-    (dags / "ct_training.py").symlink_to(REPO / "dags" / "ct_training.py")
+    for name in ("ct_training.py", "ctrain_common.py", ".airflowignore"):
+        (dags / name).symlink_to(REPO / "dags" / name)
     env = {
         "CTRAIN_HOME": str(home),
         "CTRAIN_DAGS_FOLDER": str(dags),

@@ -38,16 +38,16 @@ def measure(candidate: str, rows: list[int], repeat: int) -> dict[str, Any]:
     (home / "project.yaml").write_text(yaml.safe_dump(project))
     os.environ.update({"CTRAIN_HOME": str(home), "CTRAIN_PROJECT": str(home / "project.yaml")})
 
-    import mlflow
     import pandas as pd
 
     from ctrain import steps
-    from ctrain.context import RunContext
     from ctrain.data.demo_source import DemoSource
+    from ctrain.model_io import features
+    from ctrain.records import RunContext
+    from ctrain.registry import load_model
     from ctrain.settings import load_settings
     from ctrain.storage import write_parquet_atomic
     from ctrain.tracking import configure
-    from ctrain.training.model import features
 
     s = load_settings()
     src = DemoSource(**s.demo.model_dump())
@@ -55,7 +55,7 @@ def measure(candidate: str, rows: list[int], repeat: int) -> dict[str, Any]:
         write_parquet_atomic(s.accepted_dir / f"batch_{i:04d}.parquet", src.batch(i))
     decision = steps.run_training(RunContext(trigger_reason="bench"), settings=s)
     configure(s)
-    model = mlflow.sklearn.load_model(f"models:/{s.model_name}@champion")
+    model = load_model(f"models:/{s.model_name}@champion")
     out: dict[str, Any] = {
         "candidate": candidate,
         "estimator": type(model.named_steps["model"]).__name__,

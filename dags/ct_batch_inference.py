@@ -10,18 +10,12 @@ written atomically, so retries and re-runs leave exactly one prediction per row.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from airflow.sdk import Asset, Param, dag, task
-
-ACCEPTED = Asset(name="ctrain_accepted", uri="file:///ctrain/accepted")
-PREDICTIONS = Asset(name="ctrain_predictions", uri="file:///ctrain/predictions")
-
-DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(seconds=20)}
+from airflow.sdk import Param, dag, task
+from ctrain_common import ACCEPTED, BATCH_INFERENCE, DEFAULT_ARGS, PREDICTIONS
 
 
 @dag(
-    dag_id="ct_batch_inference",
+    dag_id=BATCH_INFERENCE,
     schedule=[ACCEPTED],
     catchup=False,
     max_active_runs=1,

@@ -1,7 +1,7 @@
 """
 ### ct_drift_monitor: watch the champion, ask for retraining with evidence
 
-Runs on a schedule (`CTRAIN_MONITOR_SCHEDULE`, default hourly) and whenever new predictions
+Runs on a schedule (`schedules.monitoring`, default hourly) and whenever new predictions
 (`ctrain_predictions`) or labels (`ctrain_labels`) land.
 
 check each due window against the champion's own training reference (data drift per
@@ -13,23 +13,16 @@ for it without holding a worker slot (deferrable).
 
 from __future__ import annotations
 
-import os
-from datetime import timedelta
-
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
-
-PREDICTIONS = Asset(name="ctrain_predictions", uri="file:///ctrain/predictions")
-LABELS = Asset(name="ctrain_labels", uri="file:///ctrain/labels")
-SCHEDULE = os.environ.get("CTRAIN_MONITOR_SCHEDULE", "0 * * * *")
-
-DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(seconds=20)}
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from ctrain_common import DEFAULT_ARGS, DRIFT_MONITOR, LABELS, PREDICTIONS, TRAINING, settings
 
 
 @dag(
-    dag_id="ct_drift_monitor",
+    dag_id=DRIFT_MONITOR,
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable(SCHEDULE, timezone="UTC"), assets=(PREDICTIONS | LABELS)
+        timetable=CronTriggerTimetable(settings().schedules.monitoring, timezone="UTC"),
+        assets=(PREDICTIONS | LABELS),
     ),
     catchup=False,
     max_active_runs=1,
@@ -57,7 +50,7 @@ def ct_drift_monitor():
         """Debounce, cooldown, one request at a time; continue only to trigger."""
         from ctrain import steps
 
-        active = ti.get_dr_count(dag_id="ct_training", states=["queued", "running"]) > 0
+        active = ti.get_dr_count(dag_id=TRAINING, states=["queued", "running"]) > 0
         verdict = steps.decide_retrain(
             key=f"{dag_run.dag_id}/{dag_run.run_id}", training_active=active
         )
@@ -67,7 +60,7 @@ def ct_drift_monitor():
     verdict = decide(check_windows())
     trigger_ct_training = TriggerDagRunOperator(
         task_id="trigger_ct_training",
-        trigger_dag_id="ct_training",
+        trigger_dag_id=TRAINING,
         conf={
             "reason": "{{ ti.xcom_pull(task_ids='decide')['reason'] }}",
             "evidence_uri": "{{ ti.xcom_pull(task_ids='decide')['evidence_uri'] }}",

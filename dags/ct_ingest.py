@@ -6,25 +6,19 @@ Great Expectations. Passing rows go to `accepted/`; failing batches or rows go t
 `quarantine/<batch>/` with the GX result and a one-line reason. The input file is moved to
 `processed/` only after its outcome is written. When anything was accepted, the task
 `publish_accepted` emits the `ctrain_accepted` asset, which starts `ct_batch_inference` (and
-`ct_training`, unless `CTRAIN_TRAIN_ON_NEW_DATA=false`). Label files arriving later in the labels
+`ct_training`, unless `train_on_new_data` is false). Runs every 15 minutes (`schedules.ingest`). Label files arriving later in the labels
 landing folder are validated by `ingest_labels`, which emits `ctrain_labels` for the monitor.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from airflow.sdk import Asset, dag, task
-
-ACCEPTED = Asset(name="ctrain_accepted", uri="file:///ctrain/accepted")
-LABELS = Asset(name="ctrain_labels", uri="file:///ctrain/labels")
-
-DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(seconds=20)}
+from airflow.sdk import CronTriggerTimetable, dag, task
+from ctrain_common import ACCEPTED, DEFAULT_ARGS, INGEST, LABELS, settings
 
 
 @dag(
-    dag_id="ct_ingest",
-    schedule="*/15 * * * *",
+    dag_id=INGEST,
+    schedule=CronTriggerTimetable(settings().schedules.ingest, timezone="UTC"),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
@@ -77,7 +71,7 @@ def ct_ingest():
             raise AirflowSkipException(
                 f"{len(out)} label file(s), no label accepted: nothing to publish"
             )
-        return {"files": [o["file"] for o in out], "rows_accepted": accepted}
+        return {"files": [o["source_file"] for o in out], "rows_accepted": accepted}
 
     publish_accepted(validate_batch.expand(path=list_new_batches()))
     ingest_labels()

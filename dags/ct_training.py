@@ -1,7 +1,7 @@
 """
 ### ct_training: train, compare with the champion, promote
 
-Runs on a schedule (`CTRAIN_TRAINING_SCHEDULE`, default daily 03:00 UTC), when `ct_ingest`
+Runs on a schedule (`schedules.training`, default daily 03:00 UTC), when `ct_ingest`
 publishes new accepted data (the `ctrain_accepted` asset; off with `CTRAIN_TRAIN_ON_NEW_DATA=false`),
 when `ct_drift_monitor` asks for it (with the drift or performance reason and its evidence), and by
 hand from the UI (**Trigger DAG w/ config**: window, dry run, force, reason).
@@ -13,34 +13,24 @@ promote or reject (compare-and-set under a lock) → one decision record in MLfl
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from ctrain_common import ACCEPTED, DEFAULT_ARGS, TRAINING, settings
 
-ACCEPTED = Asset(name="ctrain_accepted", uri="file:///ctrain/accepted")
-# With ct_drift_monitor deciding when to retrain, set CTRAIN_TRAIN_ON_NEW_DATA=false so new data
-# alone does not start a run; the schedule and the monitor's requests still do.
-TRAIN_ON_NEW_DATA = os.environ.get("CTRAIN_TRAIN_ON_NEW_DATA", "true").lower() not in (
-    "0",
-    "false",
-    "no",
-)
-SCHEDULE = os.environ.get("CTRAIN_TRAINING_SCHEDULE", "0 3 * * *")
-
-DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(seconds=30)}
+CRON = CronTriggerTimetable(settings().schedules.training, timezone="UTC")
 
 
 @dag(
-    dag_id="ct_training",
-    schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable(SCHEDULE, timezone="UTC"), assets=[ACCEPTED]
-    )
-    if TRAIN_ON_NEW_DATA
-    else CronTriggerTimetable(SCHEDULE, timezone="UTC"),
+    dag_id=TRAINING,
+    # With ct_drift_monitor deciding when to retrain, train_on_new_data=false keeps new data alone
+    # from starting a run; the schedule and the monitor's requests still do.
+    schedule=AssetOrTimeSchedule(timetable=CRON, assets=[ACCEPTED])
+    if settings().train_on_new_data
+    else CRON,
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=DEFAULT_ARGS | {"retry_delay": timedelta(seconds=30)},
     tags=["ctrain", "training"],
     doc_md=__doc__,
     params={
@@ -69,23 +59,16 @@ def ct_training():
     @task
     def run_context(params=None, dag_run=None, triggering_asset_events=None) -> dict:
         """Who started this run and why: recorded on the model version and the decision."""
-        run_type = str(getattr(dag_run, "run_type", "manual")).lower()
-        if "asset" in run_type:
-            events = [e for evs in (triggering_asset_events or {}).values() for e in evs]
-            reason = f"new accepted data ({len(events)} asset event(s))"
-        elif "scheduled" in run_type:
-            reason = "scheduled"
-        else:
-            reason = params["reason"]
-        return {
-            "dag_id": dag_run.dag_id,
-            "run_id": dag_run.run_id,
-            "trigger_reason": (dag_run.conf or {}).get("reason", reason),
-            "evidence_uri": (dag_run.conf or {}).get("evidence_uri", ""),
-            "dry_run": bool(params["dry_run"]),
-            "force": bool(params["force"]),
-            "window": int(params["window"]),
-        }
+        from ctrain import steps
+
+        return steps.run_context(
+            dag_id=dag_run.dag_id,
+            run_id=dag_run.run_id,
+            run_type=str(getattr(dag_run, "run_type", "manual")),
+            params=dict(params),
+            conf=dag_run.conf,
+            asset_events=sum(len(evs) for evs in (triggering_asset_events or {}).values()),
+        )
 
     @task
     def assemble_window(ctx: dict) -> dict:
@@ -96,7 +79,7 @@ def ct_training():
         from ctrain.training.assemble import NoTrainingData
 
         try:
-            return steps.assemble(ctx["window"] or None)
+            return steps.assemble(ctx)
         except NoTrainingData as exc:
             raise AirflowSkipException(str(exc)) from exc
 

@@ -3,24 +3,33 @@
 On the task-instance page of ``ct_training`` tasks, "MLflow run" opens the training run (params,
 metrics, evaluation plots, model) and "Model version" opens the registered version with its tags
 and aliases. The links are read from the task's own XCom (run id, experiment id, version), so they
-point at exactly what that task produced. The MLflow UI address comes from ``CTRAIN_MLFLOW_UI_URL``.
+point at exactly what that task produced. The MLflow UI address is the setting ``mlflow_ui_url``
+(``CTRAIN_MLFLOW_UI_URL``).
+
+The DAG id comes from ``ctrain.dag_ids`` rather than from ``dags/ctrain_common.py``: Airflow's
+API server, where plugins run, does not have the DAGs folder on its import path.
 """
 
 from __future__ import annotations
 
-import os
+from functools import cache
 from urllib.parse import quote
 
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
-DAG_ID = "ct_training"
+from ctrain.dag_ids import TRAINING
+
+# ct_training's tasks whose XCom names an MLflow run, and those that name a model version.
 RUN_TASKS = ("train", "evaluate")
 VERSION_TASKS = ("register", "compare", "promote")
 
 
+@cache
 def _mlflow_ui() -> str:
-    return os.environ.get("CTRAIN_MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/")
+    from ctrain.settings import load_settings
+
+    return load_settings().mlflow_ui_url.rstrip("/")
 
 
 def _task_return_value(ti_key) -> dict | None:
@@ -57,7 +66,7 @@ class MlflowRunLink(BaseOperatorLink):
     name = "MLflow run"
 
     def get_link(self, operator, *, ti_key) -> str:
-        if ti_key.dag_id != DAG_ID or ti_key.task_id not in RUN_TASKS:
+        if ti_key.dag_id != TRAINING or ti_key.task_id not in RUN_TASKS:
             return ""
         value = _task_return_value(ti_key)
         return mlflow_run_url(value) if value and "mlflow_run_id" in value else ""
@@ -69,7 +78,7 @@ class ModelVersionLink(BaseOperatorLink):
     name = "Model version"
 
     def get_link(self, operator, *, ti_key) -> str:
-        if ti_key.dag_id != DAG_ID or ti_key.task_id not in VERSION_TASKS:
+        if ti_key.dag_id != TRAINING or ti_key.task_id not in VERSION_TASKS:
             return ""
         value = _task_return_value(ti_key)
         if not value or not value.get("model_name"):

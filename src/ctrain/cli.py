@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ctrain.context import RunContext
+from ctrain.records import RunContext
 from ctrain.settings import Settings, load_settings
 
 DEMO_MARKER = ".ctrain-demo"
@@ -41,8 +41,12 @@ def cmd_init(settings: Settings, args) -> int:
     ):
         d.mkdir(parents=True, exist_ok=True)
     client = _client(settings)
-    ensure_experiment(client, settings.experiment, settings)
-    ensure_experiment(client, settings.decisions_experiment, settings)
+    for name in (
+        settings.experiment,
+        settings.decisions_experiment,
+        settings.monitoring_experiment,
+    ):
+        ensure_experiment(client, name, settings)
     migrate(settings, settings.root / "logs" / "init.log")
     print(f"ctrain home:   {settings.root}")
     print(f"landing:       {settings.landing_dir}   (drop CSV or Parquet batches here)")
@@ -52,45 +56,13 @@ def cmd_init(settings: Settings, args) -> int:
 
 
 def cmd_status(settings: Settings, args) -> int:
-    from ctrain.promotion import CHALLENGER, CHAMPION
-    from ctrain.promotion.decisions import list_decisions
+    from ctrain.status import format_status, status
 
-    client = _client(settings)
-    name = settings.model_name
-    out = {"model": name}
-    for alias in (CHAMPION, CHALLENGER):
-        try:
-            mv = client.get_model_version_by_alias(name, alias)
-            out[alias] = {
-                "version": mv.version,
-                **{k: v for k, v in mv.tags.items() if not k.startswith("mlflow.")},
-            }
-        except Exception:
-            out[alias] = None
-    out["decisions"] = list_decisions(client, settings, limit=args.limit)
+    report = status(settings, _client(settings), limit=args.limit)
     if args.json:
-        print(json.dumps(out, indent=2, default=str))
-        return 0
-    metric = f"holdout_{settings.promotion.metric}"
-    for alias in (CHAMPION, CHALLENGER):
-        v = out[alias]
-        print(
-            f"{alias:<10}: "
-            + (
-                f"version {v['version']}  {metric}={v.get(metric)}  window={v.get('data_window')}"
-                if v
-                else "none"
-            )
-        )
-    print(f"\nrecent decisions (newest first) for {name}:")
-    print(f"  {'decision':<15} {'champion':<9} {'challenger':<10} {'rule':<24} trigger / reason")
-    for d in out["decisions"]:
-        moved = f"{d['champion_before'] or '-'}->{d['champion_after'] or '-'}"
-        print(
-            f"  {d['decision']:<15} {moved:<9} {d['challenger_version'] or '-':<10} {d['rule']:<24} {d['trigger_reason']}: {d['reason']}"
-        )
-    if not out["decisions"]:
-        print("  (none yet)")
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(format_status(report, settings.promotion.metric))
     return 0
 
 
@@ -100,9 +72,10 @@ def cmd_promote(settings: Settings, args) -> int:
     ctx = RunContext(dag_id="cli", trigger_reason=args.reason or f"ctrain promote by {_user()}")
     rec = manual_promote(settings, str(args.version), ctx, _client(settings))
     print(
-        f"{rec['decision']}: champion {rec['champion_before']} -> {rec['champion_after']} ({rec['reason']}); record {rec['record_run_id']}"
+        f"{rec.decision}: champion {rec.champion_before} -> {rec.champion_after} ({rec.reason}); "
+        f"record {rec.record_run_id}"
     )
-    return 0 if rec["decision"] == "manual_promote" else 1
+    return 0 if rec.moved else 1
 
 
 def cmd_rollback(settings: Settings, args) -> int:
@@ -111,9 +84,10 @@ def cmd_rollback(settings: Settings, args) -> int:
     ctx = RunContext(dag_id="cli", trigger_reason=args.reason or f"ctrain rollback by {_user()}")
     rec = rollback(settings, ctx, _client(settings), to_version=args.to)
     print(
-        f"{rec['decision']}: champion {rec['champion_before']} -> {rec['champion_after']}; record {rec['record_run_id']}"
+        f"{rec.decision}: champion {rec.champion_before} -> {rec.champion_after}; "
+        f"record {rec.record_run_id}"
     )
-    return 0 if rec["decision"] == "rollback" else 1
+    return 0 if rec.moved else 1
 
 
 def cmd_ingest(settings: Settings, args) -> int:
@@ -131,9 +105,13 @@ def cmd_train(settings: Settings, args) -> int:
     from ctrain import steps
 
     ctx = RunContext(
-        dag_id="cli", trigger_reason=args.reason, dry_run=args.dry_run, force=args.force
+        dag_id="cli",
+        trigger_reason=args.reason,
+        dry_run=args.dry_run,
+        force=args.force,
+        window=args.window,
     )
-    print(json.dumps(steps.run_training(ctx, args.window, settings), indent=2, default=str))
+    print(json.dumps(steps.run_training(ctx, settings), indent=2, default=str))
     return 0
 
 

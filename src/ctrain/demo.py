@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ctrain import dag_ids
 from ctrain.data.demo_source import DemoSource, corrupt_rows
-from ctrain.ingest.ingest import outcomes
+from ctrain.ingest.batches import batch_outcomes
 from ctrain.runtime import migrate, run_airflow
 from ctrain.settings import Settings
 from ctrain.storage import write_bytes_atomic, write_parquet_atomic
@@ -51,14 +52,16 @@ def _dag(settings: Settings, dag_id: str, log: Path, conf: dict | None = None) -
 
 
 def _show_outcomes(settings: Settings, seen: set[str]) -> None:
-    for o in outcomes(settings):
-        if o["batch_id"] in seen:
+    for o in batch_outcomes(settings):
+        if o.batch_id in seen:
             continue
-        seen.add(o["batch_id"])
-        line = f"    {o['batch_id']:<24} {o['status']:<12} rows in={o['rows_in']:<5} accepted={o['rows_accepted']:<5} quarantined={o['rows_quarantined']}"
-        print(line)
-        if o["reason"]:
-            print(f"      reason: {o['reason']}")
+        seen.add(o.batch_id)
+        print(
+            f"    {o.batch_id:<24} {o.status:<12} rows in={o.rows_in:<5} "
+            f"accepted={o.rows_accepted:<5} quarantined={o.rows_quarantined}"
+        )
+        if o.reason:
+            print(f"      reason: {o.reason}")
 
 
 def _show_decision(settings: Settings) -> None:
@@ -67,15 +70,14 @@ def _show_decision(settings: Settings) -> None:
 
     d = list_decisions(configure(settings), settings, limit=1)[0]
     print(
-        f"    decision: {d['decision']} (rule {d['rule']}): champion {d['champion_before'] or 'none'} -> {d['champion_after']}"
+        f"    decision: {d.decision} (rule {d.rule}): "
+        f"champion {d.champion_before or 'none'} -> {d.champion_after}"
     )
-    print(f"      {d['reason']}")
-    if d.get("challenger_metric") is not None:
-        champ = (
-            f", champion {d['champion_metric']:.4f}" if d.get("champion_metric") is not None else ""
-        )
+    print(f"      {d.reason}")
+    if d.challenger_metric is not None:
+        champ = f", champion {d.champion_metric:.4f}" if d.champion_metric is not None else ""
         print(
-            f"      {d['metric']}: challenger v{d['challenger_version']} {d['challenger_metric']:.4f}{champ}"
+            f"      {d.metric}: challenger v{d.challenger_version} {d.challenger_metric:.4f}{champ}"
         )
 
 
@@ -92,10 +94,10 @@ def run_demo(settings: Settings) -> int:
         "2. Round one: 3 good batches (their labels arrive as separate files), 1 with a missing column, 1 truncated file"
     )
     _land_round_one(src, settings)
-    _dag(settings, "ct_ingest", log)
+    _dag(settings, dag_ids.INGEST, log)
     _show_outcomes(settings, seen)
     print("3. ct_training: the first champion")
-    _dag(settings, "ct_training", log, {"reason": "demo: first training"})
+    _dag(settings, dag_ids.TRAINING, log, {"reason": "demo: first training"})
     _show_decision(settings)
 
     print(
@@ -103,13 +105,14 @@ def run_demo(settings: Settings) -> int:
         f"each with the previous batch's labels; batch {BROKEN} has 6% broken rows; drift from batch {DRIFT_FROM} on"
     )
     timeline = run_stream(settings, log.parent, broken={BROKEN})
-    print_timeline(timeline)
+    print_timeline(settings, timeline)
     _show_outcomes(settings, seen)
 
-    from ctrain.cli import main as cli_main
+    from ctrain.status import format_status, status
+    from ctrain.tracking import configure
 
     print("\n5. Summary (`ctrain status`)")
-    cli_main(["status", "--limit", "5"])
+    print(format_status(status(settings, configure(settings), limit=5), settings.promotion.metric))
     print(
         f"""
 Where to look:
@@ -179,7 +182,7 @@ def run_stream(
             else:
                 src.write_batch(i, settings.landing_dir, with_labels=False)
             src.write_labels(i - 1, settings.labels_landing_dir)
-            af.trigger("ct_ingest")
+            af.trigger(dag_ids.INGEST)
             verdict = settings.monitor_dir / "last_verdict.json"
             batch_id = f"batch_{i:04d}"
             _wait(
@@ -210,36 +213,34 @@ def run_stream(
     return timeline
 
 
-def print_timeline(timeline: list[dict]) -> None:
-    from ctrain.settings import load_settings
+def print_timeline(settings: Settings, timeline: list[dict]) -> None:
+    """One line per stream batch: drift, measured performance, and what the monitor did."""
+    from ctrain.monitoring.check import load_summaries
 
-    settings = load_settings()
+    checks = {int(c.batch_id.split("_")[1]): c for c in load_summaries(settings)}
     print(
-        f"\n    {'batch':<7}{'drifted':<9}{'share':<8}{'measured perf (labels)':<34}{'trigger / decision'}"
+        f"\n    {'batch':<7}{'drifted':<9}{'share':<8}{'measured perf (labels)':<34}"
+        "trigger / decision"
     )
-    rows = {}
-    for p in sorted(settings.monitor_dir.glob("batch_*/summary.json")):
-        s = json.loads(p.read_text())
-        rows[int(s["batch_id"].split("_")[1])] = s
     for entry in timeline:
         i = entry["batch"]
-        s = rows.get(i) or {}
-        perf_by = rows.get(i, {}).get("performance", {})
-        perf = (
-            f"{perf_by['metric']} {perf_by['value']:.3f} ({perf_by['labeled_rows']} rows)"
-            if perf_by.get("value") is not None
-            else f"pending ({perf_by.get('labeled_rows', 0)} labeled)"
+        check = checks.get(i)
+        perf = check.performance if check else None
+        measured = (
+            f"{perf.metric} {perf.value:.3f} ({perf.labeled_rows} rows)"
+            if perf and perf.value is not None
+            else f"pending ({perf.labeled_rows if perf else 0} labeled)"
         )
         mark = "drift" if i >= entry["drift_from"] else "stable"
-        dd = s.get("data_drift", {})
-        line = f"    {i:<7}{mark:<9}{dd.get('share_drifted', 0):<8.2f}{perf:<34}"
+        share = check.share_drifted if check else 0.0
+        line = f"    {i:<7}{mark:<9}{share:<8.2f}{measured:<34}"
         if entry.get("decision"):
             d = entry["decision"]
-            line += f"retrain requested -> {d['decision']} v{d['challenger_version']} ({d['rule']})"
-        elif s.get("flagged"):
-            line += "flagged (" + ", ".join(s["flags"]) + ")"
+            line += f"retrain requested -> {d.decision} v{d.challenger_version} ({d.rule})"
+        elif check and check.flagged:
+            line += "flagged (" + ", ".join(check.flags) + ")"
         print(line)
     for entry in timeline:
         if entry.get("decision"):
-            print(f"\n    retrain reason: {entry['decision']['trigger_reason']}")
-            print(f"    decision: {entry['decision']['reason']}")
+            print(f"\n    retrain reason: {entry['decision'].trigger_reason}")
+            print(f"    decision: {entry['decision'].reason}")

@@ -13,7 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ctrain import dag_ids
 from ctrain.settings import Settings, project_root
+
+_ALL_DAGS = "^(" + "|".join(dag_ids.ALL) + ")$"
 
 # Libraries the ct_* tasks import: 10-15 s of imports on 2 cores, paid by every task process.
 # The scheduler's LocalExecutor starts its workers from a forkserver that has imported them once,
@@ -145,7 +148,7 @@ class AirflowServices:
         # DAGs first registered by `airflow dags test` were created paused; new ones are not.
         with open(self.log_dir / "unpause.log", "a") as log:
             subprocess.run(
-                [airflow_bin(), "dags", "unpause", "--treat-dag-id-as-regex", "^ct_", "-y"],
+                [airflow_bin(), "dags", "unpause", "--treat-dag-id-as-regex", _ALL_DAGS, "-y"],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

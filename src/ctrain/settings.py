@@ -155,7 +155,6 @@ class DriftMethod(_Strict):
 class MonitoringConfig(_Strict):
     """What ct_drift_monitor measures and when it asks for retraining."""
 
-    schedule: str = "0 * * * *"
     numeric: DriftMethod = DriftMethod(method="wasserstein", threshold=0.1)
     categorical: DriftMethod = DriftMethod(method="jensenshannon", threshold=0.1)
     prediction: DriftMethod = DriftMethod(method="wasserstein", threshold=0.1)
@@ -187,6 +186,14 @@ class MonitoringConfig(_Strict):
     )
 
 
+class SchedulesConfig(_Strict):
+    """When each DAG runs on its own (cron, UTC); new data and the monitor start runs too."""
+
+    ingest: str = Field("*/15 * * * *", description="ct_ingest looks at the landing folders")
+    training: str = Field("0 3 * * *", description="ct_training retrains on the window")
+    monitoring: str = Field("0 * * * *", description="ct_drift_monitor checks due windows")
+
+
 class DemoConfig(_Strict):
     seed: int = 7
     batch_rows: int = 1500
@@ -207,8 +214,16 @@ class Settings(BaseSettings):
     model_name: str = "ctrain-demo"
     experiment: str = "ctrain-training"
     decisions_experiment: str = "ctrain-decisions"
+    monitoring_experiment: str = "ctrain-monitoring"
     tracking_uri: str | None = None
-    mlflow_ui_url: str = "http://127.0.0.1:5000"
+    mlflow_ui_url: str = Field(
+        "http://127.0.0.1:5000", description="where the Airflow links send people to MLflow's UI"
+    )
+    train_on_new_data: bool = Field(
+        True,
+        description="new accepted data starts ct_training; set false when the monitor decides "
+        "(the schedule and the monitor's requests still start it)",
+    )
     lock_url: str | None = Field(
         default=None, description="postgresql://... for an advisory lock; a file lock when unset"
     )
@@ -218,6 +233,7 @@ class Settings(BaseSettings):
     training: TrainingConfig
     promotion: PromotionConfig = PromotionConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    schedules: SchedulesConfig = SchedulesConfig()
     demo: DemoConfig = DemoConfig()
 
     @classmethod

@@ -1,7 +1,9 @@
-"""The loop's steps with their default collaborators, in XCom-sized values in and out.
+"""The loop's steps with their default collaborators, in XCom values in and out.
 
-Each DAG task calls one of these; the CLI and the benchmarks call them in one process. They build
-the settings and MLflow client, then hand them to the verb modules, which take them as arguments.
+Each DAG task calls one of these; the CLI and the benchmarks call them in one process. This is
+the one place that converts between XCom values (small JSON-able dicts) and the typed records of
+``ctrain.records``: a step rebuilds its inputs with ``from_xcom``, builds the settings and the
+MLflow client, hands them to one verb module, and returns the verb's record ``to_xcom()``.
 """
 
 from __future__ import annotations
@@ -9,17 +11,62 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ctrain.context import RunContext
+from ctrain.records import (
+    Comparison,
+    DatasetWindow,
+    Evaluation,
+    RegisteredVersion,
+    RunContext,
+    TrainedRun,
+    ValidatedSet,
+)
 from ctrain.settings import Settings, load_settings
+
+XCom = dict[str, Any]
 
 
 def _settings(settings: Settings | None) -> Settings:
     return settings or load_settings()
 
 
+def _client(settings: Settings):
+    from ctrain.tracking import configure
+
+    return configure(settings)
+
+
+def run_context(
+    dag_id: str,
+    run_id: str,
+    run_type: str,
+    params: dict[str, Any],
+    conf: dict[str, Any] | None = None,
+    asset_events: int = 0,
+) -> XCom:
+    """Who started a ct_training run and why, from what Airflow knows of the run."""
+    kind = run_type.lower()
+    if "asset" in kind:
+        reason = f"new accepted data ({asset_events} asset event(s))"
+    elif "scheduled" in kind:
+        reason = "scheduled"
+    else:
+        reason = params["reason"]
+    conf = conf or {}
+    return RunContext(
+        dag_id=dag_id,
+        run_id=run_id,
+        trigger_reason=conf.get("reason", reason),
+        evidence_uri=conf.get("evidence_uri", ""),
+        dry_run=bool(params["dry_run"]),
+        force=bool(params["force"]),
+        window=int(params["window"]) or None,
+    ).to_xcom()
+
+
 def list_landed(settings: Settings | None = None) -> list[str]:
     """Files waiting in the landing folder; learns the reference profile on first use."""
-    from ctrain.ingest.ingest import ensure_profile, pending_files
+    from ctrain.ingest.batches import pending_files
+    from ctrain.ingest.profile import ensure_profile
 
     s = _settings(settings)
     files = pending_files(s)
@@ -27,120 +74,100 @@ def list_landed(settings: Settings | None = None) -> list[str]:
     return [str(p) for p in files]
 
 
-def ingest_one(path: str, settings: Settings | None = None) -> dict[str, Any]:
-    from ctrain.ingest.ingest import ingest_file
+def ingest_one(path: str, settings: Settings | None = None) -> XCom:
+    from ctrain.ingest.batches import ingest_file
     from ctrain.ingest.profile import load_profile
 
     s = _settings(settings)
-    out = ingest_file(Path(path), s, load_profile(s.profile_path))
-    keep = (
-        "batch_id",
-        "status",
-        "reason",
-        "rows_in",
-        "rows_accepted",
-        "rows_quarantined",
-        "accepted_uri",
-        "quarantine_uri",
-    )
-    return {k: out.get(k) for k in keep}
+    return ingest_file(Path(path), s, load_profile(s.profile_path)).to_xcom()
 
 
-def assemble(window_batches: int | None = None, settings: Settings | None = None) -> dict[str, Any]:
+def ingest_labels(settings: Settings | None = None) -> list[XCom]:
+    """Validate every waiting label file; returns one outcome per file."""
+    from ctrain.ingest.labels import ingest_label_file, pending_label_files
+
+    s = _settings(settings)
+    return [ingest_label_file(p, s).to_xcom() for p in pending_label_files(s)]
+
+
+def assemble(ctx: XCom, settings: Settings | None = None) -> XCom:
     from ctrain.training.assemble import assemble_window
 
-    return assemble_window(_settings(settings), window_batches)
+    return assemble_window(_settings(settings), RunContext.from_xcom(ctx).window).to_xcom()
 
 
-def validate_set(dataset: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+def validate_set(dataset: XCom, settings: Settings | None = None) -> XCom:
     from ctrain.training.validate_set import validate_training_set
 
-    return validate_training_set(_settings(settings), dataset)
+    s = _settings(settings)
+    return validate_training_set(s, DatasetWindow.from_xcom(dataset)).to_xcom()
 
 
-def train(
-    dataset: dict[str, Any], ctx: dict[str, Any], settings: Settings | None = None
-) -> dict[str, Any]:
-    from ctrain.tracking import configure
+def train(dataset: XCom, ctx: XCom, settings: Settings | None = None) -> XCom:
     from ctrain.training.train import train as _train
 
     s = _settings(settings)
-    return _train(s, dataset, RunContext.from_dict(ctx), configure(s))
+    window, run = DatasetWindow.from_xcom(dataset), RunContext.from_xcom(ctx)
+    return _train(s, window, run, _client(s)).to_xcom()
 
 
-def evaluate(
-    trained: dict[str, Any], dataset: dict[str, Any], settings: Settings | None = None
-) -> dict[str, Any]:
-    from ctrain.tracking import configure
+def evaluate(trained: XCom, dataset: XCom, settings: Settings | None = None) -> XCom:
     from ctrain.training.evaluate import evaluate as _evaluate
 
     s = _settings(settings)
-    configure(s)
-    return {
-        **_evaluate(s, trained, dataset),
-        "mlflow_run_id": trained["mlflow_run_id"],
-        "experiment_id": trained["experiment_id"],
-    }
+    _client(s)  # points MLflow's fluent API at the store
+    run, window = TrainedRun.from_xcom(trained), DatasetWindow.from_xcom(dataset)
+    return _evaluate(s, run, window).to_xcom()
 
 
 def register(
-    trained: dict[str, Any],
-    dataset: dict[str, Any],
-    validation: dict[str, Any],
-    evaluation: dict[str, Any],
-    ctx: dict[str, Any],
+    trained: XCom,
+    dataset: XCom,
+    validation: XCom,
+    evaluation: XCom,
+    ctx: XCom,
     settings: Settings | None = None,
-) -> dict[str, Any]:
+) -> XCom:
     from ctrain.promotion.register import register as _register
-    from ctrain.tracking import configure
 
     s = _settings(settings)
     return _register(
-        s, trained, dataset, validation, evaluation, RunContext.from_dict(ctx), configure(s)
-    )
+        s,
+        TrainedRun.from_xcom(trained),
+        DatasetWindow.from_xcom(dataset),
+        ValidatedSet.from_xcom(validation),
+        Evaluation.from_xcom(evaluation),
+        RunContext.from_xcom(ctx),
+        _client(s),
+    ).to_xcom()
 
 
-def compare(
-    challenger: dict[str, Any],
-    dataset: dict[str, Any],
-    ctx: dict[str, Any],
-    settings: Settings | None = None,
-) -> dict[str, Any]:
+def compare(challenger: XCom, dataset: XCom, ctx: XCom, settings: Settings | None = None) -> XCom:
     from ctrain.promotion.compare import compare as _compare
-    from ctrain.tracking import configure
 
     s = _settings(settings)
-    return _compare(s, challenger, dataset, RunContext.from_dict(ctx), configure(s))
+    return _compare(
+        s,
+        RegisteredVersion.from_xcom(challenger),
+        DatasetWindow.from_xcom(dataset),
+        RunContext.from_xcom(ctx),
+        _client(s),
+    ).to_xcom()
 
 
-def promote(
-    comparison: dict[str, Any], ctx: dict[str, Any], settings: Settings | None = None
-) -> dict[str, Any]:
+def promote(comparison: XCom, ctx: XCom, settings: Settings | None = None) -> XCom:
     from ctrain.promotion.promote import promote as _promote
-    from ctrain.tracking import configure
 
     s = _settings(settings)
-    rec = _promote(s, comparison, RunContext.from_dict(ctx), configure(s))
-    keep = (
-        "decision",
-        "rule",
-        "reason",
-        "challenger_version",
-        "champion_before",
-        "champion_after",
-        "record_run_id",
-        "model_name",
-    )
-    return {k: rec.get(k) for k in keep}
+    decision = _promote(s, Comparison.from_xcom(comparison), RunContext.from_xcom(ctx), _client(s))
+    return decision.to_xcom()
 
 
-def run_training(
-    ctx: RunContext, window_batches: int | None = None, settings: Settings | None = None
-) -> dict[str, Any]:
-    """The whole ct_training pipeline in this process (what the DAG runs, without Airflow)."""
+def run_training(ctx: RunContext, settings: Settings | None = None) -> XCom:
+    """The whole ct_training pipeline in this process, through the same steps as the DAG."""
     s = _settings(settings)
-    c = ctx.to_dict()
-    dataset = assemble(window_batches, s)
+    c = ctx.to_xcom()
+    dataset = assemble(c, s)
     validation = validate_set(dataset, s)
     trained = train(dataset, c, s)
     evaluation = evaluate(trained, dataset, s)
@@ -149,71 +176,30 @@ def run_training(
     return promote(comparison, c, s)
 
 
-def ingest_labels(settings: Settings | None = None) -> list[dict[str, Any]]:
-    """Validate every waiting label file; returns one outcome per file."""
-    from ctrain.monitoring.labels import ingest_label_file, pending_label_files
-
-    s = _settings(settings)
-    return [ingest_label_file(p, s) for p in pending_label_files(s)]
-
-
 def unscored(settings: Settings | None = None) -> list[str]:
     from ctrain.monitoring.score import unscored_batches
 
     return unscored_batches(_settings(settings))
 
 
-def score(batch_id: str, settings: Settings | None = None) -> dict[str, Any]:
+def score(batch_id: str, settings: Settings | None = None) -> XCom:
     from ctrain.monitoring.score import score_batch
-    from ctrain.tracking import configure
 
     s = _settings(settings)
-    return score_batch(s, batch_id, configure(s))
+    return score_batch(s, batch_id, _client(s)).to_xcom()
 
 
-def check_windows(settings: Settings | None = None) -> list[dict[str, Any]]:
-    """Check every window due under the current champion; returns a line per window."""
-    from ctrain.monitoring.check import champion_reference, check_window, windows_to_check
-    from ctrain.tracking import configure
+def check_windows(settings: Settings | None = None) -> list[XCom]:
+    """Check every window due under the current champion; one verdict per window."""
+    from ctrain.monitoring.check import check_due_windows
 
     s = _settings(settings)
-    client = configure(s)
-    version = champion_reference(s, client)["version"]
-    out = []
-    for batch_id in windows_to_check(s, version):
-        w = check_window(s, batch_id, client, html_report=s.monitoring.html_reports)
-        out.append(
-            {
-                "batch_id": batch_id,
-                "flags": w["flags"],
-                "share_drifted": w["data_drift"]["share_drifted"],
-                "performance": w["performance"]["status"],
-                "live_metric": w["performance"]["value"],
-            }
-        )
-    return out
+    return [w.to_xcom() for w in check_due_windows(s, _client(s))]
 
 
-def decide_retrain(
-    key: str, training_active: bool, settings: Settings | None = None
-) -> dict[str, Any]:
+def decide_retrain(key: str, training_active: bool, settings: Settings | None = None) -> XCom:
     """The retrain verdict on the recent windows; a positive one is logged once per ``key``."""
-    from ctrain.monitoring.check import load_summaries
-    from ctrain.monitoring.trigger import decide_retrain as _decide
-    from ctrain.monitoring.trigger import now_utc, record_request
-    from ctrain.promotion.promote import current_champion
-    from ctrain.storage import write_json_atomic
-    from ctrain.tracking import configure
+    from ctrain.monitoring.trigger import decide
 
     s = _settings(settings)
-    version = current_champion(configure(s), s.model_name)
-    summaries = load_summaries(s)
-    verdict = _decide(s, summaries, version, now_utc(), training_active)
-    if verdict["trigger"]:
-        verdict = record_request(s, verdict, key, summaries)
-    write_json_atomic(s.monitor_dir / "last_verdict.json", {**verdict, "key": key})
-    keep = ("trigger", "reason", "suppressed_by", "flagged_windows", "windows", "evidence_uri")
-    return {k: verdict.get(k) for k in keep} | {
-        "champion_version": version,
-        "window": s.monitoring.retrain_window_batches,
-    }
+    return decide(s, _client(s), key, training_active).to_xcom()

@@ -1,4 +1,4 @@
-"""MLflow wiring: one place that points MLflow at the configured stores."""
+"""MLflow wiring: point MLflow at the configured stores, one client per store, experiments."""
 
 from __future__ import annotations
 
@@ -10,16 +10,23 @@ from ctrain.settings import Settings
 
 
 def configure(settings: Settings):
-    """Point MLflow's fluent API at the settings' store and return a client for it."""
+    """Point MLflow's fluent API at the settings' store and return the process's client for it."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
-    from mlflow import MlflowClient
 
     uri = settings.resolved_tracking_uri
     if uri.startswith("sqlite:"):
         settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    return _client(uri)
+
+
+@lru_cache(maxsize=8)
+def _client(uri: str):
+    """One client per store and process: every step of a run in one process shares it."""
+    from mlflow import MlflowClient
+
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from tests_support import REPO
+from tests_support import REPO, load_dagbag
 
 from ctrain.data.demo_source import DemoSource
 from ctrain.promotion.decisions import list_decisions
@@ -17,9 +17,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def dagbag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO / "dags"))
+    return load_dagbag()
 
 
 def _states(dagrun):
@@ -46,7 +44,7 @@ def test_ct_training_end_to_end_makes_a_tagged_champion_with_one_record(dagbag, 
     assert tags["trigger_reason"] == "e2e test"
     assert tags["data_content_hash"] and tags["data_window"] and tags["code_version"]
     (record,) = list_decisions(client, settings)
-    assert record["decision"] == "promoted" and record["airflow_run_id"] == run.run_id
+    assert record.decision == "promoted" and record.airflow_run_id == run.run_id
 
     # The plugin's links point at what the tasks produced.
     from airflow.models.taskinstancekey import TaskInstanceKey

@@ -8,7 +8,7 @@ import pytest
 
 from ctrain import steps
 from ctrain.data.demo_source import corrupt_rows
-from ctrain.ingest.ingest import ingest_file, pending_files
+from ctrain.ingest.batches import ingest_file, pending_files
 from ctrain.ingest.profile import load_profile
 from ctrain.ingest.validate import REASON_COLUMN
 from ctrain.storage import write_parquet_atomic
@@ -187,3 +187,52 @@ def test_integral_float_labels_from_csv_are_valid(settings, source):
     (settings.landing_dir / "batch_0001.csv").write_text(df.to_csv(index=False))
     out = _ingest_all(settings)["batch_0001"]
     assert out["status"] == "partial" and out["rows_quarantined"] == 1
+
+
+@pytest.fixture
+def delayed(make_settings):
+    base = make_settings()
+    return make_settings(dataset={**base.dataset.model_dump(mode="json"), "labels": "delayed"})
+
+
+def test_a_label_file_delivered_again_with_other_rows_is_kept_beside_the_first(delayed, source):
+    from ctrain.ingest.labels import label_store
+
+    landing = delayed.labels_landing_dir
+    landing.mkdir(parents=True)
+    first, second = source.labels(0).iloc[:300], source.labels(0).iloc[300:700]
+    (landing / "l5.csv").write_text(first.to_csv(index=False))
+    (a,) = steps.ingest_labels(delayed)
+    (landing / "l5.csv").write_text(second.to_csv(index=False))
+    (b,) = steps.ingest_labels(delayed)
+    assert a["batch_id"] == "l5" and b["batch_id"].startswith("l5-")
+    assert a["rows_accepted"] == 300 and b["rows_accepted"] == 400
+    assert len(label_store(delayed)) == 700  # neither delivery replaced the other
+    kept = {p.name for p in (delayed.processed_dir / "labels").iterdir()}
+    assert kept == {"l5.csv", f"l5-{b['sha256'][:8]}.csv"}  # both original files, bytes kept
+
+
+def test_quarantined_label_rows_keep_the_values_they_came_with(delayed, source):
+    landing = delayed.labels_landing_dir
+    landing.mkdir(parents=True)
+    labels = source.labels(0).iloc[:200].astype({"label": object})
+    labels.loc[[3, 7], "label"] = "yes"
+    (landing / "l6.csv").write_text(labels.to_csv(index=False))
+    (out,) = steps.ingest_labels(delayed)
+    assert out["status"] == "partial" and out["rows_quarantined"] == 2
+    assert "values_parse_as_class label on 'label' (2 rows" in out["reason"]
+    bad = pd.read_parquet(delayed.quarantine_dir / "labels-l6" / "rows.parquet")
+    assert bad["label"].tolist() == ["yes", "yes"]
+    assert out["rows_accepted"] + out["rows_quarantined"] == out["rows_in"] == 200
+
+
+def test_a_label_file_mostly_wrong_is_quarantined_whole(delayed, source):
+    landing = delayed.labels_landing_dir
+    landing.mkdir(parents=True)
+    labels = source.labels(0).iloc[:100].assign(label=9)
+    labels.loc[:10, "label"] = 1
+    (landing / "l7.parquet").write_bytes(labels.to_parquet(index=False))
+    (out,) = steps.ingest_labels(delayed)
+    assert out["status"] == "quarantined" and out["rows_accepted"] == 0
+    assert "row_split_max_fraction" in out["reason"]
+    assert not (delayed.labels_dir / "l7.parquet").exists()

@@ -31,13 +31,13 @@ def test_drift_in_the_stream_retrains_and_promotes_with_the_reason(
     fired = [e for e in timeline if e["requested"]]
     assert len(fired) == 1 and fired[0]["batch"] in (5, 6)
     decision = fired[0]["decision"]
-    assert decision["decision"] == "promoted", decision
-    assert decision["airflow_dag_id"] == "ct_training"
-    assert decision["trigger_reason"].startswith("data drift in")
+    assert decision.decision == "promoted", decision
+    assert decision.airflow_dag_id == "ct_training"
+    assert decision.trigger_reason.startswith("data drift in")
     record = list_decisions(client, settings, limit=1)[0]
-    assert record["record_run_id"] == decision["record_run_id"]
+    assert record.record_run_id == decision.record_run_id
     mv = client.get_model_version_by_alias(settings.model_name, "champion")
-    assert mv.tags["trigger_reason"] == decision["trigger_reason"]
+    assert mv.tags["trigger_reason"] == decision.trigger_reason
     evidence = json.loads(Path(mv.tags["trigger_evidence"]).read_text())
     assert evidence["evidence"] and all(w["flagged"] for w in evidence["evidence"])
     # The scheduler started its task workers from the forkserver that preloaded the libraries.

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ctrain.metrics import ResampleMetric, known_metrics, metric_value
 from ctrain.promotion.compare import decide, paired_bootstrap, slice_metrics
-from ctrain.promotion.metrics import ResampleMetric, known_metrics, metric_value
 from ctrain.settings import PromotionConfig
 
 

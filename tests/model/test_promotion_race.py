@@ -11,9 +11,9 @@ import uuid
 import pytest
 
 from ctrain import steps
-from ctrain.context import RunContext
 from ctrain.promotion.decisions import list_decisions
-from ctrain.promotion.promote import current_champion
+from ctrain.records import Comparison, RunContext
+from ctrain.registry import current_champion
 
 
 @pytest.fixture
@@ -29,15 +29,25 @@ def contenders(settings, client, ingested):
         v = str(mlflow.register_model(mv1.source, settings.model_name).version)
         client.set_model_version_tag(settings.model_name, v, "validation_status", "passed")
         comparisons.append(
-            {
-                "model_name": settings.model_name,
-                "challenger_version": v,
-                "champion_seen": "1",
-                "action": "promote",
-                "rule": "significant_improvement",
-                "reason": f"v{v} looked better than v1",
-                "metric": "roc_auc",
-            }
+            Comparison(
+                model_name=settings.model_name,
+                challenger_version=v,
+                champion_seen="1",
+                action="promote",
+                rule="significant_improvement",
+                reason=f"v{v} looked better than v1",
+                metric="roc_auc",
+                challenger_metric=0.9,
+                champion_metric=0.8,
+                diff=0.1,
+                ci_low=0.05,
+                ci_high=0.15,
+                confidence=0.95,
+                n_resamples=1000,
+                holdout_rows=1000,
+                dataset_id="race",
+                comparison_uri="",
+            ).to_xcom()
         )
     return comparisons
 
@@ -54,7 +64,7 @@ def _check_one_winner(settings, client, results):
     assert current_champion(client, settings.model_name) == winner["challenger_version"]
     records = list_decisions(client, settings)
     assert len(records) == 3  # the first champion, then one per racer
-    assert {r["record_run_id"] for r in results} <= {r["record_run_id"] for r in records}
+    assert {r["record_run_id"] for r in results} <= {r.record_run_id for r in records}
 
 
 def _race_threads(settings, comparisons):
@@ -64,7 +74,7 @@ def _race_threads(settings, comparisons):
     def go(i, comp):
         try:
             barrier.wait()
-            results.append(steps.promote(comp, RunContext(run_id=f"racer{i}").to_dict(), settings))
+            results.append(steps.promote(comp, RunContext(run_id=f"racer{i}").to_xcom(), settings))
         except Exception as exc:  # surfaced below
             errors.append(exc)
 
@@ -86,10 +96,10 @@ def test_two_processes_racing_end_with_one_winner(settings, client, contenders, 
     code = (
         "import json, os, sys, time\n"
         "from ctrain import steps\n"
-        "from ctrain.context import RunContext\n"
+        "from ctrain.records import RunContext\n"
         "comp = json.loads(sys.argv[1])\n"
         "while not os.path.exists(sys.argv[2]): time.sleep(0.01)\n"
-        "print(json.dumps(steps.promote(comp, RunContext(run_id=sys.argv[3]).to_dict())))\n"
+        "print(json.dumps(steps.promote(comp, RunContext(run_id=sys.argv[3]).to_xcom())))\n"
     )
     procs = [
         subprocess.Popen(

@@ -3,10 +3,10 @@
 import pytest
 
 from ctrain import steps
-from ctrain.context import RunContext
-from ctrain.promotion import CHALLENGER, CHAMPION
 from ctrain.promotion.decisions import list_decisions, serving_history
-from ctrain.promotion.promote import PromotionRefused, current_champion, manual_promote, rollback
+from ctrain.promotion.promote import PromotionRefused, manual_promote, rollback
+from ctrain.records import RunContext
+from ctrain.registry import CHALLENGER, CHAMPION, current_champion
 from ctrain.training.assemble import NoTrainingData, assemble_window
 from ctrain.training.validate_set import TrainingSetInvalid, validate_training_set
 
@@ -48,9 +48,9 @@ def test_first_run_makes_a_tagged_champion_and_one_record(settings, client, inge
     assert run.data.params["best_candidate"] in ("logistic_regression", "hist_gradient_boosting")
     assert "holdout_roc_auc" in run.data.metrics and "cv_best" in run.data.metrics
     (record,) = list_decisions(client, settings)
-    assert record["decision"] == "promoted" and record["trigger_reason"] == "first"
-    assert record["airflow_run_id"] == "r1" and record["champion_after"] == "1"
-    arts = {a.path for a in client.list_artifacts(record["record_run_id"])}
+    assert record.decision == "promoted" and record.trigger_reason == "first"
+    assert record.airflow_run_id == "r1" and record.champion_after == "1"
+    arts = {a.path for a in client.list_artifacts(record.record_run_id)}
     assert arts == {"decision.json", "model_card.md"}
 
 
@@ -67,7 +67,7 @@ def test_a_worse_challenger_is_rejected_and_the_champion_stays(make_settings, in
     client = configure(weak)
     assert current_champion(client, weak.model_name) == "1"
     assert str(client.get_model_version_by_alias(weak.model_name, CHALLENGER).version) == "2"
-    assert [d["decision"] for d in list_decisions(client, weak)] == ["rejected", "promoted"]
+    assert [d.decision for d in list_decisions(client, weak)] == ["rejected", "promoted"]
 
 
 def test_a_better_challenger_is_promoted(make_settings, ingested):
@@ -98,22 +98,17 @@ def test_dry_run_records_but_does_not_move(settings, client, ingested):
 def test_retrying_promote_writes_no_second_record(settings, client, ingested):
     ingested(3)
     ctx = RunContext(run_id="retry")
-    c = ctx.to_dict()
-    dataset = steps.assemble(None, settings)
+    c = ctx.to_xcom()
+    dataset = steps.assemble(c, settings)
     trained = steps.train(dataset, c, settings)
     assert (
         steps.train(dataset, c, settings)["mlflow_run_id"] == trained["mlflow_run_id"]
     )  # retry reuses
     evaluation = steps.evaluate(trained, dataset, settings)
-    chal = steps.register(
-        trained, dataset, steps.validate_set(dataset, settings), evaluation, c, settings
-    )
-    assert (
-        steps.register(trained, dataset, {"validation_status": "passed"}, evaluation, c, settings)[
-            "version"
-        ]
-        == chal["version"]
-    )
+    validation = steps.validate_set(dataset, settings)
+    chal = steps.register(trained, dataset, validation, evaluation, c, settings)
+    again = steps.register(trained, dataset, validation, evaluation, c, settings)
+    assert again["version"] == chal["version"]
     comparison = steps.compare(chal, dataset, c, settings)
     first = steps.promote(comparison, c, settings)
     second = steps.promote(comparison, c, settings)
@@ -129,12 +124,12 @@ def test_manual_promote_and_rollback_are_recorded(make_settings, client, ingeste
     steps.run_training(RunContext(run_id="b"), settings=weak)  # rejected: v2 stays challenger
     rec = manual_promote(settings, "2", RunContext(trigger_reason="on-call says so"), client)
     assert (
-        rec["decision"] == "manual_promote"
-        and rec["champion_before"] == "1"
-        and rec["champion_after"] == "2"
+        rec.decision == "manual_promote"
+        and rec.champion_before == "1"
+        and rec.champion_after == "2"
     )
     back = rollback(settings, RunContext(trigger_reason="v2 misbehaves"), client)
-    assert back["decision"] == "rollback" and back["champion_after"] == "1"
+    assert back.decision == "rollback" and back.champion_after == "1"
     assert current_champion(client, settings.model_name) == "1"
     assert [h["version"] for h in serving_history(client, settings)] == ["1", "2", "1"]
 

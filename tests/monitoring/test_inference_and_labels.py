@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from ctrain import steps
-from ctrain.context import RunContext
-from ctrain.monitoring.labels import attach_labels, label_store
+from ctrain.ingest.labels import attach_labels, label_store
 from ctrain.monitoring.score import NoChampion
+from ctrain.records import RunContext
 
 
 @pytest.fixture
@@ -48,8 +48,8 @@ def test_predictions_are_the_champions_scores_with_the_batchs_keys_unchanged(
 ):
     import mlflow
 
+    from ctrain.model_io import features, positive_scores
     from ctrain.storage import write_parquet_atomic
-    from ctrain.training.model import features, positive_scores
 
     ingested(3)
     steps.run_training(RunContext(), settings=settings)
@@ -98,13 +98,10 @@ def test_delayed_labels_are_validated_and_joined(delayed, source):
     source.write_labels(0, delayed.labels_landing_dir, fraction=0.5)
     bad = source.labels(0).iloc[:10].assign(label=7)
     bad.to_parquet(delayed.labels_landing_dir / "labels_bad.parquet")
-    out = {o["file"]: o for o in steps.ingest_labels(delayed)}
+    out = {o["source_file"]: o for o in steps.ingest_labels(delayed)}
     assert out["labels_0000_50pct.parquet"]["rows_accepted"] == 750
     assert out["labels_bad.parquet"]["status"] == "quarantined"
-    assert (
-        "expect_column_values_to_be_in_set failed on column 'label'"
-        in out["labels_bad.parquet"]["reason"]
-    )
+    assert "expect_column_values_to_be_in_set on 'label'" in out["labels_bad.parquet"]["reason"]
     assert len(label_store(delayed)) == 750
     joined = attach_labels(pd.read_parquet(delayed.accepted_dir / "batch_0000.parquet"), delayed)
     assert joined["label"].notna().sum() == 750
@@ -117,7 +114,7 @@ def test_training_uses_only_labeled_rows(delayed, source):
     for i in range(2):
         source.write_labels(i, delayed.labels_landing_dir)
     steps.ingest_labels(delayed)
-    dataset = steps.assemble(None, delayed)
+    dataset = steps.assemble(RunContext().to_xcom(), delayed)
     assert (
         dataset["rows_train"] + dataset["rows_holdout"] == 3000
         and dataset["rows_unlabeled"] == 1500

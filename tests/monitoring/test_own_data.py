@@ -5,8 +5,8 @@ import json
 import yaml
 
 from ctrain import steps
-from ctrain.context import RunContext
 from ctrain.data.demo_source import DemoSource
+from ctrain.records import RunContext
 from ctrain.settings import load_settings
 
 RENAME = {

@@ -5,31 +5,36 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ctrain.monitoring.trigger import decide_retrain, record_request, trigger_log
+from ctrain.records import Performance, WindowCheck
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def window(i, flags=(), version="1", cols=("tenure_months",)):
-    return {
-        "batch_id": f"b{i:02d}",
-        "window_end": f"2026-03-{i + 1:02d}",
-        "champion_version": version,
-        "flags": list(flags),
-        "flagged": bool(flags),
-        "data_drift": {
-            "share_drifted": 0.5 if "data_drift" in flags else 0.0,
-            "drifted_columns": list(cols) if "data_drift" in flags else [],
-        },
-        "performance": {
-            "status": "matured" if "performance" in flags else "immature",
-            "degraded": "performance" in flags,
-            "metric": "roc_auc",
-            "value": 0.7,
-            "champion_value": 0.87,
-            "drop": 0.17,
-            "labeled_rows": 1400,
-        },
-    }
+    return WindowCheck(
+        batch_id=f"b{i:02d}",
+        checked_at=f"2026-03-{i + 1:02d}",
+        window_end=f"2026-03-{i + 1:02d}",
+        champion_version=version,
+        rows=1500,
+        share_drifted=0.5 if "data_drift" in flags else 0.0,
+        dataset_drift="data_drift" in flags,
+        drifted_columns=tuple(cols) if "data_drift" in flags else (),
+        prediction_drift=0.0,
+        performance=Performance(
+            metric="roc_auc",
+            rows=1500,
+            labeled_rows=1400,
+            labeled_share=1400 / 1500,
+            champion_value=0.87,
+            required_share=0.8,
+            status="matured" if "performance" in flags else "immature",
+            value=0.7,
+            drop=0.17,
+            degraded="performance" in flags,
+        ),
+        flags=tuple(flags),
+    )
 
 
 @pytest.fixture
@@ -40,13 +45,13 @@ def cfg(make_settings):
 def test_a_stable_stream_never_triggers(cfg):
     stream = [window(i) for i in range(30)]
     for n in range(1, 31):
-        assert decide_retrain(cfg, stream[:n], "1", T0, False)["trigger"] is False
+        assert decide_retrain(cfg, stream[:n], "1", T0, False).trigger is False
 
 
 def test_one_flagged_window_is_debounced(cfg):
     stream = [window(0), window(1, ["data_drift"]), window(2), window(3), window(4, ["data_drift"])]
-    assert decide_retrain(cfg, stream[:3], "1", T0, False)["trigger"] is False
-    assert decide_retrain(cfg, stream, "1", T0, False)["trigger"] is False  # 1 of the last 3
+    assert decide_retrain(cfg, stream[:3], "1", T0, False).trigger is False
+    assert decide_retrain(cfg, stream, "1", T0, False).trigger is False  # 1 of the last 3
 
 
 def test_k_of_n_flagged_triggers_with_a_reason_naming_the_columns(cfg):
@@ -56,10 +61,9 @@ def test_k_of_n_flagged_triggers_with_a_reason_naming_the_columns(cfg):
         window(2, ["data_drift"]),
     ]
     v = decide_retrain(cfg, stream, "1", T0, False)
-    assert v["trigger"] is True and v["flagged_windows"] == ["b01", "b02"]
+    assert v.trigger is True and v.flagged_windows == ("b01", "b02")
     assert (
-        "data drift in 2 of the last 3 windows" in v["reason"]
-        and "region, tenure_months" in v["reason"]
+        "data drift in 2 of the last 3 windows" in v.reason and "region, tenure_months" in v.reason
     )
 
 
@@ -67,7 +71,7 @@ def test_performance_reason_says_how_many_rows(cfg):
     v = decide_retrain(
         cfg, [window(0, ["performance"]), window(1, ["performance"])], "1", T0, False
     )
-    assert v["trigger"] and "roc_auc 0.7000 vs champion 0.8700 on 1400 labeled rows" in v["reason"]
+    assert v.trigger and "roc_auc 0.7000 vs champion 0.8700 on 1400 labeled rows" in v.reason
 
 
 def test_performance_is_debounced_over_label_matured_windows(cfg):
@@ -80,13 +84,13 @@ def test_performance_is_debounced_over_label_matured_windows(cfg):
         window(4),
     ]
     v = decide_retrain(cfg, stream, "1", T0, False)
-    assert v["trigger"] and v["flagged_windows"] == ["b00", "b01"]
-    assert "performance drop in 2 of the last 2 label-matured windows" in v["reason"]
+    assert v.trigger and v.flagged_windows == ("b00", "b01")
+    assert "performance drop in 2 of the last 2 label-matured windows" in v.reason
 
 
 def test_no_request_while_training_is_queued_or_running(cfg):
     v = decide_retrain(cfg, [window(0, ["data_drift"]), window(1, ["data_drift"])], "1", T0, True)
-    assert v["trigger"] is False and "queued or running" in v["suppressed_by"]
+    assert v.trigger is False and "queued or running" in v.suppressed_by
 
 
 def test_cooldown_and_deduplication(cfg):
@@ -94,18 +98,15 @@ def test_cooldown_and_deduplication(cfg):
     first = decide_retrain(cfg, stream, "1", T0, False)
     record_request(cfg, first, "monitor/run1", stream)
     assert (
-        record_request(cfg, first, "monitor/run1", stream)["key"] == "monitor/run1"
+        record_request(cfg, first, "monitor/run1", stream).key == "monitor/run1"
     )  # retry: logged once
     assert len(trigger_log(cfg)) == 1
     stream.append(window(2, ["data_drift"]))
     soon = decide_retrain(cfg, stream, "1", T0 + timedelta(minutes=10), False)
-    assert soon["trigger"] is False and soon["suppressed_by"].startswith("cooldown")
+    assert soon.trigger is False and soon.suppressed_by.startswith("cooldown")
     later = decide_retrain(cfg, stream[:2], "1", T0 + timedelta(hours=2), False)
-    assert (
-        later["trigger"] is False
-        and later["suppressed_by"] == "already requested for these windows"
-    )
-    assert decide_retrain(cfg, stream, "1", T0 + timedelta(hours=2), False)["trigger"] is True
+    assert later.trigger is False and later.suppressed_by == "already requested for these windows"
+    assert decide_retrain(cfg, stream, "1", T0 + timedelta(hours=2), False).trigger is True
 
 
 def test_windows_of_an_earlier_champion_do_not_count(cfg):
@@ -114,4 +115,4 @@ def test_windows_of_an_earlier_champion_do_not_count(cfg):
         window(1, ["data_drift"], version="1"),
         window(2, version="2"),
     ]
-    assert decide_retrain(cfg, stream, "2", T0, False)["trigger"] is False
+    assert decide_retrain(cfg, stream, "2", T0, False).trigger is False

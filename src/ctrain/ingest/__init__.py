@@ -1,1 +1,1 @@
-"""Ingest: validate each landed batch and route it to accepted/ or quarantine/."""
+"""Ingest: validate each landed batch or label file and route it to the accepted store or quarantine."""

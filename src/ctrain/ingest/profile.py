@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from ctrain.settings import DatasetConfig
-from ctrain.storage import read_json, write_json_atomic
+from ctrain.settings import DatasetConfig, Settings
+from ctrain.storage import UnreadableBatch, read_json, read_table, write_json_atomic
 
 
 def learn_profile(
@@ -45,3 +45,33 @@ def load_profile(path: Path) -> dict[str, Any] | None:
 
 def save_profile(path: Path, profile: dict[str, Any]) -> Path:
     return write_json_atomic(path, profile)
+
+
+def ensure_profile(settings: Settings, candidates: list[Path]) -> dict[str, Any] | None:
+    """Load the reference profile, learning it first if there is none.
+
+    It is learned from ``dataset.reference_file`` when set, else from the first candidate batch
+    that reads and has every declared column. Returns None when nothing to learn from yet.
+    """
+    profile = load_profile(settings.profile_path)
+    if profile is not None:
+        return profile
+    spec, margin = settings.dataset, settings.validation.range_margin
+    sources = [spec.reference_file] if spec.reference_file else candidates
+    for path in sources:
+        try:
+            df = read_table(Path(path))
+        except UnreadableBatch:
+            if spec.reference_file:
+                raise
+            continue
+        if not set(spec.feature_names) <= set(df.columns):
+            if spec.reference_file:
+                raise ValueError(
+                    f"reference file {path} lacks features {sorted(set(spec.feature_names) - set(df.columns))}"
+                )
+            continue
+        profile = learn_profile(df, spec, margin, source=str(path))
+        save_profile(settings.profile_path, profile)
+        return profile
+    return None

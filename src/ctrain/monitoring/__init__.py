@@ -1,1 +1,1 @@
-"""Monitoring: batch inference, delayed labels, drift and performance checks, the retrain trigger."""
+"""Monitoring: batch inference with the champion, drift and performance checks, the retrain trigger."""

@@ -1,52 +1,70 @@
-"""Check one scored window (an accepted batch) against the champion's own training reference.
+"""Check scored windows (accepted batches) against the champion's own training reference.
 
 Three measurements: data drift per feature (the fast path in ``drift.py`` decides; Evidently's
 report is kept as the evidence a person reads), prediction drift (champion scores on the window vs
 on its held-out rows), and performance once enough labels have arrived (vs the champion's held-out
 figure). The summary JSON and the HTML report go under ``monitor/<batch>/`` and into an MLflow run
-of the monitoring experiment.
+of the monitoring experiment. The champion's model, training rows and held-out scores are read
+once per run (``load_reference``) and shared by every window that run checks.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ctrain.ingest.labels import attach_labels
+from ctrain.metrics import greater_is_better, metric_value
+from ctrain.model_io import features, positive_scores
 from ctrain.monitoring.drift import detect_drift, evidently_report
-from ctrain.monitoring.labels import attach_labels
-from ctrain.promotion.metrics import greater_is_better, metric_value
-from ctrain.promotion.promote import current_champion
+from ctrain.records import Performance, WindowCheck
+from ctrain.registry import current_champion, load_model, version_uri
 from ctrain.settings import Settings
 from ctrain.storage import read_json, write_json_atomic
 from ctrain.tracking import ensure_experiment
-from ctrain.training.model import features, positive_scores
-
-MONITORING_EXPERIMENT = "ctrain-monitoring"
 
 
-def champion_reference(settings: Settings, client) -> dict[str, Any]:
-    """The champion's version, training/held-out files and held-out metric, from its tags."""
-    name = settings.model_name
-    version = current_champion(client, name)
-    if version is None:
-        raise LookupError(f"{name} has no champion: nothing to monitor yet")
+@dataclass(frozen=True)
+class ChampionReference:
+    """What every window is compared with: the champion's training rows and held-out scores."""
+
+    version: str
+    metric: str
+    holdout_metric: float  # the champion's metric on its own held-out rows
+    reference: pd.DataFrame  # its training rows
+    holdout_scores: pd.DataFrame  # its scores on its held-out rows, column "score"
+
+
+def load_reference(settings: Settings, client, version: str) -> ChampionReference:
+    """Read champion ``version``'s training window and score its held-out rows, once."""
+    name, spec = settings.model_name, settings.dataset
     tags = client.get_model_version(name, version).tags
     folder = settings.datasets_dir / tags["data_content_hash"]
     metric = settings.promotion.metric
-    return {
-        "version": version,
-        "train_uri": str(folder / "train.parquet"),
-        "holdout_uri": str(folder / "holdout.parquet"),
-        "metric": metric,
-        "holdout_metric": float(tags[f"holdout_{metric}"]),
-    }
+    holdout = pd.read_parquet(folder / "holdout.parquet")
+    model = load_model(version_uri(name, version))
+    scores = positive_scores(model, features(holdout, spec), spec.positive_class)
+    return ChampionReference(
+        version=version,
+        metric=metric,
+        holdout_metric=float(tags[f"holdout_{metric}"]),
+        reference=pd.read_parquet(folder / "train.parquet"),
+        holdout_scores=pd.DataFrame({"score": scores}),
+    )
 
 
-def windows_to_check(settings: Settings, champion_version: str) -> list[str]:
+def champion_version(settings: Settings, client) -> str:
+    """The champion's version; raises LookupError when there is none (nothing to monitor)."""
+    version = current_champion(client, settings.model_name)
+    if version is None:
+        raise LookupError(f"{settings.model_name} has no champion: nothing to monitor yet")
+    return version
+
+
+def windows_to_check(settings: Settings, champion: str) -> list[str]:
     """Scored batches never checked, or checked before their labels matured, under this champion."""
     if not settings.predictions_dir.is_dir():
         return []
@@ -56,139 +74,145 @@ def windows_to_check(settings: Settings, champion_version: str) -> list[str]:
         if not summary.exists():
             out.append(p.stem)
             continue
-        s = read_json(summary)
-        if s["champion_version"] == champion_version and s["performance"]["status"] != "matured":
+        s = WindowCheck.from_xcom(read_json(summary))
+        if s.champion_version == champion and s.performance.status != "matured":
             out.append(p.stem)
     return out
 
 
-def _performance(settings: Settings, preds: pd.DataFrame, ref: dict[str, Any]) -> dict[str, Any]:
+def check_due_windows(settings: Settings, client) -> list[WindowCheck]:
+    """Check every window due under the current champion, reading the champion once."""
+    version = champion_version(settings, client)
+    due = windows_to_check(settings, version)
+    if not due:
+        return []
+    ref = load_reference(settings, client, version)
+    return [
+        check_window(settings, batch_id, ref, client, html_report=settings.monitoring.html_reports)
+        for batch_id in due
+    ]
+
+
+def _performance(settings: Settings, preds: pd.DataFrame, ref: ChampionReference) -> Performance:
     spec, cfg = settings.dataset, settings.monitoring
     labeled = attach_labels(preds, settings)
     mask = labeled[spec.target].notna().to_numpy()
     n, n_lab = len(labeled), int(mask.sum())
-    out: dict[str, Any] = {
-        "metric": ref["metric"],
+    base = {
+        "metric": ref.metric,
         "rows": n,
         "labeled_rows": n_lab,
         "labeled_share": n_lab / n if n else 0.0,
-        "champion_value": ref["holdout_metric"],
+        "champion_value": ref.holdout_metric,
         "required_share": cfg.label_maturity,
-        "value": None,
-        "drop": None,
-        "degraded": False,
     }
     if n_lab < max(1, int(np.ceil(cfg.label_maturity * n))) or n_lab < cfg.min_rows:
-        out["status"] = "immature" if n_lab else "no_labels"
-        return out
+        return Performance(**base, status="immature" if n_lab else "no_labels")
     y = (
         labeled.loc[mask, spec.target].astype(type(spec.positive_class)).to_numpy()
         == spec.positive_class
     )
-    value = metric_value(ref["metric"], y, labeled.loc[mask, "score"].to_numpy())
-    sign = 1.0 if greater_is_better(ref["metric"]) else -1.0
-    drop = sign * (ref["holdout_metric"] - value)
-    out.update(status="matured", value=value, drop=drop, degraded=bool(drop > cfg.performance_drop))
-    return out
+    value = metric_value(ref.metric, y, labeled.loc[mask, "score"].to_numpy())
+    sign = 1.0 if greater_is_better(ref.metric) else -1.0
+    drop = sign * (ref.holdout_metric - value)
+    return Performance(
+        **base,
+        status="matured",
+        value=value,
+        drop=drop,
+        degraded=bool(drop > cfg.performance_drop),
+    )
 
 
 def check_window(
-    settings: Settings, batch_id: str, client, html_report: bool = True
-) -> dict[str, Any]:
+    settings: Settings,
+    batch_id: str,
+    ref: ChampionReference,
+    client,
+    html_report: bool = True,
+) -> WindowCheck:
     """Measure drift and performance for one scored batch; write and log the evidence."""
-    import mlflow
-
     spec, cfg = settings.dataset, settings.monitoring
-    ref = champion_reference(settings, client)
-    reference = pd.read_parquet(ref["train_uri"])
     current = pd.read_parquet(settings.accepted_dir / f"{batch_id}.parquet")
     preds = pd.read_parquet(settings.predictions_dir / f"{batch_id}.parquet")
     folder = settings.monitor_dir / batch_id
 
-    data = detect_drift(
-        reference,
-        current,
-        spec.numeric,
-        spec.categorical,
-        cfg.numeric,
-        cfg.categorical,
-        cfg.drift_share,
-    )
-    model = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{ref['version']}")
-    holdout = pd.read_parquet(ref["holdout_uri"])
-    ref_scores = pd.DataFrame(
-        {"score": positive_scores(model, features(holdout, spec), spec.positive_class)}
-    )
+    # The decision path and Evidently's report judge the same columns with the same methods.
+    same = (ref.reference, current, spec.numeric, spec.categorical, cfg.numeric, cfg.categorical)
+    data = detect_drift(*same, cfg.drift_share)
     pred = detect_drift(
-        ref_scores, preds[["score"]], ["score"], [], cfg.prediction, cfg.categorical, 1.0
+        ref.holdout_scores, preds[["score"]], ["score"], [], cfg.prediction, cfg.categorical, 1.0
     )
     perf = _performance(settings, preds, ref)
 
     flags = []
     if data.dataset_drift and len(current) >= cfg.min_rows:
         flags.append("data_drift")
-    if perf["degraded"]:
+    if perf.degraded:
         flags.append("performance")
-    summary = {
-        "batch_id": batch_id,
-        "checked_at": datetime.now(UTC).isoformat(),
-        "window_end": str(pd.to_datetime(current[spec.event_time_column]).max()),
-        "champion_version": ref["version"],
-        "rows": len(current),
-        "data_drift": {**data.to_dict(), "drifted_columns": data.drifted_columns()},
-        "prediction_drift": asdict(pred.columns[0]) | {"rows_reference": len(ref_scores)},
-        "performance": perf,
-        "flags": flags,
-        "flagged": bool(flags),
-    }
+
     report = folder / "data_drift.html"
     if html_report and not report.exists():
-        _, snapshot = evidently_report(
-            reference,
-            current,
-            spec.numeric,
-            spec.categorical,
-            cfg.numeric,
-            cfg.categorical,
-            cfg.drift_share,
-            sample_rows=cfg.report_sample_rows,
-        )
+        _, snapshot = evidently_report(*same, cfg.drift_share, sample_rows=cfg.report_sample_rows)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / ".data_drift.html.tmp"
         snapshot.save_html(str(tmp))
         tmp.replace(report)
-    summary["report_uri"] = str(report) if report.exists() else None
-    summary_path = write_json_atomic(folder / "summary.json", summary)
+    summary_path = folder / "summary.json"
+    check = WindowCheck(
+        batch_id=batch_id,
+        checked_at=datetime.now(UTC).isoformat(),
+        window_end=str(pd.to_datetime(current[spec.event_time_column]).max()),
+        champion_version=ref.version,
+        rows=len(current),
+        share_drifted=data.share_drifted,
+        dataset_drift=data.dataset_drift,
+        drifted_columns=tuple(data.drifted_columns()),
+        prediction_drift=float(pred.columns[0].statistic),
+        performance=perf,
+        flags=tuple(flags),
+        summary_uri=str(summary_path),
+        report_uri=str(report) if report.exists() else None,
+    )
+    # The evidence document: the verdict plus every column's statistic.
+    detail = {
+        "data_drift": data.to_dict(),
+        "prediction_drift_detail": asdict(pred.columns[0])
+        | {"rows_reference": len(ref.holdout_scores)},
+    }
+    write_json_atomic(summary_path, check.to_xcom() | detail)
 
-    exp_id = ensure_experiment(client, MONITORING_EXPERIMENT, settings)
+    exp_id = ensure_experiment(client, settings.monitoring_experiment, settings)
     run = client.create_run(
         exp_id,
         run_name=f"check {batch_id}",
         tags={
             "batch_id": batch_id,
-            "champion_version": ref["version"],
+            "champion_version": ref.version,
             "flags": ",".join(flags) or "none",
-            "drifted_columns": ",".join(data.drifted_columns()),
+            "drifted_columns": ",".join(check.drifted_columns),
         },
     )
     rid = run.info.run_id
     client.log_metric(rid, "share_drifted", data.share_drifted)
-    client.log_metric(rid, "prediction_drift", float(pred.columns[0].statistic))
-    client.log_metric(rid, "labeled_share", perf["labeled_share"])
-    if perf["value"] is not None:
-        client.log_metric(rid, f"live_{ref['metric']}", perf["value"])
+    client.log_metric(rid, "prediction_drift", check.prediction_drift)
+    client.log_metric(rid, "labeled_share", perf.labeled_share)
+    if perf.value is not None:
+        client.log_metric(rid, f"live_{ref.metric}", perf.value)
     client.log_artifact(rid, str(summary_path))
-    if summary["report_uri"]:
-        client.log_artifact(rid, summary["report_uri"])
+    if check.report_uri:
+        client.log_artifact(rid, check.report_uri)
     client.set_terminated(rid, "FINISHED")
-    summary["mlflow_run_id"] = rid
-    write_json_atomic(summary_path, summary)
-    return summary
+    check = replace(check, mlflow_run_id=rid)
+    write_json_atomic(summary_path, check.to_xcom() | detail)
+    return check
 
 
-def load_summaries(settings: Settings) -> list[dict[str, Any]]:
+def load_summaries(settings: Settings) -> list[WindowCheck]:
     """Every window's latest check, oldest window first."""
     if not settings.monitor_dir.is_dir():
         return []
-    found = [read_json(p) for p in settings.monitor_dir.glob("*/summary.json")]
-    return sorted(found, key=lambda s: (s["window_end"], s["batch_id"]))
+    found = [
+        WindowCheck.from_xcom(read_json(p)) for p in settings.monitor_dir.glob("*/summary.json")
+    ]
+    return sorted(found, key=lambda s: (s.window_end, s.batch_id))

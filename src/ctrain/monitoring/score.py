@@ -7,16 +7,15 @@ one prediction and none is missing.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ctrain.promotion.promote import current_champion
+from ctrain.model_io import features, positive_scores
+from ctrain.records import ScoredBatch
+from ctrain.registry import current_champion, load_model, version_uri
 from ctrain.settings import Settings
 from ctrain.storage import write_parquet_atomic
-from ctrain.training.model import features, positive_scores
 
 
 class NoChampion(Exception):
@@ -33,10 +32,8 @@ def unscored_batches(settings: Settings) -> list[str]:
     return [b for b in accepted if not (settings.predictions_dir / f"{b}.parquet").exists()]
 
 
-def score_batch(settings: Settings, batch_id: str, client) -> dict[str, Any]:
+def score_batch(settings: Settings, batch_id: str, client) -> ScoredBatch:
     """Score every row of accepted batch ``batch_id``; returns the file's URI and counts."""
-    import mlflow
-
     spec, name = settings.dataset, settings.model_name
     source = settings.accepted_dir / f"{batch_id}.parquet"
     if not source.exists():
@@ -52,7 +49,7 @@ def score_batch(settings: Settings, batch_id: str, client) -> dict[str, Any]:
     schema = pq.read_schema(source)
     text = [c for c in spec.categorical if c in schema.names and _is_text(schema.field(c).type)]
     table = pq.read_table(source, read_dictionary=text)
-    model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+    model = load_model(version_uri(name, version))
     X = features(table.select(spec.feature_names).to_pandas(), spec)
     scores = positive_scores(model, X, spec.positive_class)
     negative = next(c for c in spec.classes if c != spec.positive_class)
@@ -69,12 +66,7 @@ def score_batch(settings: Settings, batch_id: str, client) -> dict[str, Any]:
         columns[spec.target] = table[spec.target]
     out = pa.table(columns)
     path = write_parquet_atomic(settings.predictions_dir / f"{batch_id}.parquet", out)
-    return {
-        "batch_id": batch_id,
-        "model_version": str(version),
-        "rows": n,
-        "predictions_uri": str(path),
-    }
+    return ScoredBatch(batch_id=batch_id, model_version=version, rows=n, predictions_uri=str(path))
 
 
 def _constant(value: str, n: int) -> pa.DictionaryArray:

@@ -9,48 +9,54 @@ windows, or ct_training is queued or running. Every request is logged with its e
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from ctrain.monitoring.check import load_summaries
+from ctrain.records import RetrainVerdict, WindowCheck
+from ctrain.registry import current_champion
 from ctrain.settings import Settings
 from ctrain.storage import read_json, write_json_atomic
 
 
-def _log_path(settings: Settings):
+def _log_path(settings: Settings) -> Path:
     return settings.monitor_dir / "triggers.json"
 
 
-def trigger_log(settings: Settings) -> list[dict[str, Any]]:
+def trigger_log(settings: Settings) -> list[RetrainVerdict]:
+    """Every retrain request, oldest first."""
     path = _log_path(settings)
-    return read_json(path) if path.exists() else []
+    return [RetrainVerdict.from_xcom(e) for e in read_json(path)] if path.exists() else []
 
 
-def _reason(drift: list[dict[str, Any]], n: int, perf: list[dict[str, Any]], m: int) -> str:
+def _reason(drift: list[WindowCheck], n: int, perf: list[WindowCheck], m: int) -> str:
     parts = []
     if drift:
-        cols = sorted({c for w in drift for c in w["data_drift"]["drifted_columns"]})
-        share = max(w["data_drift"]["share_drifted"] for w in drift)
+        cols = sorted({c for w in drift for c in w.drifted_columns})
+        share = max(w.share_drifted for w in drift)
         parts.append(
             f"data drift in {len(drift)} of the last {n} windows "
             f"(up to {share:.0%} of features; drifted: {', '.join(cols)})"
         )
     if perf:
-        worst = max(perf, key=lambda w: w["performance"]["drop"])["performance"]
+        worst = max(perf, key=lambda w: w.performance.drop or 0.0).performance
         parts.append(
             f"performance drop in {len(perf)} of the last {m} label-matured windows "
-            f"({worst['metric']} {worst['value']:.4f} vs champion {worst['champion_value']:.4f} "
-            f"on {worst['labeled_rows']} labeled rows)"
+            f"({worst.metric} {worst.value:.4f} vs champion {worst.champion_value:.4f} "
+            f"on {worst.labeled_rows} labeled rows)"
         )
     return "; ".join(parts)
 
 
 def decide_retrain(
     settings: Settings,
-    summaries: list[dict[str, Any]],
-    champion_version: str,
+    summaries: list[WindowCheck],
+    champion_version: str | None,
     now: datetime,
     training_active: bool,
-) -> dict[str, Any]:
+) -> RetrainVerdict:
     """The verdict on the recent windows: ``trigger`` true with a reason, or why not.
 
     Each signal is debounced over its own windows: data drift over the last ``debounce_n``
@@ -59,68 +65,89 @@ def decide_retrain(
     """
     cfg = settings.monitoring
     k, n = cfg.debounce_k, cfg.debounce_n
-    mine = [s for s in summaries if s["champion_version"] == champion_version]
+    mine = [s for s in summaries if s.champion_version == champion_version]
     recent = mine[-n:]
-    matured = [s for s in mine if s["performance"].get("status") == "matured"][-n:]
-    drift = [s for s in recent if "data_drift" in s["flags"]]
-    perf = [s for s in matured if s["performance"].get("degraded")]
-    flagged = sorted({s["batch_id"] for s in [*drift, *perf]})
-    verdict: dict[str, Any] = {
-        "trigger": False,
-        "champion_version": champion_version,
-        "windows": [s["batch_id"] for s in recent],
-        "flagged_windows": flagged,
-        "reason": "",
-        "suppressed_by": None,
-        "decided_at": now.isoformat(),
-    }
+    matured = [s for s in mine if s.performance.status == "matured"][-n:]
+    drift = [s for s in recent if "data_drift" in s.flags]
+    perf = [s for s in matured if s.performance.degraded]
+    verdict = RetrainVerdict(
+        trigger=False,
+        champion_version=champion_version,
+        windows=tuple(s.batch_id for s in recent),
+        flagged_windows=tuple(sorted({s.batch_id for s in [*drift, *perf]})),
+        reason="",
+        suppressed_by=None,
+        decided_at=now.isoformat(),
+        window=cfg.retrain_window_batches,
+    )
     drift_fires, perf_fires = len(drift) >= k, len(perf) >= k
     if not (drift_fires or perf_fires):
-        verdict["reason"] = (
-            f"data drift in {len(drift)} of the last {len(recent)} windows, performance drop in "
-            f"{len(perf)} of the last {len(matured)} label-matured windows; {k} needed"
+        return dataclasses.replace(
+            verdict,
+            reason=(
+                f"data drift in {len(drift)} of the last {len(recent)} windows, performance drop "
+                f"in {len(perf)} of the last {len(matured)} label-matured windows; {k} needed"
+            ),
         )
-        return verdict
-    verdict["reason"] = _reason(
+    reason = _reason(
         drift if drift_fires else [], len(recent), perf if perf_fires else [], len(matured)
     )
     log = trigger_log(settings)
     last = log[-1] if log else None
+    suppressed_by = None
     if training_active:
-        verdict["suppressed_by"] = "ct_training is queued or running"
-    elif last and now - datetime.fromisoformat(last["decided_at"]) < timedelta(
+        suppressed_by = "ct_training is queued or running"
+    elif last and now - datetime.fromisoformat(last.decided_at) < timedelta(
         minutes=cfg.cooldown_minutes
     ):
-        verdict["suppressed_by"] = (
-            f"cooldown: last request at {last['decided_at']} (cooldown {cfg.cooldown_minutes} min)"
+        suppressed_by = (
+            f"cooldown: last request at {last.decided_at} (cooldown {cfg.cooldown_minutes} min)"
         )
     elif (
         last
-        and last["champion_version"] == champion_version
-        and set(flagged) <= set(last["flagged_windows"])
+        and last.champion_version == champion_version
+        and set(verdict.flagged_windows) <= set(last.flagged_windows)
     ):
-        verdict["suppressed_by"] = "already requested for these windows"
-    else:
-        verdict["trigger"] = True
-    return verdict
+        suppressed_by = "already requested for these windows"
+    return dataclasses.replace(
+        verdict, trigger=suppressed_by is None, reason=reason, suppressed_by=suppressed_by
+    )
+
+
+def _evidence_of(check: WindowCheck) -> dict[str, Any]:
+    """A window's full evidence: its summary document (per-column statistics included)."""
+    path = Path(check.summary_uri) if check.summary_uri else None
+    return read_json(path) if path and path.exists() else check.to_xcom()
 
 
 def record_request(
-    settings: Settings, verdict: dict[str, Any], key: str, summaries: list[dict[str, Any]]
-) -> dict[str, Any]:
+    settings: Settings, verdict: RetrainVerdict, key: str, summaries: list[WindowCheck]
+) -> RetrainVerdict:
     """Log a retrain request once per ``key`` (a retry returns the first), with its evidence file."""
     log = trigger_log(settings)
     for entry in log:
-        if entry["key"] == key:
+        if entry.key == key:
             return entry
-    evidence = [s for s in summaries if s["batch_id"] in verdict["flagged_windows"]]
+    evidence = [_evidence_of(s) for s in summaries if s.batch_id in verdict.flagged_windows]
     safe_key = key.replace("/", "_").replace(":", "_")
-    path = write_json_atomic(
-        settings.monitor_dir / "requests" / f"{safe_key}.json", {**verdict, "evidence": evidence}
-    )
-    entry = {**verdict, "key": key, "evidence_uri": str(path)}
-    write_json_atomic(_log_path(settings), [*log, entry])
+    path = settings.monitor_dir / "requests" / f"{safe_key}.json"
+    entry = dataclasses.replace(verdict, key=key, evidence_uri=str(path))
+    write_json_atomic(path, entry.to_xcom() | {"evidence": evidence})
+    write_json_atomic(_log_path(settings), [e.to_xcom() for e in [*log, entry]])
     return entry
+
+
+def decide(settings: Settings, client, key: str, training_active: bool) -> RetrainVerdict:
+    """The monitor run ``key``'s verdict on the current champion's windows; a positive one is
+    logged once per key. The latest verdict is kept in ``monitor/last_verdict.json``."""
+    version = current_champion(client, settings.model_name)
+    summaries = load_summaries(settings)
+    verdict = decide_retrain(settings, summaries, version, now_utc(), training_active)
+    verdict = dataclasses.replace(verdict, key=key)
+    if verdict.trigger:
+        verdict = record_request(settings, verdict, key, summaries)
+    write_json_atomic(settings.monitor_dir / "last_verdict.json", verdict.to_xcom())
+    return verdict
 
 
 def now_utc() -> datetime:

@@ -1,4 +1,1 @@
 """Promotion: register the challenger, compare it with the champion, move the alias, record why."""
-
-CHAMPION = "champion"
-CHALLENGER = "challenger"

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ctrain.context import RunContext
-from ctrain.promotion import CHAMPION
-from ctrain.promotion.metrics import ResampleMetric, greater_is_better, metric_value
+from ctrain.metrics import ResampleMetric, greater_is_better, metric_value
+from ctrain.model_io import features, positive_scores, target
+from ctrain.records import Comparison, DatasetWindow, RegisteredVersion, RunContext
+from ctrain.registry import current_champion, load_model, version_uri
 from ctrain.settings import PromotionConfig, Settings
 from ctrain.storage import write_json_atomic
-from ctrain.training.model import features, positive_scores, target
 
 
 @dataclass(frozen=True)
@@ -138,35 +138,29 @@ def decide(
 
 
 def compare(
-    settings: Settings, challenger: dict[str, Any], dataset: dict[str, Any], ctx: RunContext, client
-) -> dict[str, Any]:
+    settings: Settings,
+    challenger: RegisteredVersion,
+    dataset: DatasetWindow,
+    ctx: RunContext,
+    client,
+) -> Comparison:
     """Score both models on the held-out rows and propose promote or reject, with the evidence.
 
-    Returns a small summary (for XCom); the full comparison is written next to the dataset.
+    The full comparison (floors and slices too) is written next to the dataset.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     cfg, spec, name = settings.promotion, settings.dataset, settings.model_name
-    try:
-        champion_version: str | None = str(
-            client.get_model_version_by_alias(name, CHAMPION).version
-        )
-    except MlflowException:
-        champion_version = None
-    version = str(challenger["version"])
+    champion_version = current_champion(client, name)
+    version = challenger.version
     mv = client.get_model_version(name, version)
-    holdout = pd.read_parquet(dataset["holdout_uri"])
+    holdout = pd.read_parquet(dataset.holdout_uri)
     X = features(holdout, spec)
     y = target(holdout, spec) == spec.positive_class
-    s_new = positive_scores(
-        mlflow.sklearn.load_model(f"models:/{name}/{version}"), X, spec.positive_class
-    )
+    s_new = positive_scores(load_model(version_uri(name, version)), X, spec.positive_class)
     s_old = None
     paired = None
     if champion_version is not None and champion_version != version:
         s_old = positive_scores(
-            mlflow.sklearn.load_model(f"models:/{name}/{champion_version}"), X, spec.positive_class
+            load_model(version_uri(name, champion_version)), X, spec.positive_class
         )
         paired = paired_bootstrap(
             y, s_new, s_old, cfg.metric, cfg.n_bootstrap, cfg.confidence, settings.training.seed
@@ -176,33 +170,30 @@ def compare(
     action, rule, reason = decide(
         cfg, mv.tags.get("validation_status", "missing"), floors, paired, slices, ctx.force
     )
-
-    result = {
-        "model_name": name,
-        "challenger_version": version,
-        "champion_seen": champion_version,
-        "action": action,
-        "rule": rule,
-        "reason": reason,
-        "metric": cfg.metric,
-        "challenger_metric": metric_value(cfg.metric, y, s_new),
-        "champion_metric": paired.champion if paired else None,
-        "diff": paired.diff if paired else None,
-        "ci_low": paired.ci_low if paired else None,
-        "ci_high": paired.ci_high if paired else None,
-        "confidence": cfg.confidence,
-        "n_resamples": paired.n_resamples if paired else 0,
-        "holdout_rows": len(holdout),
-        "dataset_id": dataset["dataset_id"],
-        "floors": {m: {"value": v, "floor": cfg.floors[m]} for m, v in floors.items()},
-        "slices": slices,
-    }
     path = (
         settings.datasets_dir
-        / dataset["dataset_id"]
+        / dataset.dataset_id
         / f"comparison-v{version}-vs-{champion_version or 'none'}.json"
     )
-    write_json_atomic(path, result)
-    summary = {k: v for k, v in result.items() if k not in ("slices", "floors")}
-    summary["comparison_uri"] = str(path)
-    return summary
+    result = Comparison(
+        model_name=name,
+        challenger_version=version,
+        champion_seen=champion_version,
+        action=action,
+        rule=rule,
+        reason=reason,
+        metric=cfg.metric,
+        challenger_metric=metric_value(cfg.metric, y, s_new),
+        champion_metric=paired.champion if paired else None,
+        diff=paired.diff if paired else None,
+        ci_low=paired.ci_low if paired else None,
+        ci_high=paired.ci_high if paired else None,
+        confidence=cfg.confidence,
+        n_resamples=paired.n_resamples if paired else 0,
+        holdout_rows=len(holdout),
+        dataset_id=dataset.dataset_id,
+        comparison_uri=str(path),
+    )
+    floor_figures = {m: {"value": v, "floor": cfg.floors[m]} for m, v in floors.items()}
+    write_json_atomic(path, result.to_xcom() | {"floors": floor_figures, "slices": slices})
+    return result

@@ -10,10 +10,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from ctrain.records import Decision, DecisionKind
 from ctrain.settings import Settings
 from ctrain.tracking import ensure_experiment
 
-CHANGES_CHAMPION = ("promoted", "manual_promote", "rollback")
 _TAGS = (
     "decision",
     "rule",
@@ -27,6 +27,7 @@ _TAGS = (
     "airflow_run_id",
     "decision_key",
     "metric",
+    "decided_at",
 )
 _METRICS = ("challenger_metric", "champion_metric", "diff", "ci_low", "ci_high")
 
@@ -45,7 +46,9 @@ def open_record(client, settings: Settings, key: str) -> str:
         return prior.info.run_id
     exp_id = ensure_experiment(client, settings.decisions_experiment, settings)
     run = client.create_run(
-        exp_id, run_name=f"decision {key}", tags={"decision_key": key, "decision": "pending"}
+        exp_id,
+        run_name=f"decision {key}",
+        tags={"decision_key": key, "decision": DecisionKind.PENDING},
     )
     return run.info.run_id
 
@@ -79,7 +82,7 @@ def model_card(rec: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def close_record(client, run_id: str, rec: dict[str, Any]) -> dict[str, Any]:
+def close_record(client, run_id: str, rec: dict[str, Any]) -> Decision:
     """Write the record's tags, figures and artifacts and mark it finished."""
     rec = {
         **rec,
@@ -95,11 +98,34 @@ def close_record(client, run_id: str, rec: dict[str, Any]) -> dict[str, Any]:
     client.log_text(run_id, json.dumps(rec, indent=2, default=str), "decision.json")
     client.log_text(run_id, model_card(rec), "model_card.md")
     client.set_terminated(run_id, "FINISHED")
-    return rec
+    return Decision.from_xcom(rec)
 
 
-def list_decisions(client, settings: Settings, limit: int = 20) -> list[dict[str, Any]]:
-    """Finished decision records, newest first, as their tags plus figures."""
+def record_of(run) -> Decision:
+    """The decision an MLflow run of the decisions experiment holds, from its tags and metrics."""
+    tags = run.data.tags
+    # Tags hold "" where the record had None (MLflow tags are strings).
+    fields = {k: tags.get(k) or None for k in _TAGS}
+    return Decision.from_xcom(
+        {
+            **fields,
+            **run.data.metrics,
+            "decision": tags.get("decision", ""),
+            "rule": tags.get("rule", ""),
+            "reason": tags.get("reason", ""),
+            "model_name": tags.get("model_name", ""),
+            "trigger_reason": tags.get("trigger_reason", ""),
+            "airflow_dag_id": tags.get("airflow_dag_id", ""),
+            "airflow_run_id": tags.get("airflow_run_id", ""),
+            "decided_at": tags.get("decided_at")
+            or datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(),
+            "record_run_id": run.info.run_id,
+        }
+    )
+
+
+def list_decisions(client, settings: Settings, limit: int = 20) -> list[Decision]:
+    """Finished decision records, newest first."""
     exp = client.get_experiment_by_name(settings.decisions_experiment)
     if exp is None:
         return []
@@ -109,28 +135,18 @@ def list_decisions(client, settings: Settings, limit: int = 20) -> list[dict[str
         order_by=["attributes.start_time DESC"],
         max_results=limit,
     )
-    return [
-        {
-            **{k: r.data.tags.get(k) for k in _TAGS},
-            **r.data.metrics,
-            "record_run_id": r.info.run_id,
-            "start_time": r.info.start_time,
-        }
-        for r in runs
-    ]
+    return [record_of(r) for r in runs]
 
 
 def serving_history(client, settings: Settings) -> list[dict[str, Any]]:
     """Which version served from when: every record that moved the champion, oldest first."""
-    moves = [
-        d for d in list_decisions(client, settings, limit=1000) if d["decision"] in CHANGES_CHAMPION
-    ]
+    moves = [d for d in list_decisions(client, settings, limit=1000) if d.moved]
     return [
         {
-            "version": d["champion_after"],
-            "from": datetime.fromtimestamp(d["start_time"] / 1000, UTC).isoformat(),
-            "decision": d["decision"],
-            "record_run_id": d["record_run_id"],
+            "version": d.champion_after,
+            "from": d.decided_at,
+            "decision": d.decision,
+            "record_run_id": d.record_run_id,
         }
         for d in reversed(moves)
     ]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
-from ctrain.ingest.ingest import accepted_batches, read_accepted
-from ctrain.monitoring.labels import attach_labels
+from ctrain.ingest.batches import accepted_batches, read_accepted
+from ctrain.ingest.labels import attach_labels
+from ctrain.records import DatasetWindow
 from ctrain.settings import Settings
 from ctrain.storage import frame_hash, read_json, write_json_atomic, write_parquet_atomic
 
@@ -15,7 +15,7 @@ class NoTrainingData(Exception):
     """There is nothing accepted to train on."""
 
 
-def assemble_window(settings: Settings, window_batches: int | None = None) -> dict[str, Any]:
+def assemble_window(settings: Settings, window_batches: int | None = None) -> DatasetWindow:
     """Write the window's train and held-out Parquet files, addressed by content hash.
 
     The last ``holdout_fraction`` of rows by event time is held out, so evaluation and the
@@ -44,25 +44,24 @@ def assemble_window(settings: Settings, window_batches: int | None = None) -> di
     content_hash = frame_hash(df)
     folder = settings.datasets_dir / content_hash
     if (folder / "meta.json").exists():
-        return read_json(folder / "meta.json")
+        return DatasetWindow.from_xcom(read_json(folder / "meta.json"))
 
     n_hold = math.ceil(len(df) * settings.training.holdout_fraction)
     train, holdout = df.iloc[:-n_hold], df.iloc[-n_hold:]
     times = df[spec.event_time_column]
-    meta = {
-        "dataset_id": content_hash,
-        "content_hash": content_hash,
-        "train_uri": str(write_parquet_atomic(folder / "train.parquet", train)),
-        "holdout_uri": str(write_parquet_atomic(folder / "holdout.parquet", holdout)),
-        "rows_train": len(train),
-        "rows_holdout": len(holdout),
-        "rows_unlabeled": unlabeled,
-        "batches": [p.stem for p in paths],
-        "window_start": times.min().isoformat(),
-        "window_end": times.max().isoformat(),
-        "holdout_start": holdout[spec.event_time_column].min().isoformat(),
-    }
     fmt = "%Y-%m-%d %H:%M"
-    meta["window"] = f"{times.min():{fmt}}..{times.max():{fmt}} UTC ({len(paths)} batches)"
-    write_json_atomic(folder / "meta.json", meta)
+    meta = DatasetWindow(
+        content_hash=content_hash,
+        train_uri=str(write_parquet_atomic(folder / "train.parquet", train)),
+        holdout_uri=str(write_parquet_atomic(folder / "holdout.parquet", holdout)),
+        rows_train=len(train),
+        rows_holdout=len(holdout),
+        rows_unlabeled=unlabeled,
+        batches=tuple(p.stem for p in paths),
+        window_start=times.min().isoformat(),
+        window_end=times.max().isoformat(),
+        holdout_start=holdout[spec.event_time_column].min().isoformat(),
+        window=f"{times.min():{fmt}}..{times.max():{fmt}} UTC ({len(paths)} batches)",
+    )
+    write_json_atomic(folder / "meta.json", meta.to_xcom())
     return meta

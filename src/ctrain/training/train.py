@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pandas as pd
 from sklearn.model_selection import GridSearchCV, TimeSeriesSplit
 
-from ctrain.context import RunContext
+from ctrain.model_io import features, target
+from ctrain.records import DatasetWindow, RunContext, TrainedRun
 from ctrain.settings import Settings
 from ctrain.tracking import code_version, ensure_experiment
-from ctrain.training.model import build_pipeline, features, target
+from ctrain.training.pipeline import build_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def _existing_run(client, experiment_id: str, ctx: RunContext, content_hash: str
     return runs[0] if runs else None
 
 
-def train(settings: Settings, dataset: dict[str, Any], ctx: RunContext, client) -> dict[str, Any]:
+def train(settings: Settings, dataset: DatasetWindow, ctx: RunContext, client) -> TrainedRun:
     """Fit every candidate, log the best as an MLflow model, and return the run's ids."""
     import mlflow
     import sklearn
@@ -37,18 +37,18 @@ def train(settings: Settings, dataset: dict[str, Any], ctx: RunContext, client) 
 
     spec, cfg = settings.dataset, settings.training
     experiment_id = ensure_experiment(client, settings.experiment, settings)
-    prior = _existing_run(client, experiment_id, ctx, dataset["content_hash"])
+    prior = _existing_run(client, experiment_id, ctx, dataset.content_hash)
     if prior is not None:
         log.info("reusing finished training run %s of %s", prior.info.run_id, ctx.run_id)
-        return {
-            "mlflow_run_id": prior.info.run_id,
-            "model_uri": prior.data.tags["model_uri"],
-            "estimator": prior.data.params["best_candidate"],
-            "cv_score": prior.data.metrics["cv_best"],
-            "experiment_id": experiment_id,
-        }
+        return TrainedRun(
+            mlflow_run_id=prior.info.run_id,
+            experiment_id=experiment_id,
+            model_uri=prior.data.tags["model_uri"],
+            estimator=prior.data.params["best_candidate"],
+            cv_score=prior.data.metrics["cv_best"],
+        )
 
-    df = pd.read_parquet(dataset["train_uri"])
+    df = pd.read_parquet(dataset.train_uri)
     X, y = features(df, spec), target(df, spec)
     results = []
     for cand in cfg.candidates:
@@ -77,22 +77,22 @@ def train(settings: Settings, dataset: dict[str, Any], ctx: RunContext, client) 
         "airflow_dag_id": ctx.dag_id,
         "airflow_run_id": ctx.run_id,
         "trigger_reason": ctx.trigger_reason,
-        "data_content_hash": dataset["content_hash"],
-        "data_window": dataset["window"],
+        "data_content_hash": dataset.content_hash,
+        "data_window": dataset.window,
         "code_version": code_version(),
         "validation_status": "passed",
     }
     mlflow.set_experiment(experiment_id=experiment_id)
-    with mlflow.start_run(run_name=f"train-{dataset['content_hash'][:8]}", tags=tags) as run:
+    with mlflow.start_run(run_name=f"train-{dataset.content_hash[:8]}", tags=tags) as run:
         mlflow.log_params(
             {
                 "best_candidate": best_cand.name,
                 "estimator": best_cand.estimator,
                 "seed": cfg.seed,
                 "cv_folds": cfg.cv_folds,
-                "rows_train": dataset["rows_train"],
-                "rows_holdout": dataset["rows_holdout"],
-                "dataset_id": dataset["dataset_id"],
+                "rows_train": dataset.rows_train,
+                "rows_holdout": dataset.rows_holdout,
+                "dataset_id": dataset.dataset_id,
                 **{
                     f"best__{k.removeprefix('model__')}": v
                     for k, v in best_search.best_params_.items()
@@ -122,10 +122,10 @@ def train(settings: Settings, dataset: dict[str, Any], ctx: RunContext, client) 
         )
         mlflow.set_tag("model_uri", info.model_uri)
         mlflow.set_tag("ctrain_stage", "trained")
-    return {
-        "mlflow_run_id": run.info.run_id,
-        "model_uri": info.model_uri,
-        "estimator": best_cand.name,
-        "cv_score": float(best_score),
-        "experiment_id": experiment_id,
-    }
+    return TrainedRun(
+        mlflow_run_id=run.info.run_id,
+        experiment_id=experiment_id,
+        model_uri=info.model_uri,
+        estimator=best_cand.name,
+        cv_score=float(best_score),
+    )

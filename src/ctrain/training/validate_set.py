@@ -6,7 +6,8 @@ from typing import Any
 
 import pandas as pd
 
-from ctrain.ingest.validate import run_expectations
+from ctrain.expectations import Expectation, run_expectations
+from ctrain.records import DatasetWindow, ValidatedSet
 from ctrain.settings import Settings
 from ctrain.storage import write_json_atomic
 
@@ -15,21 +16,21 @@ class TrainingSetInvalid(Exception):
     """The assembled window cannot be trained on; the message says which check failed."""
 
 
-def validate_training_set(settings: Settings, dataset: dict[str, Any]) -> dict[str, Any]:
+def validate_training_set(settings: Settings, dataset: DatasetWindow) -> ValidatedSet:
     """Check both parts of the window with Great Expectations; raise if any check fails.
 
-    Returns ``{"validation_status": "passed", ...}``, which the model version carries as a tag.
+    Returns the passed status, which the model version carries as a tag.
     """
     spec = settings.dataset
     required = [spec.target, spec.id_column, *(f.name for f in spec.features if not f.nullable)]
     report: dict[str, Any] = {}
     problems = []
     for part, uri, min_rows in (
-        ("train", dataset["train_uri"], settings.training.min_train_rows),
-        ("holdout", dataset["holdout_uri"], settings.promotion.slice_min_rows),
+        ("train", dataset.train_uri, settings.training.min_train_rows),
+        ("holdout", dataset.holdout_uri, settings.promotion.slice_min_rows),
     ):
         df = pd.read_parquet(uri)
-        exps = [
+        exps: list[Expectation] = [
             ("row_count", "expect_table_row_count_to_be_between", {"min_value": min_rows}, "block")
         ]
         exps.append(
@@ -50,11 +51,13 @@ def validate_training_set(settings: Settings, dataset: dict[str, Any]) -> dict[s
         checks, result = run_expectations(df, exps)
         report[part] = result
         problems += [
-            f"{part} set: {c.describe(dataset['dataset_id'], len(df))}"
+            f"{part} set: {c.describe(dataset.dataset_id, len(df))}"
             for c in checks
             if not c.success
         ]
-    write_json_atomic(settings.datasets_dir / dataset["dataset_id"] / "validation.json", report)
+    path = write_json_atomic(settings.datasets_dir / dataset.dataset_id / "validation.json", report)
     if problems:
         raise TrainingSetInvalid("; ".join(problems))
-    return {"validation_status": "passed", "dataset_id": dataset["dataset_id"]}
+    return ValidatedSet(
+        dataset_id=dataset.dataset_id, validation_status="passed", report_uri=str(path)
+    )

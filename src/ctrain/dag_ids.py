@@ -1,0 +1,9 @@
+"""The ids of ctrain's DAGs, named once: the DAG files, the plugin, the demo and the runtime use
+these. Plain strings, so a DAG file can import them while it is parsed."""
+
+INGEST = "ct_ingest"
+TRAINING = "ct_training"
+BATCH_INFERENCE = "ct_batch_inference"
+DRIFT_MONITOR = "ct_drift_monitor"
+
+ALL = (INGEST, TRAINING, BATCH_INFERENCE, DRIFT_MONITOR)

@@ -1,0 +1,299 @@
+"""The typed records that flow between the loop's steps.
+
+Each is a frozen dataclass: the verb modules take and return them, so an editor can follow the
+data from one step to the next. ``to_xcom()`` gives a small JSON-able dict (ids, URIs, counts,
+metrics: never data) and ``from_xcom()`` rebuilds the record from it; ``ctrain.steps`` is the one
+place that converts. Records that are also written to disk (an ingest outcome, a dataset's
+``meta.json``, a window's ``summary.json``) use the same dict there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import cache
+from typing import Any, Self
+
+
+class DecisionKind(StrEnum):
+    """What a decision record says happened to ``champion``."""
+
+    PROMOTED = "promoted"  # the pipeline's comparison moved it
+    MANUAL_PROMOTE = "manual_promote"  # a person moved it (``ctrain promote``)
+    ROLLBACK = "rollback"  # moved back to an earlier version
+    REJECTED = "rejected"  # the challenger lost, or the champion moved meanwhile: nothing moved
+    DRY_RUN = "dry_run"  # what would have happened, recorded; nothing moved
+    PENDING = "pending"  # a record opened and not yet closed (a crash leaves this)
+
+
+MOVES_CHAMPION = frozenset(
+    {DecisionKind.PROMOTED, DecisionKind.MANUAL_PROMOTE, DecisionKind.ROLLBACK}
+)
+
+
+@cache
+def _tuple_fields(cls: type) -> frozenset[str]:
+    hints = typing.get_type_hints(cls)
+    return frozenset(
+        f.name for f in dataclasses.fields(cls) if typing.get_origin(hints[f.name]) is tuple
+    )
+
+
+class Record:
+    """``to_xcom``/``from_xcom`` for a frozen dataclass of JSON-able fields."""
+
+    def to_xcom(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @classmethod
+    def from_xcom(cls, data: dict[str, Any]) -> Self:
+        """The record from ``data``; keys it does not know (older or richer dicts) are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        tuples = _tuple_fields(cls)
+        kwargs = {k: tuple(v) if k in tuples else v for k, v in data.items() if k in names}
+        return cls(**kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext(Record):
+    """Where a step was asked to run from (the Airflow run, or the CLI), and why.
+
+    Carried into MLflow tags and decision records.
+    """
+
+    dag_id: str = "cli"
+    run_id: str = ""
+    trigger_reason: str = "manual"
+    dry_run: bool = False
+    force: bool = False
+    evidence_uri: str = ""
+    window: int | None = None  # most recent accepted batches to train on; None = the settings'
+
+    def __post_init__(self) -> None:
+        if not self.run_id:
+            object.__setattr__(
+                self, "run_id", f"cli__{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestOutcome(Record):
+    """What ingest did with one landed file (a batch or a label file); kept in ``outcomes/``."""
+
+    batch_id: str
+    source_file: str
+    sha256: str
+    validated_at: str
+    status: str  # accepted | partial | quarantined
+    reason: str
+    rows_in: int
+    rows_accepted: int
+    rows_quarantined: int
+    accepted_uri: str | None
+    quarantine_uri: str | None
+    warnings: tuple[str, ...] = ()
+    failed_checks: tuple[dict[str, Any], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetWindow(Record):
+    """The training window: train and held-out files, addressed by the content hash of the rows."""
+
+    content_hash: str
+    train_uri: str
+    holdout_uri: str
+    rows_train: int
+    rows_holdout: int
+    rows_unlabeled: int
+    batches: tuple[str, ...]
+    window_start: str
+    window_end: str
+    holdout_start: str
+    window: str  # one line for people: the time span and the number of batches
+
+    @property
+    def dataset_id(self) -> str:
+        return self.content_hash
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidatedSet(Record):
+    """The training set passed its checks (a failure raises instead); the version carries this."""
+
+    dataset_id: str
+    validation_status: str
+    report_uri: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun(Record):
+    """The MLflow run that holds the best candidate's model."""
+
+    mlflow_run_id: str
+    experiment_id: str
+    model_uri: str
+    estimator: str
+    cv_score: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation(Record):
+    """The trained model on the held-out slice, logged into its training run."""
+
+    mlflow_run_id: str
+    experiment_id: str
+    metric: str
+    holdout_value: float  # the promotion metric on the held-out rows
+    holdout_rows: int
+    figures: dict[str, float]  # mlflow.models.evaluate's headline metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisteredVersion(Record):
+    """A version of the registered model, aliased ``challenger``."""
+
+    model_name: str
+    version: str
+    model_uri: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison(Record):
+    """Challenger against champion on the same held-out rows, and the action the rules propose.
+
+    The full evidence (floors, slices) is in the file at ``comparison_uri``.
+    """
+
+    model_name: str
+    challenger_version: str
+    champion_seen: str | None
+    action: str  # promote | reject
+    rule: str
+    reason: str
+    metric: str
+    challenger_metric: float
+    champion_metric: float | None
+    diff: float | None
+    ci_low: float | None
+    ci_high: float | None
+    confidence: float
+    n_resamples: int
+    holdout_rows: int
+    dataset_id: str
+    comparison_uri: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision(Record):
+    """One decision record: what happened to ``champion``, why, and on whose request.
+
+    The MLflow run ``record_run_id`` holds it, with ``decision.json`` and ``model_card.md``.
+    """
+
+    decision: str  # a DecisionKind
+    rule: str
+    reason: str
+    model_name: str
+    challenger_version: str | None
+    champion_before: str | None
+    champion_after: str | None
+    record_run_id: str
+    decided_at: str = ""
+    trigger_reason: str = ""
+    airflow_dag_id: str = ""
+    airflow_run_id: str = ""
+    metric: str | None = None
+    challenger_metric: float | None = None
+    champion_metric: float | None = None
+    diff: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    replayed: bool = False  # a retry that found this record already finished
+
+    @property
+    def moved(self) -> bool:
+        """Whether this decision moved ``champion`` (a real change of the serving model)."""
+        return self.decision in MOVES_CHAMPION
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredBatch(Record):
+    """One accepted batch scored by the champion of the moment."""
+
+    batch_id: str
+    model_version: str
+    rows: int
+    predictions_uri: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Performance(Record):
+    """The champion's metric on one window's labeled rows, once enough labels have arrived."""
+
+    metric: str
+    rows: int
+    labeled_rows: int
+    labeled_share: float
+    champion_value: float  # the champion's figure on its own held-out rows
+    required_share: float
+    status: str  # no_labels | immature | matured
+    value: float | None = None
+    drop: float | None = None  # positive = worse than the champion's held-out figure
+    degraded: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowCheck(Record):
+    """The monitor's verdict on one window (a scored batch).
+
+    The full evidence (per-column statistics, prediction drift) is the document at
+    ``summary_uri``, which holds these fields too; Evidently's HTML is at ``report_uri``.
+    """
+
+    batch_id: str
+    checked_at: str
+    window_end: str
+    champion_version: str
+    rows: int
+    share_drifted: float
+    dataset_drift: bool
+    drifted_columns: tuple[str, ...]
+    prediction_drift: float  # the statistic of the champion's scores against its held-out scores
+    performance: Performance
+    flags: tuple[str, ...]  # data_drift, performance
+    summary_uri: str = ""
+    report_uri: str | None = None
+    mlflow_run_id: str | None = None
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.flags)
+
+    def to_xcom(self) -> dict[str, Any]:
+        return super().to_xcom() | {"flagged": self.flagged}
+
+    @classmethod
+    def from_xcom(cls, data: dict[str, Any]) -> Self:
+        perf = data["performance"]
+        return super().from_xcom(
+            data | {"performance": perf if isinstance(perf, Performance) else Performance(**perf)}
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainVerdict(Record):
+    """The monitor's answer to "retrain now?", with the reason either way."""
+
+    trigger: bool
+    champion_version: str | None
+    windows: tuple[str, ...]  # the recent windows judged
+    flagged_windows: tuple[str, ...]
+    reason: str
+    suppressed_by: str | None
+    decided_at: str
+    key: str = ""  # the monitor run that decided; a request is logged once per key
+    evidence_uri: str | None = None  # the request's evidence file, when it triggers
+    window: int = 0  # the retrain trains on this many recent batches (0 = all)
