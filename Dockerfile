@@ -5,6 +5,7 @@ FROM apache/airflow:3.3.2-python3.11
 
 # Keep MLflow and Great Expectations off the network and out of the home folder.
 ENV MLFLOW_DISABLE_TELEMETRY=true \
+    MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false \
     GX_ANALYTICS_ENABLED=false \
     DO_NOT_TRACK=1
 

@@ -6,6 +6,7 @@ UV_VER  := 0.13.9
 STAMP   := $(VENV)/.installed
 
 export MLFLOW_DISABLE_TELEMETRY := true
+export MLFLOW_ALLOW_PICKLE_DESERIALIZATION := false
 export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 

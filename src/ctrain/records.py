@@ -23,13 +23,20 @@ class DecisionKind(StrEnum):
     PROMOTED = "promoted"  # the pipeline's comparison moved it
     MANUAL_PROMOTE = "manual_promote"  # a person moved it (``ctrain promote``)
     ROLLBACK = "rollback"  # moved back to an earlier version
-    REJECTED = "rejected"  # the challenger lost, or the champion moved meanwhile: nothing moved
+    EXTERNAL = "external"  # found moved outside ctrain (in MLflow directly), recorded as found
+    REJECTED = "rejected"  # the challenger lost, a refusal, or a stale comparison: nothing moved
     DRY_RUN = "dry_run"  # what would have happened, recorded; nothing moved
-    PENDING = "pending"  # a record opened and not yet closed (a crash leaves this)
+    PENDING = "pending"  # a record opened and not yet closed
+    INTERRUPTED = "interrupted"  # its process died before the move; nothing moved
 
 
 MOVES_CHAMPION = frozenset(
-    {DecisionKind.PROMOTED, DecisionKind.MANUAL_PROMOTE, DecisionKind.ROLLBACK}
+    {
+        DecisionKind.PROMOTED,
+        DecisionKind.MANUAL_PROMOTE,
+        DecisionKind.ROLLBACK,
+        DecisionKind.EXTERNAL,
+    }
 )
 
 
@@ -211,6 +218,7 @@ class Decision(Record):
     diff: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
+    move: int | None = None  # the move's place in the champion's history (1, 2, ...), if it moved
     replayed: bool = False  # a retry that found this record already finished
 
     @property

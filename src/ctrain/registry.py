@@ -2,14 +2,37 @@
 
 Training registers versions, promotion moves ``champion``, scoring, the monitor and the
 comparison read it; they all name the aliases and load models through here.
+
+Loading is safe by construction: a model is read only if it is stored in ctrain's own format
+(scikit-learn, serialized with skops) and holds only the types in ``TRUSTED_TYPES``, a list
+ctrain defines; the trusted-types list an artifact carries in its own ``MLmodel`` file is never
+read. Pickle and cloudpickle artifacts are refused without being opened: unpickling runs
+whatever the file says. MLflow's own loader is not used (it trusts the artifact's list), and
+``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is false in every process ctrain configures.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# The only serialization ctrain writes or reads.
+FORMAT = "skops"
+
+# The types a fitted ctrain model may hold beyond skops' own defaults: ctrain's preprocessing
+# and the estimators training allows, fitted. tests/model/test_safe_loading.py fits every allowed
+# estimator and checks that this list is exactly what they need, so it cannot drift.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
+)
+
+
+class UnsafeModel(Exception):
+    """A model ctrain refuses to load; the message says which and why. Nothing was executed."""
 
 
 def aliased_version(client, name: str, alias: str):
@@ -33,7 +56,85 @@ def version_uri(name: str, version: str) -> str:
 
 
 def load_model(uri: str) -> Any:
-    """Load the scikit-learn model at ``uri`` (``models:/name/version`` or ``runs:/...``)."""
+    """Load the scikit-learn model at ``uri`` (``models:/name/version``, ``models:/m-...``).
+
+    Raises:
+        UnsafeModel: the artifact is not ctrain's format or holds a type ctrain does not trust.
+    """
+    return _load_local(_download(uri), uri)
+
+
+def check_model(uri: str) -> None:
+    """Raise ``UnsafeModel`` unless the model at ``uri`` would load safely (it is not loaded)."""
+    _skops_file(_download(uri), uri)
+
+
+def _download(uri: str) -> Path:
     import mlflow
 
-    return mlflow.sklearn.load_model(uri)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+
+
+def _skops_file(folder: Path, uri: str) -> tuple[Path, list[str]]:
+    """The model's skops file and its types beyond skops' defaults, after every check."""
+    import skops.io
+    import yaml
+
+    mlmodel = folder / "MLmodel"
+    if not mlmodel.is_file():
+        raise UnsafeModel(f"{uri}: no MLmodel file: not an MLflow model")
+    flavor = (yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}).get("flavors", {})
+    sk = flavor.get("sklearn")
+    if not isinstance(sk, dict):
+        raise UnsafeModel(f"{uri}: not a scikit-learn model (flavors: {sorted(flavor)})")
+    fmt = sk.get("serialization_format")
+    if fmt != FORMAT:
+        raise UnsafeModel(
+            f"{uri}: stored as {fmt!r}; ctrain loads only {FORMAT!r} models "
+            "(unpickling a model file runs whatever code it holds)"
+        )
+    name = str(sk.get("pickled_model", ""))
+    path = (folder / name).resolve()
+    if not name or Path(name).name != name or not path.is_file():
+        raise UnsafeModel(f"{uri}: model file {name!r} is not a file inside the model folder")
+    try:
+        needed = skops.io.get_untrusted_types(file=path)
+    except Exception as exc:  # skops raises several types for a malformed file
+        raise UnsafeModel(f"{uri}: not a readable skops file: {str(exc)[:200]}") from exc
+    untrusted = sorted(set(needed) - set(TRUSTED_TYPES))
+    if untrusted:
+        raise UnsafeModel(
+            f"{uri}: holds types outside ctrain's trusted list: {', '.join(untrusted[:5])}"
+            + (f" and {len(untrusted) - 5} more" if len(untrusted) > 5 else "")
+        )
+    return path, needed
+
+
+def _load_local(folder: Path, uri: str) -> Any:
+    import skops.io
+
+    path, needed = _skops_file(folder, uri)
+    return skops.io.load(path, trusted=needed)
+
+
+def as_pyfunc(model: Any, uri: str) -> Any:
+    """``model`` (loaded from ``uri`` by ``load_model``) as an ``mlflow.pyfunc.PyFuncModel``, for
+    ``mlflow.models.evaluate``, which would otherwise load the artifact with MLflow's loader."""
+    from mlflow.models import Model
+    from mlflow.pyfunc import PyFuncModel
+
+    return PyFuncModel(model_meta=Model.load(uri), model_impl=_Raw(model))
+
+
+class _Raw:
+    """The pyfunc face of a loaded scikit-learn model; evaluate reaches the estimator through
+    ``get_raw_model`` (for ``predict_proba``)."""
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def get_raw_model(self) -> Any:
+        return self.model
+
+    def predict(self, data, params=None):
+        return self.model.predict(data)

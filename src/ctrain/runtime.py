@@ -64,6 +64,7 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
             "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
             "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": ",".join(TASK_PRELOAD),
             "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
             "GX_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
             "PYTHONWARNINGS": env.get("PYTHONWARNINGS", "ignore"),

@@ -8,6 +8,7 @@ Nested values can be set from the environment with ``__``, e.g. ``CTRAIN_PROMOTI
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import cached_property
 from importlib import resources
@@ -19,6 +20,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Severity = Literal["block", "warn"]
+# The metrics a promotion is decided on (ctrain.metrics computes each, with its direction).
+Metric = Literal["roc_auc", "average_precision", "accuracy", "f1", "log_loss"]
+# scikit-learn scorer names a grid search can rank binary classifiers by.
+Scorer = Literal[
+    "roc_auc",
+    "average_precision",
+    "accuracy",
+    "balanced_accuracy",
+    "f1",
+    "precision",
+    "recall",
+    "neg_log_loss",
+]
+# Environment variables of ctrain that are not settings fields.
+_NOT_SETTINGS = {"CTRAIN_PROJECT", "CTRAIN_DEBUG"}
 
 
 class _Strict(BaseModel):
@@ -66,6 +82,16 @@ class DatasetConfig(_Strict):
         "when unset, the first batch that passes the schema checks defines them.",
     )
 
+    @model_validator(mode="after")
+    def _classes(self) -> DatasetConfig:
+        if len(set(map(str, self.classes))) != len(self.classes) or len(self.classes) != 2:
+            raise ValueError(f"classes must be two distinct labels, not {self.classes}")
+        if self.positive_class not in self.classes:
+            raise ValueError(
+                f"positive_class {self.positive_class!r} is not one of classes {self.classes}"
+            )
+        return self
+
     @field_validator("features")
     @classmethod
     def _unique_features(cls, v: list[FeatureSpec]) -> list[FeatureSpec]:
@@ -109,6 +135,22 @@ class ValidationConfig(_Strict):
     )
 
 
+# The estimators a candidate may name: scikit-learn classifiers with predict_proba whose fitted
+# types ctrain's model loader trusts (ctrain.registry.TRUSTED_TYPES is derived from these).
+# An import path from the project file is never imported unless it is on this list.
+ALLOWED_ESTIMATORS = frozenset(
+    {
+        "sklearn.linear_model.LogisticRegression",
+        "sklearn.ensemble.HistGradientBoostingClassifier",
+        "sklearn.ensemble.RandomForestClassifier",
+        "sklearn.ensemble.ExtraTreesClassifier",
+        "sklearn.ensemble.GradientBoostingClassifier",
+        "sklearn.tree.DecisionTreeClassifier",
+        "sklearn.naive_bayes.GaussianNB",
+    }
+)
+
+
 class CandidateSpec(_Strict):
     """A candidate estimator and its small hyperparameter grid."""
 
@@ -117,6 +159,15 @@ class CandidateSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="fixed constructor arguments")
     grid: dict[str, list[Any]] = Field(default_factory=dict)
 
+    @field_validator("estimator")
+    @classmethod
+    def _allowed(cls, v: str) -> str:
+        if v not in ALLOWED_ESTIMATORS:
+            raise ValueError(
+                f"{v!r} is not an estimator ctrain trains; choose one of {sorted(ALLOWED_ESTIMATORS)}"
+            )
+        return v
+
 
 class TrainingConfig(_Strict):
     window_batches: int = Field(0, ge=0, description="most recent accepted batches; 0 means all")
@@ -124,21 +175,21 @@ class TrainingConfig(_Strict):
     min_train_rows: int = 200
     seed: int = 42
     cv_folds: int = Field(3, ge=2)
-    metric: str = "roc_auc"
-    candidates: list[CandidateSpec]
+    metric: Scorer = "roc_auc"
+    candidates: list[CandidateSpec] = Field(min_length=1)
 
 
 class PromotionConfig(_Strict):
     mode: Literal["enabled", "dry_run"] = "enabled"
-    metric: Literal["roc_auc", "average_precision", "accuracy", "f1", "log_loss"] = "roc_auc"
+    metric: Metric = "roc_auc"
     min_improvement: float = Field(0.0, ge=0)
     confidence: float = Field(0.95, gt=0.5, lt=1)
     n_bootstrap: int = Field(1000, ge=100)
-    floors: dict[str, float] = Field(default_factory=lambda: {"roc_auc": 0.6})
+    floors: dict[Metric, float] = Field(default_factory=lambda: {"roc_auc": 0.6})
     slice_columns: list[str] = Field(default_factory=list)
     slice_tolerance: float = Field(0.05, ge=0)
     slice_min_rows: int = Field(50, ge=1)
-    lock_timeout_s: float = 60.0
+    lock_timeout_s: float = Field(60.0, gt=0)
 
 
 class DriftMethod(_Strict):
@@ -336,9 +387,11 @@ def default_project_file() -> Path:
 def load_settings(project_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Read the project YAML (``CTRAIN_PROJECT`` or the packaged demo) into ``Settings``.
 
+    ``CTRAIN_*`` variables that name no setting are reported (logged as a warning), not ignored.
+
     Raises:
-        ValueError: the file is missing or is not a mapping, or a value has the wrong type; the
-            message names the file and the field.
+        ValueError: the file is missing or is not a mapping, or a value is wrong; one line per
+            wrong value, naming where it came from (the file and key, or the variable).
     """
     path = Path(project_file or os.environ.get("CTRAIN_PROJECT") or default_project_file())
     try:
@@ -350,7 +403,43 @@ def load_settings(project_file: str | os.PathLike[str] | None = None, **override
     if not isinstance(data, dict):
         raise ValueError(f"project file {path} must hold a mapping, not {type(data).__name__}")
     data.update(overrides)
+    for name in unknown_environment():
+        logging.getLogger(__name__).warning(
+            "%s is set but names no ctrain setting; it is ignored", name
+        )
     try:
         return Settings(**data)
     except ValidationError as exc:
-        raise ValueError(f"project file {path}: {exc}") from exc
+        raise ValueError(_explain(exc, path)) from None
+
+
+def _explain(exc: ValidationError, path: Path) -> str:
+    """One line per error, each naming its source: the environment variable or the file key."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"]]
+        # Errors of a whole section (a model validator) point at the section.
+        var = "CTRAIN_" + "__".join(part.upper() for part in loc[:2] if not part.isdigit())
+        where = (
+            f"environment variable {var}"
+            if loc and var in os.environ
+            else f"project file {path}, key {'.'.join(loc) or '(top level)'}"
+        )
+        lines.append(f"{where}: {err['msg']}")
+    return "invalid settings: " + "; ".join(lines)
+
+
+def unknown_environment() -> list[str]:
+    """``CTRAIN_*`` environment variables that name no setting (a typo, a removed setting)."""
+    out = []
+    for name in sorted(os.environ):
+        if not name.startswith("CTRAIN_") or name in _NOT_SETTINGS:
+            continue
+        model: Any = Settings
+        for part in name.removeprefix("CTRAIN_").lower().split("__"):
+            fields = getattr(model, "model_fields", None)
+            if fields is None or part not in fields:
+                out.append(name)
+                break
+            model = fields[part].annotation
+    return out

@@ -12,6 +12,9 @@ from ctrain.settings import Settings
 def configure(settings: Settings):
     """Point MLflow's fluent API at the settings' store and return the process's client for it."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # ctrain never needs MLflow to deserialize a model (ctrain.registry loads its own format), so
+    # nothing in this process may: unpickling runs whatever the artifact holds.
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
     import mlflow
 
     uri = settings.resolved_tracking_uri

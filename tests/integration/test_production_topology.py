@@ -168,6 +168,7 @@ def stack(tmp_path_factory):
             "MLFLOW_TRACKING_USERNAME": "admin",
             "MLFLOW_TRACKING_PASSWORD": mlflow_password,
             "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
             "GX_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
         }

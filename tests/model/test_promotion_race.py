@@ -171,3 +171,44 @@ def _try(settings, err):
             pass
     except Exception as exc:
         err.append(exc)
+
+
+def test_waiting_for_the_postgres_lock_holds_no_connection(make_settings, pg_database):
+    """40 waiters while one holds: the server sees the holder and a few short tries, not 41."""
+    import psycopg2
+
+    from ctrain.promotion.lock import promotion_lock
+
+    settings = make_settings(lock_url=pg_database, promotion={"lock_timeout_s": 120})
+    db = pg_database.rsplit("/", 1)[1]
+    watcher = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    watcher.autocommit = True
+
+    def connections() -> int:
+        with watcher.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (db,))
+            return cur.fetchone()[0]
+
+    entered, errors = [], []
+
+    def wait_then_enter(i):
+        try:
+            with promotion_lock(settings):
+                entered.append(i)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    with promotion_lock(settings):
+        threads = [threading.Thread(target=wait_then_enter, args=(i,)) for i in range(40)]
+        for t in threads:
+            t.start()
+        seen = []
+        for _ in range(60):  # three seconds of waiting, sampled
+            seen.append(connections())
+            time.sleep(0.05)
+        assert entered == []  # nobody got in while it was held
+    for t in threads:
+        t.join(timeout=180)
+    watcher.close()
+    assert errors == [] and sorted(entered) == list(range(40))  # every waiter got in, once
+    assert max(seen) <= 10, seen  # the holder plus a handful of tries in flight

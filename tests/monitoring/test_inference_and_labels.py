@@ -46,9 +46,8 @@ def test_rescoring_leaves_exactly_one_prediction_per_row(settings, ingested):
 def test_predictions_are_the_champions_scores_with_the_batchs_keys_unchanged(
     settings, ingested, ids
 ):
-    import mlflow
-
     from ctrain.model_io import features, positive_scores
+    from ctrain.registry import load_model
     from ctrain.storage import write_parquet_atomic
 
     ingested(3)
@@ -60,7 +59,7 @@ def test_predictions_are_the_champions_scores_with_the_batchs_keys_unchanged(
 
     preds = pd.read_parquet(steps.score("batch_0002", settings)["predictions_uri"])
 
-    model = mlflow.sklearn.load_model(f"models:/{settings.model_name}@champion")
+    model = load_model(f"models:/{settings.model_name}@champion")
     own = positive_scores(model, features(batch, settings.dataset), 1)
     assert preds["score"].to_numpy().tolist() == own.tolist()
     assert (preds["prediction"].to_numpy() == (own >= 0.5).astype(int)).all()

@@ -1,7 +1,13 @@
 """Decision records: one MLflow run per decision in the decisions experiment, with a model card.
 
 Tags carry what is searched on (decision, versions, trigger, Airflow run, key); metrics carry the
-figures; ``decision.json`` and ``model_card.md`` carry the whole evidence.
+figures; ``decision.json`` and ``model_card.md`` carry the whole evidence. A record that moved
+``champion`` carries the metric ``move``: its place in the champion's history (1, 2, ...), so the
+history is the moves in that order, whatever order the records were opened in.
+
+A record is written ahead of its move: ``intent.json`` and the ``intent_*`` tags say what is about
+to move, so whoever next holds the promotion lock can tell, after a crash, whether the move
+happened (see ``promote.reconcile``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ _TAGS = (
     "metric",
     "decided_at",
 )
-_METRICS = ("challenger_metric", "champion_metric", "diff", "ci_low", "ci_high")
+_METRICS = ("challenger_metric", "champion_metric", "diff", "ci_low", "ci_high", "move")
 
 
 def find_record(client, settings: Settings, key: str):
@@ -103,13 +109,15 @@ def close_record(client, run_id: str, rec: dict[str, Any]) -> Decision:
 
 def record_of(run) -> Decision:
     """The decision an MLflow run of the decisions experiment holds, from its tags and metrics."""
-    tags = run.data.tags
+    tags, metrics = run.data.tags, dict(run.data.metrics)
+    if "move" in metrics:
+        metrics["move"] = int(metrics["move"])
     # Tags hold "" where the record had None (MLflow tags are strings).
     fields = {k: tags.get(k) or None for k in _TAGS}
     return Decision.from_xcom(
         {
             **fields,
-            **run.data.metrics,
+            **metrics,
             "decision": tags.get("decision", ""),
             "rule": tags.get("rule", ""),
             "reason": tags.get("reason", ""),
@@ -124,29 +132,76 @@ def record_of(run) -> Decision:
     )
 
 
-def list_decisions(client, settings: Settings, limit: int = 20) -> list[Decision]:
-    """Finished decision records, newest first."""
+def _search(client, settings: Settings, where: str, order: str, limit: int) -> list:
     exp = client.get_experiment_by_name(settings.decisions_experiment)
     if exp is None:
         return []
-    runs = client.search_runs(
-        [exp.experiment_id],
-        filter_string="attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=limit,
+    return client.search_runs(
+        [exp.experiment_id], filter_string=where, order_by=[order], max_results=limit
+    )
+
+
+def list_decisions(client, settings: Settings, limit: int = 20) -> list[Decision]:
+    """Finished decision records, the latest decided first."""
+    runs = _search(
+        client, settings, "attributes.status = 'FINISHED'", "attributes.end_time DESC", limit
     )
     return [record_of(r) for r in runs]
 
 
+def history(client, settings: Settings) -> list[Decision]:
+    """Every move of ``champion``, in the order the moves happened."""
+    where = "attributes.status = 'FINISHED' and metrics.move > 0"
+    return [record_of(r) for r in _search(client, settings, where, "metrics.move ASC", 50_000)]
+
+
+def last_move(client, settings: Settings) -> Decision | None:
+    """The latest move of ``champion`` on record, or None."""
+    where = "attributes.status = 'FINISHED' and metrics.move > 0"
+    runs = _search(client, settings, where, "metrics.move DESC", 1)
+    return record_of(runs[0]) if runs else None
+
+
+def open_records(client, settings: Settings) -> list:
+    """Decision runs opened and not closed: what a crashed promoter leaves behind."""
+    return _search(
+        client, settings, "attributes.status = 'RUNNING'", "attributes.start_time ASC", 1000
+    )
+
+
+def write_intent(client, run_id: str, rec: dict[str, Any]) -> None:
+    """Say, before the move, what is about to move: the record to close once it has."""
+    client.log_text(run_id, json.dumps(rec, indent=2, default=str), "intent.json")
+    client.set_tag(run_id, "intent_from", rec["champion_before"] or "")
+    client.set_tag(run_id, "intent_to", rec["champion_after"])
+
+
+def read_intent(client, run) -> dict[str, Any] | None:
+    """The record a run's intent holds, or None when it never got that far."""
+    if "intent_to" not in run.data.tags:
+        return None
+    import mlflow
+
+    text = mlflow.artifacts.load_text(f"{run.info.artifact_uri.rstrip('/')}/intent.json")
+    return json.loads(text)
+
+
+def mark_interrupted(client, run_id: str, reason: str) -> None:
+    """Close a record whose move never happened: nothing moved; a retry of its key resumes it."""
+    client.set_tag(run_id, "decision", DecisionKind.INTERRUPTED)
+    client.set_tag(run_id, "reason", reason[:5000])
+    client.set_terminated(run_id, "KILLED")
+
+
 def serving_history(client, settings: Settings) -> list[dict[str, Any]]:
-    """Which version served from when: every record that moved the champion, oldest first."""
-    moves = [d for d in list_decisions(client, settings, limit=1000) if d.moved]
+    """Which version served from when: every move of the champion, oldest first."""
     return [
         {
             "version": d.champion_after,
             "from": d.decided_at,
             "decision": d.decision,
+            "move": d.move,
             "record_run_id": d.record_run_id,
         }
-        for d in reversed(moves)
+        for d in history(client, settings)
     ]

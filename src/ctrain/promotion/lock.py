@@ -2,7 +2,7 @@
 
 Embedded default: an ``flock`` on a file under ``CTRAIN_HOME`` (processes on one machine).
 Production (``CTRAIN_LOCK_URL=postgresql://...``): a PostgreSQL advisory lock, which every Celery
-worker on every machine sees.
+worker on every machine sees; waiting for it holds no connection.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import random
 import time
 from collections.abc import Iterator
 
@@ -56,26 +57,52 @@ def promotion_lock(settings: Settings) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _pg_lock(url: str, key: int, timeout: float) -> Iterator[None]:
+    """The advisory lock; only its holder keeps a connection open.
+
+    A waiter connects, tries the lock once, disconnects and sleeps (backing off, with jitter), so
+    a crowd of waiting promoters costs the server a few short connections at a time instead of
+    one each for as long as they wait. A server with no connection slot left counts as busy.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while (conn := _try_lock(url, key)) is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise LockTimeout(
+                f"advisory lock {key} not acquired within {timeout}s; nothing changed"
+            )
+        time.sleep(min(left, delay * random.uniform(0.5, 1.5)))
+        delay = min(delay * 2, 1.0)
+    try:
+        yield
+    finally:
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        finally:
+            conn.close()
+
+
+def _try_lock(url: str, key: int):
+    """A connection that holds the lock now, or None (held elsewhere, or no slot to connect)."""
     import psycopg2
 
-    conn = psycopg2.connect(
-        url.replace("postgresql+psycopg2://", "postgresql://"), connect_timeout=10
-    )
+    try:
+        conn = psycopg2.connect(
+            url.replace("postgresql+psycopg2://", "postgresql://"), connect_timeout=10
+        )
+    except psycopg2.OperationalError as exc:
+        if "too many clients" in str(exc) or "connection slots" in str(exc):
+            return None
+        raise
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("SET lock_timeout = %s", (f"{int(timeout * 1000)}ms",))
-            deadline = time.monotonic() + timeout
-            while True:
-                cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
-                if cur.fetchone()[0]:
-                    break
-                if time.monotonic() > deadline:
-                    raise LockTimeout(f"advisory lock {key} not acquired within {timeout}s")
-                time.sleep(0.05)
-            try:
-                yield
-            finally:
-                cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
-    finally:
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+            if cur.fetchone()[0]:
+                return conn
+    except BaseException:
         conn.close()
+        raise
+    conn.close()
+    return None

@@ -2,7 +2,15 @@
 
 Every path that can change the serving model (the pipeline's decision, a manual promote, a
 rollback) goes through ``move_champion``. Inside the lock it re-reads ``champion``: if it no longer
-points where the comparison saw it, nothing moves and the record says the decision was stale.
+points where the comparison saw it, nothing moves and the record says the decision was stale; if
+it already points at the new version, nothing moves and the record says so.
+
+The history is true after any crash: a record claims a move only if its own call made it. Before
+moving, the record is written ahead with its intent; whoever next takes the lock first
+reconciles (``reconcile``): an open record whose intended move shows in the alias is closed as
+that move, one whose move never happened is marked interrupted (a retry of its key resumes it),
+and an alias moved outside ctrain is recorded as found. Moves are numbered in the order they
+happen (the record's ``move``), so the history is theirs, not the order records were opened.
 """
 
 from __future__ import annotations
@@ -13,18 +21,77 @@ from typing import Any
 from ctrain.promotion.decisions import (
     close_record,
     find_record,
-    list_decisions,
+    last_move,
+    mark_interrupted,
     open_record,
+    open_records,
+    read_intent,
     record_of,
+    write_intent,
 )
 from ctrain.promotion.lock import promotion_lock
 from ctrain.records import MOVES_CHAMPION, Comparison, Decision, DecisionKind, RunContext
-from ctrain.registry import CHAMPION, current_champion
+from ctrain.registry import CHAMPION, UnsafeModel, check_model, current_champion, version_uri
 from ctrain.settings import Settings
 
 
 class PromotionRefused(Exception):
     """A manual promote or rollback that the rules do not allow; nothing was changed."""
+
+
+def reconcile(settings: Settings, client) -> list[Decision]:
+    """Make the records agree with the alias; call it holding the promotion lock.
+
+    Returns the records it closed as moves (a completed interrupted move, an external move).
+    """
+    name = settings.model_name
+    actual = current_champion(client, name)
+    closed = []
+    for run in open_records(client, settings):
+        intent = read_intent(client, run)
+        if intent is not None and actual == intent["champion_after"]:
+            # Its process moved the alias, then died before closing the record: it was a move.
+            closed.append(_close_move(settings, client, run.info.run_id, intent))
+        else:
+            mark_interrupted(
+                client,
+                run.info.run_id,
+                "its process stopped before moving champion; nothing moved",
+            )
+    last = last_move(client, settings)
+    recorded = last.champion_after if last else None
+    if actual != recorded:
+        # The alias moved without a ctrain record (by hand, in MLflow): record it as found.
+        key = f"external/{recorded or 'none'}->{actual or 'none'}/{(last.move if last else 0) + 1}"
+        run_id = open_record(client, settings, key)
+        closed.append(
+            _close_move(
+                settings,
+                client,
+                run_id,
+                {
+                    "decision": DecisionKind.EXTERNAL,
+                    "rule": "external",
+                    "reason": f"champion found at {actual or 'none'}, last recorded at "
+                    f"{recorded or 'none'}: moved outside ctrain",
+                    "model_name": name,
+                    "challenger_version": actual,
+                    "champion_before": recorded,
+                    "champion_after": actual,
+                    "trigger_reason": "found by reconcile",
+                    "airflow_dag_id": "",
+                    "airflow_run_id": "",
+                    "decision_key": key,
+                },
+            )
+        )
+    return closed
+
+
+def _close_move(settings: Settings, client, run_id: str, record: dict[str, Any]) -> Decision:
+    """Close a record as the next move of the champion."""
+    last = last_move(client, settings)
+    return close_record(client, run_id, {**record, "move": (last.move if last else 0) + 1})
 
 
 def move_champion(
@@ -52,25 +119,22 @@ def move_champion(
         return dataclasses.replace(record_of(done), replayed=True)
 
     with promotion_lock(settings):
+        reconcile(settings, client)
+        done = find_record(client, settings, key)  # reconcile may have finished our own move
+        if done is not None and done.info.status == "FINISHED":
+            return dataclasses.replace(record_of(done), replayed=True)
         run_id = open_record(client, settings, key)
         actual = current_champion(client, name)
         decision = action
-        before, after = actual, actual
-        moves = action in MOVES_CHAMPION
-        if moves and actual == new_version and actual != expected:
-            # An earlier attempt of this key moved it, then died before closing the record.
-            before = expected
-        elif moves and actual != expected:
+        if action in MOVES_CHAMPION and actual != expected:
             decision, rule = DecisionKind.REJECTED, "stale_champion"
             reason = (
-                f"champion moved from {expected or 'none'} to {actual or 'none'} after the comparison; "
-                f"refusing to overwrite it with {new_version} (was: {reason})"
+                f"champion moved from {expected or 'none'} to {actual or 'none'} after the "
+                f"comparison; refusing to overwrite it with {new_version} (was: {reason})"
             )
-        elif moves:
-            client.set_registered_model_alias(name, CHAMPION, new_version)
-            after = new_version
-        if decision in MOVES_CHAMPION:
-            client.set_model_version_tag(name, new_version, "champion_since_decision", run_id)
+        elif action in MOVES_CHAMPION and actual == new_version:
+            decision, rule = DecisionKind.REJECTED, "already_champion"
+            reason = f"version {new_version} is champion already: nothing to move (was: {reason})"
         record = {
             **(evidence or {}),
             "decision": decision,
@@ -78,15 +142,21 @@ def move_champion(
             "reason": reason,
             "model_name": name,
             "challenger_version": new_version,
-            "champion_before": before,
-            "champion_after": after,
+            "champion_before": actual,
+            "champion_after": actual,
             "trigger_reason": ctx.trigger_reason,
             "trigger_evidence": ctx.evidence_uri or None,
             "airflow_dag_id": ctx.dag_id,
             "airflow_run_id": ctx.run_id,
             "decision_key": key,
         }
-        return close_record(client, run_id, record)
+        if decision not in MOVES_CHAMPION:
+            return close_record(client, run_id, record)
+        record["champion_after"] = new_version
+        write_intent(client, run_id, record)  # ahead of the move: a crash after it is resumable
+        client.set_registered_model_alias(name, CHAMPION, new_version)
+        client.set_model_version_tag(name, new_version, "champion_since_decision", run_id)
+        return _close_move(settings, client, run_id, record)
 
 
 def promote(settings: Settings, comparison: Comparison, ctx: RunContext, client) -> Decision:
@@ -115,23 +185,69 @@ def promote(settings: Settings, comparison: Comparison, ctx: RunContext, client)
     )
 
 
-def _require_passed(client, name: str, version: str) -> None:
-    mv = client.get_model_version(name, version)
+def refusal(settings: Settings, client, version: str) -> str | None:
+    """Why ``version`` may not serve, in one line, or None when it may.
+
+    It must have passed validation, come from ctrain's own training (a finished training run of
+    the training experiment whose logged model is this version's source), and load safely.
+    """
+    from mlflow.exceptions import MlflowException
+
+    name = settings.model_name
+    try:
+        mv = client.get_model_version(name, version)
+    except MlflowException:
+        return f"{name} has no version {version}"
     status = mv.tags.get("validation_status")
     if status != "passed":
-        raise PromotionRefused(
-            f"{name} version {version} has validation_status={status!r}; only 'passed' can serve"
-        )
+        return f"{name} version {version} has validation_status={status!r}; only 'passed' can serve"
+    try:
+        run = client.get_run(mv.run_id) if mv.run_id else None
+    except MlflowException:
+        run = None
+    training = client.get_experiment_by_name(settings.experiment)
+    if (
+        run is None
+        or training is None
+        or run.info.experiment_id != training.experiment_id
+        or run.data.tags.get("ctrain_stage") != "trained"
+        or run.data.tags.get("model_uri") != mv.source
+    ):
+        return f"{name} version {version} was not produced by ctrain's training ({mv.source})"
+    try:
+        check_model(version_uri(name, version))
+    except UnsafeModel as exc:
+        return f"{name} version {version} does not load safely: {exc}"
+    return None
+
+
+def _refuse(settings: Settings, client, key: str, version: str, why: str, ctx: RunContext):
+    """Record a refused manual move (nothing moves), then raise with the reason."""
+    rec = move_champion(
+        settings,
+        client,
+        key=key,
+        action=DecisionKind.REJECTED,
+        expected=current_champion(client, settings.model_name),
+        new_version=version,
+        rule="refused",
+        reason=why,
+        ctx=ctx,
+    )
+    raise PromotionRefused(f"{why} (recorded: {rec.record_run_id})")
 
 
 def manual_promote(settings: Settings, version: str, ctx: RunContext, client) -> Decision:
-    """Make ``version`` champion by hand; it must have passed validation."""
+    """Make ``version`` champion by hand; it must be one that may serve (``refusal``)."""
     name, version = settings.model_name, str(version)
-    _require_passed(client, name, version)
+    key = f"{ctx.dag_id}/{ctx.run_id}/manual/v{version}"
+    why = refusal(settings, client, version)
+    if why:
+        _refuse(settings, client, key, version, why, ctx)
     return move_champion(
         settings,
         client,
-        key=f"{ctx.dag_id}/{ctx.run_id}/manual/v{version}",
+        key=key,
         action=DecisionKind.MANUAL_PROMOTE,
         expected=current_champion(client, name),
         new_version=version,
@@ -150,18 +266,22 @@ def rollback(
     if current is None:
         raise PromotionRefused(f"{name} has no champion to roll back")
     if to_version is None:
-        for d in list_decisions(client, settings, limit=1000):
-            if d.champion_after == current and d.moved:
-                to_version = d.champion_before
-                break
+        with promotion_lock(settings):
+            reconcile(settings, client)  # the history must be true before it is followed
+        last = last_move(client, settings)
+        # The move that made the current champion says what served before it.
+        to_version = last.champion_before if last and last.champion_after == current else None
         if not to_version:
             raise PromotionRefused(f"no earlier champion of {name} is on record; pass --to VERSION")
     to_version = str(to_version)
-    _require_passed(client, name, to_version)
+    key = f"{ctx.dag_id}/{ctx.run_id}/rollback/v{to_version}"
+    why = refusal(settings, client, to_version)
+    if why:
+        _refuse(settings, client, key, to_version, why, ctx)
     return move_champion(
         settings,
         client,
-        key=f"{ctx.dag_id}/{ctx.run_id}/rollback/v{to_version}",
+        key=key,
         action=DecisionKind.ROLLBACK,
         expected=current,
         new_version=to_version,

@@ -7,7 +7,7 @@ import pandas as pd
 from ctrain.metrics import metric_value
 from ctrain.model_io import features, positive_scores, target
 from ctrain.records import DatasetWindow, Evaluation, TrainedRun
-from ctrain.registry import load_model
+from ctrain.registry import as_pyfunc, load_model
 from ctrain.settings import Settings
 
 # The figures of mlflow.models.evaluate that travel with the evaluation.
@@ -28,7 +28,7 @@ def evaluate(settings: Settings, trained: TrainedRun, dataset: DatasetWindow) ->
     data = X.assign(**{spec.target: y})
     with mlflow.start_run(run_id=trained.mlflow_run_id):
         result = mlflow.models.evaluate(
-            model=trained.model_uri,
+            model=as_pyfunc(model, trained.model_uri),
             data=data,
             targets=spec.target,
             model_type="classifier",

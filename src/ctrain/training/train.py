@@ -9,6 +9,7 @@ from sklearn.model_selection import GridSearchCV, TimeSeriesSplit
 
 from ctrain.model_io import features, target
 from ctrain.records import DatasetWindow, RunContext, TrainedRun
+from ctrain.registry import FORMAT, TRUSTED_TYPES
 from ctrain.settings import Settings
 from ctrain.tracking import code_version, ensure_experiment
 from ctrain.training.pipeline import build_pipeline
@@ -29,11 +30,24 @@ def _existing_run(client, experiment_id: str, ctx: RunContext, content_hash: str
     return runs[0] if runs else None
 
 
+def _trusted_types(model, estimator: str) -> list[str]:
+    """The types ``model`` needs beyond skops' defaults; all must be ones ctrain loads."""
+    import skops.io
+
+    needed = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    unknown = sorted(set(needed) - set(TRUSTED_TYPES))
+    if unknown:
+        raise ValueError(
+            f"{estimator} fitted holds types ctrain's loader does not trust: {', '.join(unknown)}"
+        )
+    return needed
+
+
 def train(settings: Settings, dataset: DatasetWindow, ctx: RunContext, client) -> TrainedRun:
     """Fit every candidate, log the best as an MLflow model, and return the run's ids."""
     import mlflow
     import sklearn
-    import skops.io
+    import skops
 
     spec, cfg = settings.dataset, settings.training
     experiment_id = ensure_experiment(client, settings.experiment, settings)
@@ -110,9 +124,8 @@ def train(settings: Settings, dataset: DatasetWindow, ctx: RunContext, client) -
             name="model",
             signature=signature,
             input_example=X.head(5),
-            serialization_format="skops",
-            # Our own freshly built pipeline: trust exactly the types it contains.
-            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+            serialization_format=FORMAT,
+            skops_trusted_types=_trusted_types(model, best_cand.estimator),
             # Explicit requirements: inference would take 8-10 s and guess.
             pip_requirements=[
                 f"scikit-learn=={sklearn.__version__}",
