@@ -26,7 +26,10 @@ from ctrain_common import ACCEPTED, BATCH_INFERENCE, DEFAULT_ARGS, PREDICTIONS
         "batch_id": Param(
             "",
             type="string",
-            description="Re-score this accepted batch; empty = every unscored batch.",
+            # The form of the ids ingest makes: anything else is refused when the run is triggered.
+            pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,99}(-[0-9a-f]{8})?)?$",
+            description="Re-score this accepted batch (its id, as ingest made it); "
+            "empty = every unscored batch.",
         ),
     },
 )
@@ -41,15 +44,18 @@ def ct_batch_inference():
     @task(map_index_template="{{ task.op_kwargs['batch_id'] }}")
     def score_batch(batch_id: str) -> dict:
         """Score one batch with the current champion (skipped while there is none)."""
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from ctrain import steps
+        from ctrain.ingest.batches import UnknownBatch
         from ctrain.monitoring.score import NoChampion
 
         try:
             return steps.score(batch_id)
         except NoChampion as exc:
             raise AirflowSkipException(str(exc)) from exc
+        except UnknownBatch as exc:  # a retry cannot make a wrong id right
+            raise AirflowFailException(str(exc)) from exc
 
     @task(outlets=[PREDICTIONS], trigger_rule="none_failed_min_one_success")
     def publish_predictions(scored: list[dict]) -> dict:

@@ -59,16 +59,21 @@ def ct_training():
     @task
     def run_context(params=None, dag_run=None, triggering_asset_events=None) -> dict:
         """Who started this run and why: recorded on the model version and the decision."""
+        from airflow.sdk.exceptions import AirflowFailException
+
         from ctrain import steps
 
-        return steps.run_context(
-            dag_id=dag_run.dag_id,
-            run_id=dag_run.run_id,
-            run_type=str(getattr(dag_run, "run_type", "manual")),
-            params=dict(params),
-            conf=dag_run.conf,
-            asset_events=sum(len(evs) for evs in (triggering_asset_events or {}).values()),
-        )
+        try:
+            return steps.run_context(
+                dag_id=dag_run.dag_id,
+                run_id=dag_run.run_id,
+                run_type=str(getattr(dag_run, "run_type", "manual")),
+                params=dict(params),
+                conf=dag_run.conf,
+                asset_events=sum(len(evs) for evs in (triggering_asset_events or {}).values()),
+            )
+        except steps.UnknownConf as exc:  # fail at once: a retry cannot fix the trigger
+            raise AirflowFailException(str(exc)) from exc
 
     @task
     def assemble_window(ctx: dict) -> dict:

@@ -151,6 +151,13 @@ def cmd_up(settings: Settings, args) -> int:
     print(f"Airflow UI: http://127.0.0.1:{args.airflow_port}  (user admin, password in {pw})")
     print(f"MLflow UI:  http://127.0.0.1:{args.mlflow_port}")
     print("Ctrl-C stops both.")
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    # A terminal closed or a service manager stopping us ends the children like Ctrl-C does.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(1)

@@ -52,6 +52,17 @@ class Check:
         )
 
 
+def brief(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters: a cell may hold a megabyte."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def examples(values: list[Any], n: int = 3) -> str:
+    """A few failing values for a one-line reason (the full list is in the GX result)."""
+    return "e.g. [" + ", ".join(brief(v) for v in list(values)[:n]) + "]"
+
+
 def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
@@ -106,13 +117,13 @@ def run_expectations(
         )
         detail = ""
         if exc:
-            detail = f"could not be evaluated: {exc}"
+            detail = f"could not be evaluated: {brief(exc, 160)}"
         elif rows is None and "observed_value" in res:
-            detail = f"observed {res['observed_value']!r}"
+            detail = f"observed {brief(res['observed_value'])}"
         elif (
             res.get("partial_unexpected_list") and cfg.type != "expect_column_values_to_not_be_null"
         ):
-            detail = f"e.g. {res['partial_unexpected_list'][:3]}"
+            detail = examples(res["partial_unexpected_list"])
         checks.append(
             Check(
                 check=cfg.meta.get("ctrain_check", "user"),

@@ -35,6 +35,14 @@ def _client(settings: Settings):
     return configure(settings)
 
 
+# What a ct_training run may be given: its form's params, and the monitor's evidence.
+TRAINING_CONF_KEYS = frozenset({"window", "dry_run", "force", "reason", "evidence_uri"})
+
+
+class UnknownConf(ValueError):
+    """A run was triggered with conf keys it does not know (a typo would run a real training)."""
+
+
 def run_context(
     dag_id: str,
     run_id: str,
@@ -43,7 +51,16 @@ def run_context(
     conf: dict[str, Any] | None = None,
     asset_events: int = 0,
 ) -> XCom:
-    """Who started a ct_training run and why, from what Airflow knows of the run."""
+    """Who started a ct_training run and why, from what Airflow knows of the run.
+
+    Raises:
+        UnknownConf: ``conf`` holds a key ct_training does not know; the message lists the valid.
+    """
+    unknown = sorted(set(conf or {}) - TRAINING_CONF_KEYS)
+    if unknown:
+        raise UnknownConf(
+            f"unknown conf keys {unknown}; ct_training takes {sorted(TRAINING_CONF_KEYS)}"
+        )
     kind = run_type.lower()
     if "asset" in kind:
         reason = f"new accepted data ({asset_events} asset event(s))"
@@ -67,8 +84,11 @@ def list_landed(settings: Settings | None = None) -> list[str]:
     """Files waiting in the landing folder; learns the reference profile on first use."""
     from ctrain.ingest.batches import pending_files
     from ctrain.ingest.profile import ensure_profile
+    from ctrain.storage import clean_temp_files
 
     s = _settings(settings)
+    for folder in (s.accepted_dir, s.quarantine_dir, s.outcomes_dir, s.labels_dir, s.processed_dir):
+        clean_temp_files(folder)
     files = pending_files(s)
     ensure_profile(s, files)
     return [str(p) for p in files]
@@ -91,9 +111,12 @@ def ingest_labels(settings: Settings | None = None) -> list[XCom]:
 
 
 def assemble(ctx: XCom, settings: Settings | None = None) -> XCom:
+    from ctrain.storage import clean_temp_files
     from ctrain.training.assemble import assemble_window
 
-    return assemble_window(_settings(settings), RunContext.from_xcom(ctx).window).to_xcom()
+    s = _settings(settings)
+    clean_temp_files(s.datasets_dir)
+    return assemble_window(s, RunContext.from_xcom(ctx).window).to_xcom()
 
 
 def validate_set(dataset: XCom, settings: Settings | None = None) -> XCom:
@@ -178,8 +201,11 @@ def run_training(ctx: RunContext, settings: Settings | None = None) -> XCom:
 
 def unscored(settings: Settings | None = None) -> list[str]:
     from ctrain.monitoring.score import unscored_batches
+    from ctrain.storage import clean_temp_files
 
-    return unscored_batches(_settings(settings))
+    s = _settings(settings)
+    clean_temp_files(s.predictions_dir)
+    return unscored_batches(s)
 
 
 def score(batch_id: str, settings: Settings | None = None) -> XCom:
@@ -192,8 +218,10 @@ def score(batch_id: str, settings: Settings | None = None) -> XCom:
 def check_windows(settings: Settings | None = None) -> list[XCom]:
     """Check every window due under the current champion; one verdict per window."""
     from ctrain.monitoring.check import check_due_windows
+    from ctrain.storage import clean_temp_files
 
     s = _settings(settings)
+    clean_temp_files(s.monitor_dir)
     return [w.to_xcom() for w in check_due_windows(s, _client(s))]
 
 

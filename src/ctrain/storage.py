@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,23 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+def clean_temp_files(folder: Path, min_age_s: float = 600) -> list[Path]:
+    """Remove what killed atomic writes left under ``folder`` (``.<name>.*.tmp``).
+
+    Only files older than ``min_age_s``: a younger one may belong to a write still running.
+    """
+    if not folder.is_dir():
+        return []
+    cutoff = time.time() - min_age_s
+    removed = []
+    for p in folder.rglob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if is_regular_file(p) and p.stat().st_mtime < cutoff:
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
@@ -79,23 +99,48 @@ def frame_hash(df: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
-def batch_files(folder: Path) -> list[Path]:
-    """CSV and Parquet files waiting in ``folder``, by name (hidden and temp files skipped)."""
+def landed(folder: Path) -> list[Path]:
+    """Everything waiting in ``folder``, by name, but hidden names (``.x``: uploads in flight).
+
+    Not only readable batches: whatever else lies there (another file type, a link, a folder) is
+    listed too, so ingest can say what it did with it instead of leaving it unnoticed.
+    """
     if not folder.is_dir():
         return []
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUPPORTED_SUFFIXES
-    )
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def is_regular_file(path: Path) -> bool:
+    """A regular file itself: not a symbolic link (to anything), folder, pipe, socket or device."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def entry_kind(path: Path) -> str:
+    """What a non-regular entry is, in words (a link says where it points)."""
+    mode = path.lstat().st_mode
+    if stat.S_ISLNK(mode):
+        return f"a symbolic link to {os.readlink(path)!r}"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device or other special file"
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV (UTF-8) or Parquet batch.
+    """Read a CSV (UTF-8) or Parquet batch; never follows a link or opens a special file.
 
     Raises:
-        UnreadableBatch: empty, truncated, wrongly encoded or malformed file, or no rows.
+        UnreadableBatch: not a regular file, empty, truncated, wrongly encoded or malformed file,
+            or no rows.
     """
+    if not is_regular_file(path):
+        raise UnreadableBatch(path, "not a regular file")
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise UnreadableBatch(path, f"unsupported file type {suffix!r} (expected .csv or .parquet)")

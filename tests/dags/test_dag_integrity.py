@@ -145,3 +145,15 @@ def test_the_plugin_links_tasks_that_ct_training_has(dagbag):
 
     tasks = set(dagbag.dags[ctrain_links.TRAINING].task_ids)
     assert set(ctrain_links.RUN_TASKS) <= tasks and set(ctrain_links.VERSION_TASKS) <= tasks
+
+
+@pytest.mark.parametrize("bad", ["../accepted/batch_0002", "/etc/passwd", "a/b", ".hidden"])
+def test_the_rescore_form_refuses_a_batch_id_that_ingest_would_not_make(dagbag, bad):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    param = dagbag.dags["ct_batch_inference"].params.get_param("batch_id")
+    with pytest.raises(ParamValidationError):
+        param.resolve(bad)
+    assert param.resolve("batch_0002") == "batch_0002"
+    assert param.resolve("export_2024-01-1a2b3c4d") == "export_2024-01-1a2b3c4d"
+    assert param.resolve("") == ""

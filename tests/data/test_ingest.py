@@ -1,6 +1,7 @@
 """Ingest on real files with real Great Expectations: routing, reasons, counts, retries."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -236,3 +237,89 @@ def test_a_label_file_mostly_wrong_is_quarantined_whole(delayed, source):
     assert out["status"] == "quarantined" and out["rows_accepted"] == 0
     assert "row_split_max_fraction" in out["reason"]
     assert not (delayed.labels_dir / "l7.parquet").exists()
+
+
+def _everything_under(folder):
+    return b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def test_links_pipes_and_folders_in_landing_are_quarantined_without_being_read(
+    settings, source, tmp_path
+):
+    secret = tmp_path / "outside" / "secret.csv"
+    secret.parent.mkdir()
+    secret.write_text("row_id,label\nTOP-SECRET-CONTENT,1\n")
+    source.write_batch(0, settings.landing_dir)
+    (settings.landing_dir / "evil.csv").symlink_to(secret)
+    os.mkfifo(settings.landing_dir / "pipe.csv")  # opening it would block the task forever
+    (settings.landing_dir / "sub.parquet").mkdir()
+    out = _ingest_all(settings)
+    assert len(out) == 4 and out["batch_0000"]["status"] == "accepted"
+    special = {o["source_file"]: o for o in out.values() if o["batch_id"] != "batch_0000"}
+    assert set(special) == {"evil.csv", "pipe.csv", "sub.parquet"}
+    for o in special.values():
+        assert o["status"] == "quarantined" and o["rows_in"] == 0
+        assert "not a regular file" in o["reason"] and "without being read" in o["reason"]
+    assert f"symbolic link to {str(secret)!r}" in special["evil.csv"]["reason"]
+    assert sorted(p.name for p in settings.landing_dir.iterdir()) == []  # every entry accounted
+    # The link moved aside as a link; what it points at was never copied into ctrain's home.
+    moved = settings.quarantine_dir / special["evil.csv"]["batch_id"] / "entry"
+    assert moved.is_symlink() and secret.exists()
+    assert b"TOP-SECRET-CONTENT" not in _everything_under(settings.root)
+
+
+def test_other_file_types_are_quarantined_with_their_bytes(settings, source):
+    source.write_batch(0, settings.landing_dir)
+    (settings.landing_dir / "notes.txt").write_bytes(b"not a batch")
+    out = _ingest_all(settings)["notes"]
+    assert out["status"] == "quarantined" and "unsupported file type '.txt'" in out["reason"]
+    assert (settings.quarantine_dir / "notes" / "notes.txt").read_bytes() == b"not a batch"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["export 2024-01.csv", "a\nb;rm -rf.csv", "-rf.csv", "é" * 120 + ".csv"],
+    ids=["space", "control", "dash", "long"],
+)
+def test_any_file_name_gives_a_batch_id_ingest_makes(settings, source, name):
+    from ctrain.ingest.route import is_batch_id
+
+    source.write_batch(0, settings.landing_dir)  # the first, plain one learns the profile
+    _ingest_all(settings)
+    (settings.landing_dir / name).write_text(source.batch(1).to_csv(index=False))
+    (out,) = _ingest_all(settings).values()
+    assert out["status"] == "accepted" and out["source_file"] == name
+    assert is_batch_id(out["batch_id"]) and out["batch_id"].endswith(out["sha256"][:8])
+    assert any("not a plain batch name" in w for w in out["warnings"])
+    assert (settings.accepted_dir / f"{out['batch_id']}.parquet").is_file()
+    kept = [p for p in settings.processed_dir.iterdir() if p.name.startswith(out["batch_id"])]
+    assert len(kept) == 1 and kept[0].read_text() == source.batch(1).to_csv(index=False)
+
+
+@pytest.mark.parametrize(
+    "batch_id", ["../accepted/batch_0000", "../processed/batch_0000", "/etc/passwd", "", 7]
+)
+def test_a_batch_id_from_outside_never_becomes_a_path(settings, ingested, batch_id):
+    from ctrain.ingest.batches import UnknownBatch
+
+    ingested(1)
+    before = (settings.accepted_dir / "batch_0000.parquet").read_bytes()
+    with pytest.raises(UnknownBatch, match="not a batch id ingest makes"):
+        steps.score(batch_id, settings)
+    assert (settings.accepted_dir / "batch_0000.parquet").read_bytes() == before
+    assert not settings.predictions_dir.exists()
+
+
+def test_a_huge_cell_gives_a_short_one_line_reason_and_keeps_its_value(settings, source):
+    source.write_batch(0, settings.landing_dir)
+    df = source.batch(1)
+    huge = "X\n" * 500_000  # a megabyte, with line breaks, in one cell
+    df["region"] = df["region"].astype(object)
+    df.loc[[0, 1], "region"] = huge
+    _land(settings, "batch_0001.parquet", df)
+    out = _ingest_all(settings)["batch_0001"]
+    assert out["status"] == "partial" and out["rows_quarantined"] == 2
+    assert len(out["reason"]) < 1000 and "\n" not in out["reason"]
+    assert "region" in out["reason"]
+    bad = pd.read_parquet(settings.quarantine_dir / "batch_0001" / "rows.parquet")
+    assert (bad["region"] == huge).all()

@@ -59,3 +59,52 @@ def test_bad_project_file_names_the_file_and_the_problem(tmp_path, text, message
 def test_slice_columns_must_be_categorical_features(make_settings):
     with pytest.raises(ValueError, match="slice_columns"):
         make_settings(promotion={"slice_columns": ["tenure_months"]})
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"dataset": {"positive_class": 7}}, "positive_class 7 is not one of classes"),
+        ({"dataset": {"classes": [0, 1, 2]}}, "classes must be two distinct labels"),
+        ({"training": {"metric": "roc"}}, "training.metric"),
+        ({"promotion": {"metric": "auc"}}, "promotion.metric"),
+        ({"promotion": {"floors": {"auroc": 0.6}}}, "promotion.floors"),
+        ({"promotion": {"lock_timeout_s": -1}}, "greater than 0"),
+        (
+            {"training": {"candidates": [{"name": "x", "estimator": "os.system"}]}},
+            "'os.system' is not an estimator ctrain trains",
+        ),
+    ],
+)
+def test_wrong_values_fail_when_loaded_naming_the_file_and_key(make_settings, override, message):
+    base = make_settings().dataset.model_dump(mode="json")
+    if "dataset" in override:
+        override = {"dataset": base | override["dataset"]}
+    with pytest.raises(ValueError, match=message) as err:
+        make_settings(**override)
+    assert "project file" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_wrong_value_from_the_environment_is_blamed_on_the_variable(home, monkeypatch):
+    monkeypatch.setenv("CTRAIN_PROMOTION__LOCK_TIMEOUT_S", "-1")
+    with pytest.raises(ValueError, match="environment variable CTRAIN_PROMOTION__LOCK_TIMEOUT_S"):
+        load_settings()
+
+
+def test_an_unknown_ctrain_variable_is_reported_not_ignored(home, monkeypatch, caplog):
+    monkeypatch.setenv("CTRAIN_TRAIN_ON_NEW_DAT", "false")  # a typo of TRAIN_ON_NEW_DATA
+    monkeypatch.setenv("CTRAIN_PROMOTION__MODE", "dry_run")  # a real one
+    s = load_settings()
+    assert s.train_on_new_data is True and s.promotion.mode == "dry_run"
+    assert "CTRAIN_TRAIN_ON_NEW_DAT is set but names no ctrain setting" in caplog.text
+    assert "CTRAIN_PROMOTION__MODE" not in caplog.text
+
+
+def test_ct_training_refuses_conf_keys_it_does_not_know():
+    from ctrain import steps
+
+    params = {"window": 0, "dry_run": False, "force": False, "reason": "r"}
+    with pytest.raises(steps.UnknownConf, match=r"\['dryrun'\].*'dry_run'"):
+        steps.run_context("ct_training", "r1", "manual", params, {"dryrun": True})
+    ok = steps.run_context("ct_training", "r1", "manual", params, {"reason": "x", "window": 2})
+    assert ok["trigger_reason"] == "x"

@@ -59,3 +59,22 @@ def test_frame_hash_depends_on_content_only():
     assert frame_hash(a) == frame_hash(b)
     b.loc[0, "a"] = 9
     assert frame_hash(a) != frame_hash(b)
+
+
+def test_temp_files_of_killed_writes_are_cleaned_but_not_a_running_ones(tmp_path):
+    import os
+    import time
+
+    from ctrain.storage import clean_temp_files
+
+    old = tmp_path / "a" / ".batch_0001.parquet.x1y2.tmp"
+    young = tmp_path / ".batch_0002.parquet.z3.tmp"
+    kept = tmp_path / "batch_0001.parquet"
+    for p in (old, young, kept):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    hours_ago = time.time() - 7200
+    os.utime(old, (hours_ago, hours_ago))
+    os.utime(kept, (hours_ago, hours_ago))
+    assert clean_temp_files(tmp_path) == [old]
+    assert not old.exists() and young.exists() and kept.exists()

@@ -12,11 +12,11 @@ from typing import Any
 
 import pandas as pd
 
-from ctrain.ingest.route import Destinations, outcomes, route_file
+from ctrain.ingest.route import Destinations, is_batch_id, outcomes, route_file
 from ctrain.ingest.validate import validate_batch
 from ctrain.records import IngestOutcome
 from ctrain.settings import Settings
-from ctrain.storage import batch_files
+from ctrain.storage import is_regular_file, landed
 
 
 def destinations(settings: Settings) -> Destinations:
@@ -29,8 +29,8 @@ def destinations(settings: Settings) -> Destinations:
 
 
 def pending_files(settings: Settings) -> list[Path]:
-    """Batch files waiting in the landing folder, oldest name first (hidden and temp files skipped)."""
-    return batch_files(settings.landing_dir)
+    """Entries waiting in the landing folder, by name (hidden names are uploads in flight)."""
+    return landed(settings.landing_dir)
 
 
 def ingest_file(path: Path, settings: Settings, profile: dict[str, Any] | None) -> IngestOutcome:
@@ -45,6 +45,28 @@ def ingest_file(path: Path, settings: Settings, profile: dict[str, Any] | None) 
 def batch_outcomes(settings: Settings) -> list[IngestOutcome]:
     """Every batch outcome, by batch id."""
     return outcomes(destinations(settings))
+
+
+class UnknownBatch(LookupError):
+    """A batch id that is not one ingest made, or has no accepted data; nothing was read."""
+
+
+def accepted_path(settings: Settings, batch_id: object) -> Path:
+    """The accepted file of ``batch_id``, a name that came from outside (a param, a file name).
+
+    Raises:
+        UnknownBatch: ``batch_id`` does not have the form of an id ingest makes, or ingest
+            accepted no rows under it.
+    """
+    if not is_batch_id(batch_id):
+        raise UnknownBatch(
+            f"{batch_id!r} is not a batch id ingest makes (a file stem of letters, digits, "
+            "'.', '_', '-'); nothing was read"
+        )
+    path = settings.accepted_dir / f"{batch_id}.parquet"
+    if not is_regular_file(path):
+        raise UnknownBatch(f"batch {batch_id}: no accepted data in {settings.accepted_dir}")
+    return path
 
 
 def accepted_batches(settings: Settings) -> list[Path]:

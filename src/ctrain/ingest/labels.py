@@ -18,7 +18,7 @@ from ctrain.ingest.route import Destinations, route_file
 from ctrain.ingest.validate import validate_labels
 from ctrain.records import IngestOutcome
 from ctrain.settings import Settings
-from ctrain.storage import batch_files
+from ctrain.storage import landed
 
 
 def destinations(settings: Settings) -> Destinations:
@@ -32,8 +32,8 @@ def destinations(settings: Settings) -> Destinations:
 
 
 def pending_label_files(settings: Settings) -> list[Path]:
-    """Label files waiting in the labels landing folder, by name."""
-    return batch_files(settings.labels_landing_dir)
+    """Entries waiting in the labels landing folder, by name (hidden names are skipped)."""
+    return landed(settings.labels_landing_dir)
 
 
 def ingest_label_file(path: Path, settings: Settings) -> IngestOutcome:

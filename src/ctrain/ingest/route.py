@@ -6,11 +6,18 @@ deleted) to ``processed/``. A retry finds the outcome record by name and content
 finishes the move instead of redoing the work. A file with the name of one handled before but
 other content is a new batch, kept apart by its content hash. Accepted and quarantined rows are
 disjoint and their counts add up to the input; quarantined rows keep the values they arrived with.
+
+Batch ids are made here and nowhere else: a plain file name (``PLAIN_NAME``) keeps its stem, any
+other name is ingested under a sanitized id with its content hash. Later steps accept only ids of
+this form (``is_batch_id``), so a name from outside never becomes a path unchecked. Links,
+folders, pipes and devices are quarantined as such, moved aside without being opened.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +29,11 @@ import pandas as pd
 from ctrain.ingest.validate import REASON_COLUMN, Verdict, row_reasons
 from ctrain.records import IngestOutcome
 from ctrain.storage import (
+    SUPPORTED_SUFFIXES,
     UnreadableBatch,
+    entry_kind,
     file_sha256,
+    is_regular_file,
     read_json,
     read_table,
     write_json_atomic,
@@ -33,6 +43,24 @@ from ctrain.storage import (
 
 # Validate a raw frame named ``name``: the typed frame and the verdict on its rows.
 Validator = Callable[[pd.DataFrame, str], tuple[pd.DataFrame, Verdict]]
+
+# What a batch id looks like: a file stem of letters, digits, '.', '_', '-' (no separator, no
+# leading dot), at most 100 characters, plus an optional "-<8 hex>" content suffix.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(-[0-9a-f]{8})?")
+
+
+def is_batch_id(value: object) -> bool:
+    """Whether ``value`` has the form of an id ingest makes (not whether that batch exists)."""
+    return isinstance(value, str) and _BATCH_ID.fullmatch(value) is not None
+
+
+def _base_id(stem: str, sha: str) -> tuple[str, bool]:
+    """The batch id a file stem gives, and whether the stem was plain (kept as it is)."""
+    if PLAIN_NAME.fullmatch(stem):
+        return stem, True
+    plain = re.sub(r"[^A-Za-z0-9._-]", "_", stem)[:80].lstrip("._-") or "file"
+    return f"{plain}-{sha[:8]}", False
 
 
 @dataclass(frozen=True)
@@ -66,10 +94,12 @@ def route_file(
     ``columns``, when given, are the columns the accepted file keeps.
     """
     path = Path(path)
+    if not is_regular_file(path):
+        return _quarantine_entry(dest, path)
     sha = file_sha256(path)
     batch_id, prior = _batch_id(dest, path, sha)
     if prior is not None:
-        _move_to_processed(dest, path, sha)
+        _move_to_processed(dest, path, sha, batch_id)
         return prior
 
     name = dest.name(batch_id)
@@ -80,11 +110,16 @@ def route_file(
         "sha256": sha,
         "validated_at": datetime.now(UTC).isoformat(),
     }
+    renamed = (
+        ()
+        if _base_id(path.stem, sha)[1]
+        else (f"file name {path.name!r} is not a plain batch name; its batch id is {batch_id}",)
+    )
     try:
         df = read_table(path)
     except UnreadableBatch as exc:
         reason = f"batch {name}: unreadable file {path.name}: {exc.reason}"
-        _quarantine_whole_file(path, qdir, reason)
+        _quarantine_whole_file(path, qdir, reason, batch_id)
         write_json_atomic(qdir / "validation.json", {"success": False, "unreadable": exc.reason})
         accepted_path.unlink(missing_ok=True)
         outcome = IngestOutcome(
@@ -96,6 +131,7 @@ def route_file(
             rows_quarantined=0,
             accepted_uri=None,
             quarantine_uri=str(qdir),
+            warnings=renamed,
         )
         return _finish(dest, path, sha, outcome)
 
@@ -129,7 +165,7 @@ def route_file(
         rows_quarantined=len(bad),
         accepted_uri=str(accepted_path) if accepted else None,
         quarantine_uri=str(qdir) if len(bad) else None,
-        warnings=tuple(verdict.warnings),
+        warnings=renamed + tuple(verdict.warnings),
         failed_checks=tuple(
             {
                 "check": c.check,
@@ -157,14 +193,16 @@ def outcomes(dest: Destinations) -> list[IngestOutcome]:
 
 def _batch_id(dest: Destinations, path: Path, sha: str) -> tuple[str, IngestOutcome | None]:
     """The file's batch id, and its earlier outcome when this exact file was handled before."""
-    batch_id = path.stem
+    batch_id, plain = _base_id(path.stem, sha)
     record = dest.outcome_path(batch_id)
     if record.exists():
         prior = read_json(record)
         if prior["sha256"] == sha:
             return batch_id, IngestOutcome.from_xcom(prior)
+        if not plain:  # the id already names this content
+            raise RuntimeError(f"{record} holds another file's outcome: {prior['source_file']}")
         # Same name, other content: a new batch, kept apart by its content hash.
-        batch_id = f"{path.stem}-{sha[:8]}"
+        batch_id = f"{batch_id}-{sha[:8]}"
         record = dest.outcome_path(batch_id)
         if record.exists():
             return batch_id, IngestOutcome.from_xcom(read_json(record))
@@ -173,24 +211,65 @@ def _batch_id(dest: Destinations, path: Path, sha: str) -> tuple[str, IngestOutc
 
 def _finish(dest: Destinations, path: Path, sha: str, outcome: IngestOutcome) -> IngestOutcome:
     write_json_atomic(dest.outcome_path(outcome.batch_id), outcome.to_xcom())
-    _move_to_processed(dest, path, sha)
+    _move_to_processed(dest, path, sha, outcome.batch_id)
     return outcome
 
 
-def _move_to_processed(dest: Destinations, path: Path, sha: str) -> Path:
-    target = dest.processed / path.name
+def _kept_name(path: Path, batch_id: str) -> str:
+    """The name the input is kept under: its own when plain, else its batch id."""
+    if PLAIN_NAME.fullmatch(path.stem) and path.suffix.lower() in SUPPORTED_SUFFIXES:
+        return path.name
+    suffix = path.suffix.lower() if PLAIN_NAME.fullmatch(path.suffix[1:] or "-") else ""
+    return f"{batch_id}{suffix[:16]}"
+
+
+def _move_to_processed(dest: Destinations, path: Path, sha: str, batch_id: str) -> Path:
+    target = dest.processed / _kept_name(path, batch_id)
     if not path.exists():  # an earlier attempt moved it already
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and file_sha256(target) != sha:
-        target = target.with_name(f"{path.stem}-{sha[:8]}{path.suffix}")
+        target = target.with_name(f"{target.stem}-{sha[:8]}{target.suffix}")
     os.replace(path, target)
     return target
 
 
-def _quarantine_whole_file(path: Path, qdir: Path, reason: str) -> None:
+def _quarantine_whole_file(path: Path, qdir: Path, reason: str, batch_id: str) -> None:
     qdir.mkdir(parents=True, exist_ok=True)
-    tmp = qdir / f".{path.name}.tmp"
+    name = _kept_name(path, batch_id)
+    tmp = qdir / f".{name}.tmp"
     shutil.copyfile(path, tmp)
-    os.replace(tmp, qdir / path.name)
+    os.replace(tmp, qdir / name)
     write_text_atomic(qdir / "reason.txt", reason + "\n")
+
+
+def _quarantine_entry(dest: Destinations, path: Path) -> IngestOutcome:
+    """Quarantine a link, folder, pipe or device as it is: moved aside, never opened or read."""
+    kind = entry_kind(path)
+    # Named by what it is, so a retry after a crash finds the same outcome.
+    digest = hashlib.sha256(f"{path.name}\0{kind}".encode()).hexdigest()
+    batch_id = f"not-a-file-{digest[:12]}"
+    name = dest.name(batch_id)
+    qdir = dest.quarantine_dir(batch_id)
+    reason = (
+        f"batch {name}: {path.name!r} is {kind}, not a regular file: "
+        "moved to quarantine without being read"
+    )
+    outcome = IngestOutcome(
+        batch_id=batch_id,
+        source_file=path.name,
+        sha256="",
+        validated_at=datetime.now(UTC).isoformat(),
+        status="quarantined",
+        reason=reason,
+        rows_in=0,
+        rows_accepted=0,
+        rows_quarantined=0,
+        accepted_uri=None,
+        quarantine_uri=str(qdir),
+    )
+    qdir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(qdir / "reason.txt", reason + "\n")
+    write_json_atomic(dest.outcome_path(batch_id), outcome.to_xcom())
+    os.replace(path, qdir / "entry")  # the link itself moves, not what it points at
+    return outcome

@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ctrain.expectations import Check, Expectation, run_expectations
+from ctrain.expectations import Check, Expectation, examples, run_expectations
 from ctrain.settings import DatasetConfig, Severity, ValidationConfig
 
 REASON_COLUMN = "_ctrain_reasons"
+# A reason is one line of at most this many characters; the detail is in validation.json.
+REASON_MAX = 600
 
 
 @dataclass
@@ -55,7 +57,7 @@ def _cast(
         success=False,
         unexpected_count=int(bad.sum()),
         rows=np.flatnonzero(bad.to_numpy()).tolist(),
-        detail=f"e.g. {raw[bad].astype(str).head(3).tolist()}",
+        detail=examples(raw[bad].astype(str).head(3).tolist()),
     )
 
 
@@ -219,6 +221,8 @@ def judge(checks: list[Check], n: int, name: str, split_max_fraction: float) -> 
         status, reason, bad[:] = "quarantined", file_level[0].describe(name, n), True
     elif bad.any():
         row_failures = "; ".join(c.short() for c in blocking if c.rows)
+        if len(row_failures) > REASON_MAX:
+            row_failures = row_failures[:REASON_MAX] + "… (all of them in validation.json)"
         reason = f"batch {name}: {int(bad.sum())} of {n} rows fail: {row_failures}"
         if bad.mean() > split_max_fraction:
             reason += (

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from ctrain.ingest.batches import accepted_path
 from ctrain.ingest.labels import attach_labels
 from ctrain.metrics import greater_is_better, metric_value
 from ctrain.model_io import features, positive_scores
@@ -133,7 +134,7 @@ def check_window(
 ) -> WindowCheck:
     """Measure drift and performance for one scored batch; write and log the evidence."""
     spec, cfg = settings.dataset, settings.monitoring
-    current = pd.read_parquet(settings.accepted_dir / f"{batch_id}.parquet")
+    current = pd.read_parquet(accepted_path(settings, batch_id))
     preds = pd.read_parquet(settings.predictions_dir / f"{batch_id}.parquet")
     folder = settings.monitor_dir / batch_id
 

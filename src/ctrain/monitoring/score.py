@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ctrain.ingest.batches import accepted_path
 from ctrain.model_io import features, positive_scores
 from ctrain.records import ScoredBatch
 from ctrain.registry import current_champion, load_model, version_uri
@@ -35,9 +36,7 @@ def unscored_batches(settings: Settings) -> list[str]:
 def score_batch(settings: Settings, batch_id: str, client) -> ScoredBatch:
     """Score every row of accepted batch ``batch_id``; returns the file's URI and counts."""
     spec, name = settings.dataset, settings.model_name
-    source = settings.accepted_dir / f"{batch_id}.parquet"
-    if not source.exists():
-        raise FileNotFoundError(f"batch {batch_id}: no accepted data at {source}")
+    source = accepted_path(settings, batch_id)  # checks the id before it becomes a path
     version = current_champion(client, name)
     if version is None:
         raise NoChampion(
