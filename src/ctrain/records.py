@@ -103,6 +103,8 @@ class IngestOutcome(Record):
     quarantine_uri: str | None
     warnings: tuple[str, ...] = ()
     failed_checks: tuple[dict[str, Any], ...] = ()
+    columns_dropped: int = 0  # undeclared columns left out of the accepted file
+    config_hash: str = ""  # the validation config it was judged under; a replay needs the same
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,11 +117,12 @@ class DatasetWindow(Record):
     rows_train: int
     rows_holdout: int
     rows_unlabeled: int
-    batches: tuple[str, ...]
+    batches: tuple[str, ...]  # in arrival order
     window_start: str
     window_end: str
     holdout_start: str
     window: str  # one line for people: the time span and the number of batches
+    rows_superseded: int = 0  # rows whose id came again in a later batch (the latest arrival wins)
 
     @property
     def dataset_id(self) -> str:

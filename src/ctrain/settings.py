@@ -133,6 +133,15 @@ class ValidationConfig(_Strict):
         le=1,
         description="if more than this share of rows fail, the whole batch is quarantined",
     )
+    undeclared_columns: Literal["drop", "quarantine"] = Field(
+        "drop",
+        description="columns a batch has beyond the id, time, target and features: dropped from "
+        "the accepted file and counted (the original stays in processed/), or the whole batch "
+        "quarantined",
+    )
+    future_tolerance_hours: float = Field(
+        24.0, ge=0, description="a row whose event time is later than now plus this fails"
+    )
 
 
 # The estimators a candidate may name: scikit-learn classifiers with predict_proba whose fitted

@@ -323,3 +323,85 @@ def test_a_huge_cell_gives_a_short_one_line_reason_and_keeps_its_value(settings,
     assert "region" in out["reason"]
     bad = pd.read_parquet(settings.quarantine_dir / "batch_0001" / "rows.parquet")
     assert (bad["region"] == huge).all()
+
+
+def test_undeclared_columns_are_dropped_and_counted_never_passed_on(settings, source):
+    df = source.batch(0)
+    for i in range(50):
+        df[f"extra_{i}"] = i
+    _land(settings, "batch_0000.parquet", df)
+    out = _ingest_all(settings)["batch_0000"]
+    assert out["status"] == "accepted" and out["columns_dropped"] == 50
+    assert any("50 undeclared columns dropped" in w for w in out["warnings"])
+    kept = pd.read_parquet(settings.accepted_dir / "batch_0000.parquet").columns
+    assert not any(c.startswith("extra_") for c in kept)
+    assert len(pd.read_parquet(settings.processed_dir / "batch_0000.parquet").columns) == len(
+        df.columns
+    )  # the original is kept whole
+
+
+def test_undeclared_columns_can_quarantine_the_batch_instead(make_settings, source):
+    settings = make_settings(validation={"undeclared_columns": "quarantine"})
+    source.write_batch(0, settings.landing_dir)
+    _ingest_all(settings)
+    _land(settings, "batch_0001.parquet", source.batch(1).assign(surprise=1))
+    out = _ingest_all(settings)["batch_0001"]
+    assert out["status"] == "quarantined" and "no_undeclared_columns" in out["reason"]
+
+
+def test_an_inf_in_the_first_batch_does_not_open_the_learned_range(settings, source):
+    df = source.batch(0)
+    df.loc[0, "usage_hours"] = np.inf
+    _land(settings, "batch_0000.parquet", df)
+    out = _ingest_all(settings)["batch_0000"]
+    lo, hi = load_profile(settings.profile_path)["numeric"]["usage_hours"]
+    assert np.isfinite(lo) and np.isfinite(hi)
+    assert out["status"] == "partial" and out["rows_quarantined"] == 1
+    source.write_batch(1, settings.landing_dir)
+    source.write_batch(2, settings.landing_dir)
+    _ingest_all(settings)
+    from ctrain.records import RunContext
+
+    assert steps.run_training(RunContext(), settings=settings)["decision"] == "promoted"
+
+
+def test_far_future_event_times_fail_their_rows(settings, source):
+    source.write_batch(0, settings.landing_dir)
+    _ingest_all(settings)
+    df = source.batch(1)
+    df.loc[:4, "event_time"] = pd.Timestamp.now(tz="UTC") + pd.DateOffset(years=70)
+    _land(settings, "batch_0001.parquet", df)
+    out = _ingest_all(settings)["batch_0001"]
+    assert out["status"] == "partial" and out["rows_quarantined"] == 5
+    assert "event_time_not_in_future" in out["reason"]
+
+
+def test_a_verdict_is_replayed_only_under_the_same_validation_config(make_settings, source):
+    strict = make_settings(validation={"min_rows": 5000})
+    path = source.write_batch(0, strict.landing_dir)
+    first = _ingest_all(strict)["batch_0000"]
+    assert first["status"] == "quarantined"
+    fixed = make_settings(validation={"min_rows": 50})
+    (fixed.processed_dir / path.name).rename(path)  # the same bytes, delivered again
+    again = _ingest_all(fixed)["batch_0000"]
+    assert again["status"] == "accepted" and again["config_hash"] != first["config_hash"]
+    (fixed.processed_dir / path.name).rename(path)
+    assert _ingest_all(fixed)["batch_0000"] == again  # same bytes, same config: replayed
+
+
+def test_the_window_follows_arrival_and_a_repeated_id_keeps_its_latest_row(settings, source):
+    from ctrain.ingest.batches import accepted_batches
+    from ctrain.records import RunContext
+
+    _land(settings, "z_first.parquet", source.batch(0))
+    _ingest_all(settings)
+    second = source.batch(1)
+    second.loc[:99, "row_id"] = source.batch(0)["row_id"][:100].to_numpy()  # 100 ids again
+    _land(settings, "a_second.parquet", second)
+    _ingest_all(settings)
+    assert [p.stem for p in accepted_batches(settings)] == ["z_first", "a_second"]
+    window = steps.assemble(RunContext(window=1).to_xcom(), settings)
+    assert window["batches"] == ["a_second"]
+    both = steps.assemble(RunContext().to_xcom(), settings)
+    assert both["rows_superseded"] == 100
+    assert both["rows_train"] + both["rows_holdout"] == 2 * 1500 - 100

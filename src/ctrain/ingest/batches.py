@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from ctrain.ingest.route import Destinations, is_batch_id, outcomes, route_file
+from ctrain.ingest.route import Destinations, config_hash, is_batch_id, outcomes, route_file
 from ctrain.ingest.validate import validate_batch
 from ctrain.records import IngestOutcome
 from ctrain.settings import Settings
@@ -39,7 +39,12 @@ def ingest_file(path: Path, settings: Settings, profile: dict[str, Any] | None) 
     def validate(df: pd.DataFrame, name: str):
         return validate_batch(df, name, settings.dataset, settings.validation, profile)
 
-    return route_file(Path(path), destinations(settings), validate)
+    config = config_hash(
+        settings.dataset.model_dump(mode="json"),
+        settings.validation.model_dump(mode="json"),
+        profile,
+    )
+    return route_file(Path(path), destinations(settings), validate, config)
 
 
 def batch_outcomes(settings: Settings) -> list[IngestOutcome]:
@@ -70,9 +75,16 @@ def accepted_path(settings: Settings, batch_id: object) -> Path:
 
 
 def accepted_batches(settings: Settings) -> list[Path]:
-    """Accepted batch files, oldest batch id first."""
+    """Accepted batch files in the order they arrived (were validated), oldest first.
+
+    Not by name: a late file with an early name must not count as old data.
+    """
     folder = settings.accepted_dir
-    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    arrived = {o.batch_id: o.validated_at for o in batch_outcomes(settings)}
+    files = [p for p in folder.glob("*.parquet") if is_regular_file(p)]
+    return sorted(files, key=lambda p: (arrived.get(p.stem, ""), p.name))
 
 
 def read_accepted(paths: list[Path]) -> pd.DataFrame:

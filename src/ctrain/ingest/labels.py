@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ctrain.ingest.route import Destinations, route_file
+from ctrain.ingest.route import Destinations, config_hash, route_file
 from ctrain.ingest.validate import validate_labels
 from ctrain.records import IngestOutcome
 from ctrain.settings import Settings
@@ -44,7 +44,8 @@ def ingest_label_file(path: Path, settings: Settings) -> IngestOutcome:
         return validate_labels(df, name, spec, settings.validation)
 
     columns = [spec.id_column, spec.target, spec.label_time_column]
-    return route_file(Path(path), destinations(settings), validate, columns)
+    config = config_hash(spec.model_dump(mode="json"), settings.validation.model_dump(mode="json"))
+    return route_file(Path(path), destinations(settings), validate, config, columns)
 
 
 def label_store(settings: Settings) -> pd.DataFrame:

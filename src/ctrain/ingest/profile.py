@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ctrain.settings import DatasetConfig, Settings
@@ -18,10 +19,12 @@ def learn_profile(
     """Ranges (widened by ``margin`` times their span) and category sets of ``df``."""
     numeric = {}
     for col in spec.numeric:
-        values = pd.to_numeric(df[col], errors="coerce").dropna()
+        values = pd.to_numeric(df[col], errors="coerce")
+        # Only finite values bound a range: one inf would make every later value "in range".
+        values = values[np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))]
         if values.empty:
             raise ValueError(
-                f"reference {source}: column {col!r} has no numeric values to learn a range from"
+                f"reference {source}: column {col!r} has no finite values to learn a range from"
             )
         lo, hi = float(values.min()), float(values.max())
         pad = (hi - lo) * margin or abs(hi) * margin or 1.0

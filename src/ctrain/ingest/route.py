@@ -16,6 +16,7 @@ folders, pipes and devices are quarantined as such, moved aside without being op
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -48,6 +50,12 @@ Validator = Callable[[pd.DataFrame, str], tuple[pd.DataFrame, Verdict]]
 # leading dot), at most 100 characters, plus an optional "-<8 hex>" content suffix.
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(-[0-9a-f]{8})?")
+
+
+def config_hash(*parts: Any) -> str:
+    """A short hash of what a verdict depends on besides the bytes (settings, the profile)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def is_batch_id(value: object) -> bool:
@@ -87,17 +95,23 @@ class Destinations:
 
 
 def route_file(
-    path: Path, dest: Destinations, validate: Validator, columns: list[str] | None = None
+    path: Path,
+    dest: Destinations,
+    validate: Validator,
+    config_hash: str,
+    columns: list[str] | None = None,
 ) -> IngestOutcome:
     """Validate ``path`` and route its rows; returns the outcome (also written to ``outcomes``).
 
-    ``columns``, when given, are the columns the accepted file keeps.
+    ``config_hash`` names the validation config: an earlier outcome of the same bytes is replayed
+    only if it was judged under the same one. ``columns``, when given, are the columns the
+    accepted file keeps.
     """
     path = Path(path)
     if not is_regular_file(path):
         return _quarantine_entry(dest, path)
     sha = file_sha256(path)
-    batch_id, prior = _batch_id(dest, path, sha)
+    batch_id, prior = _batch_id(dest, path, sha, config_hash)
     if prior is not None:
         _move_to_processed(dest, path, sha, batch_id)
         return prior
@@ -109,6 +123,7 @@ def route_file(
         "source_file": path.name,
         "sha256": sha,
         "validated_at": datetime.now(UTC).isoformat(),
+        "config_hash": config_hash,
     }
     renamed = (
         ()
@@ -166,6 +181,7 @@ def route_file(
         accepted_uri=str(accepted_path) if accepted else None,
         quarantine_uri=str(qdir) if len(bad) else None,
         warnings=renamed + tuple(verdict.warnings),
+        columns_dropped=verdict.columns_dropped,
         failed_checks=tuple(
             {
                 "check": c.check,
@@ -191,21 +207,27 @@ def outcomes(dest: Destinations) -> list[IngestOutcome]:
     return [IngestOutcome.from_xcom(read_json(p)) for p in sorted(folder.glob("*.json"))]
 
 
-def _batch_id(dest: Destinations, path: Path, sha: str) -> tuple[str, IngestOutcome | None]:
-    """The file's batch id, and its earlier outcome when this exact file was handled before."""
+def _batch_id(
+    dest: Destinations, path: Path, sha: str, config_hash: str
+) -> tuple[str, IngestOutcome | None]:
+    """The file's batch id, and its earlier outcome when this exact file was handled before
+    under the same validation config (after a config change it is judged again)."""
     batch_id, plain = _base_id(path.stem, sha)
     record = dest.outcome_path(batch_id)
     if record.exists():
         prior = read_json(record)
         if prior["sha256"] == sha:
-            return batch_id, IngestOutcome.from_xcom(prior)
+            same = prior.get("config_hash") == config_hash
+            return batch_id, IngestOutcome.from_xcom(prior) if same else None
         if not plain:  # the id already names this content
             raise RuntimeError(f"{record} holds another file's outcome: {prior['source_file']}")
         # Same name, other content: a new batch, kept apart by its content hash.
         batch_id = f"{batch_id}-{sha[:8]}"
         record = dest.outcome_path(batch_id)
         if record.exists():
-            return batch_id, IngestOutcome.from_xcom(read_json(record))
+            prior = read_json(record)
+            same = prior.get("config_hash") == config_hash
+            return batch_id, IngestOutcome.from_xcom(prior) if same else None
     return batch_id, None
 
 

@@ -35,6 +35,7 @@ class Verdict:
     checks: list[Check]
     warnings: list[str] = field(default_factory=list)
     gx_result: dict[str, Any] = field(default_factory=dict)
+    columns_dropped: int = 0
 
 
 def _cast(
@@ -237,6 +238,33 @@ def judge(checks: list[Check], n: int, name: str, split_max_fraction: float) -> 
     return Verdict(status, bad, reason, checks, warnings)
 
 
+def _future(typed: pd.DataFrame, spec: DatasetConfig, cfg: ValidationConfig) -> Check | None:
+    """Rows stamped later than now plus the tolerance: a clock or a unit gone wrong."""
+    col = spec.event_time_column
+    if col not in typed.columns:
+        return None
+    limit = pd.Timestamp.now(tz="UTC") + pd.Timedelta(hours=cfg.future_tolerance_hours)
+    late = (typed[col] > limit).fillna(False).to_numpy(dtype=bool)
+    if not late.any():
+        return None
+    return Check(
+        check="future",
+        expectation="event_time_not_in_future",
+        column=col,
+        severity=cfg.severity.get("future", "block"),
+        success=False,
+        unexpected_count=int(late.sum()),
+        rows=np.flatnonzero(late).tolist(),
+        detail=f"later than {limit:%Y-%m-%d %H:%M} UTC, "
+        + examples(typed.loc[late, col].astype(str).head(3).tolist()),
+    )
+
+
+def _undeclared(df: pd.DataFrame, spec: DatasetConfig) -> list[str]:
+    declared = {spec.id_column, spec.event_time_column, spec.target, *spec.feature_names}
+    return [str(c) for c in df.columns if c not in declared]
+
+
 def validate_batch(
     df: pd.DataFrame,
     batch_id: str,
@@ -244,13 +272,33 @@ def validate_batch(
     cfg: ValidationConfig,
     profile: dict[str, Any] | None,
 ) -> tuple[pd.DataFrame, Verdict]:
-    """Coerce and validate one batch; returns the typed frame and the verdict on it."""
-    typed, type_checks = coerce_types(df, spec)
+    """Coerce and validate one batch; returns the typed frame (declared columns only) and the
+    verdict on it."""
+    extra = _undeclared(df, spec)
+    typed, type_checks = coerce_types(df.drop(columns=extra), spec)
     checks, gx_result = run_expectations(typed, build_expectations(typed, spec, cfg, profile))
     for c in type_checks:
         c.severity = cfg.severity.get("type", "block")
-    verdict = judge(type_checks + checks, len(typed), batch_id, cfg.row_split_max_fraction)
+    own = [c for c in (_future(typed, spec, cfg),) if c is not None]
+    if extra and cfg.undeclared_columns == "quarantine":
+        own.append(
+            Check(
+                check="schema",
+                expectation="no_undeclared_columns",
+                column=None,
+                severity="block",
+                success=False,
+                unexpected_count=len(extra),
+                detail=f"{len(extra)} columns not in the dataset description, " + examples(extra),
+            )
+        )
+    verdict = judge(type_checks + own + checks, len(typed), batch_id, cfg.row_split_max_fraction)
     verdict.gx_result = gx_result
+    if extra and cfg.undeclared_columns == "drop":
+        verdict.columns_dropped = len(extra)
+        verdict.warnings.append(
+            f"batch {batch_id}: {len(extra)} undeclared columns dropped, {examples(extra)}"
+        )
     return typed, verdict
 
 

@@ -37,7 +37,11 @@ def assemble_window(settings: Settings, window_batches: int | None = None) -> Da
         raise NoTrainingData(f"none of the {unlabeled} accepted rows has a label yet")
     if all(isinstance(c, int) for c in spec.classes):
         df[spec.target] = df[spec.target].astype(float).astype(int)
+    # An id that arrives again replaces its earlier row: batches are read in arrival order, so
+    # the latest arrival wins. Counted, so the window says how many rows it left out.
+    rows = len(df)
     df = df.drop_duplicates(subset=[spec.id_column], keep="last")
+    superseded = rows - len(df)
     df = df.sort_values([spec.event_time_column, spec.id_column], kind="stable").reset_index(
         drop=True
     )
@@ -62,6 +66,7 @@ def assemble_window(settings: Settings, window_batches: int | None = None) -> Da
         window_end=times.max().isoformat(),
         holdout_start=holdout[spec.event_time_column].min().isoformat(),
         window=f"{times.min():{fmt}}..{times.max():{fmt}} UTC ({len(paths)} batches)",
+        rows_superseded=superseded,
     )
     write_json_atomic(folder / "meta.json", meta.to_xcom())
     return meta

@@ -106,6 +106,8 @@ def train(settings: Settings, dataset: DatasetWindow, ctx: RunContext, client) -
                 "cv_folds": cfg.cv_folds,
                 "rows_train": dataset.rows_train,
                 "rows_holdout": dataset.rows_holdout,
+                "rows_superseded": dataset.rows_superseded,
+                "rows_unlabeled": dataset.rows_unlabeled,
                 "dataset_id": dataset.dataset_id,
                 **{
                     f"best__{k.removeprefix('model__')}": v
