@@ -27,7 +27,7 @@ from ctrain_common import ACCEPTED, BATCH_INFERENCE, DEFAULT_ARGS, PREDICTIONS
             "",
             type="string",
             # The form of the ids ingest makes: anything else is refused when the run is triggered.
-            pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,99}(-[0-9a-f]{8})?)?$",
+            pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,99}(-[0-9a-f]{8})?(-[0-9a-f]{6})?)?$",
             description="Re-score this accepted batch (its id, as ingest made it); "
             "empty = every unscored batch.",
         ),

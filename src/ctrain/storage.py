@@ -148,7 +148,8 @@ def read_table(path: Path) -> pd.DataFrame:
         raise UnreadableBatch(path, "file is empty (0 bytes)")
     try:
         if suffix == ".csv":
-            df = pd.read_csv(path, encoding="utf-8", encoding_errors="strict")
+            # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column name.
+            df = pd.read_csv(path, encoding="utf-8-sig", encoding_errors="strict")
         else:
             df = pd.read_parquet(path)
     except UnicodeDecodeError as exc:

@@ -49,7 +49,7 @@ Validator = Callable[[pd.DataFrame, str], tuple[pd.DataFrame, Verdict]]
 # What a batch id looks like: a file stem of letters, digits, '.', '_', '-' (no separator, no
 # leading dot), at most 100 characters, plus an optional "-<8 hex>" content suffix.
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(-[0-9a-f]{8})?")
+_BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(-[0-9a-f]{8})?(-[0-9a-f]{6})?")
 
 
 def config_hash(*parts: Any) -> str:
@@ -210,25 +210,21 @@ def outcomes(dest: Destinations) -> list[IngestOutcome]:
 def _batch_id(
     dest: Destinations, path: Path, sha: str, config_hash: str
 ) -> tuple[str, IngestOutcome | None]:
-    """The file's batch id, and its earlier outcome when this exact file was handled before
-    under the same validation config (after a config change it is judged again)."""
-    batch_id, plain = _base_id(path.stem, sha)
-    record = dest.outcome_path(batch_id)
-    if record.exists():
-        prior = read_json(record)
-        if prior["sha256"] == sha:
-            same = prior.get("config_hash") == config_hash
-            return batch_id, IngestOutcome.from_xcom(prior) if same else None
-        if not plain:  # the id already names this content
-            raise RuntimeError(f"{record} holds another file's outcome: {prior['source_file']}")
-        # Same name, other content: a new batch, kept apart by its content hash.
-        batch_id = f"{batch_id}-{sha[:8]}"
+    """The file's batch id, and its earlier outcome when this very file (same name, same bytes)
+    was handled before under the same validation config (after a config change it is judged
+    again). Another file whose stem is taken gets its content hash in its id."""
+    base, plain = _base_id(path.stem, sha)
+    name_tag = hashlib.sha256(path.name.encode()).hexdigest()[:6]
+    candidates = [base, f"{base}-{sha[:8]}", f"{base}-{sha[:8]}-{name_tag}"]
+    for batch_id in candidates if plain else [base, f"{base}-{name_tag}"]:
         record = dest.outcome_path(batch_id)
-        if record.exists():
-            prior = read_json(record)
+        if not record.exists():
+            return batch_id, None
+        prior = read_json(record)
+        if prior["sha256"] == sha and prior["source_file"] == path.name:
             same = prior.get("config_hash") == config_hash
             return batch_id, IngestOutcome.from_xcom(prior) if same else None
-    return batch_id, None
+    raise RuntimeError(f"{path.name}: every batch id it could take is another file's")
 
 
 def _finish(dest: Destinations, path: Path, sha: str, outcome: IngestOutcome) -> IngestOutcome:
