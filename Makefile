@@ -10,7 +10,7 @@ export MLFLOW_ALLOW_PICKLE_DESERIALIZATION := false
 export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test lint fmt bench lock up clean
+.PHONY: install demo test lint fmt bench reliability lock up clean
 
 # Bytecode is compiled at install: uv does not by default, and without .pyc files every process
 # (each Airflow task among them) compiles what it imports again, about 3 s more for mlflow alone.
@@ -49,3 +49,8 @@ lock: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .ctrain
+
+# make reliability: bad inputs, 200 racing promoters on both locks, 30+ kills; writes
+# docs/reliability.md (about 15 minutes; BENCH-like, not part of make test).
+reliability: $(STAMP)
+	$(BIN)/python tests/reliability/harness.py $(RELIABILITY_ARGS)

@@ -9,7 +9,7 @@ from sklearn.model_selection import GridSearchCV, TimeSeriesSplit
 
 from ctrain.model_io import features, target
 from ctrain.records import DatasetWindow, RunContext, TrainedRun
-from ctrain.registry import FORMAT, TRUSTED_TYPES
+from ctrain.registry import FORMAT, TRUSTED_TYPES, check_model
 from ctrain.settings import Settings
 from ctrain.tracking import code_version, ensure_experiment
 from ctrain.training.pipeline import build_pipeline
@@ -125,7 +125,9 @@ def train(settings: Settings, dataset: DatasetWindow, ctx: RunContext, client) -
             model,
             name="model",
             signature=signature,
-            input_example=X.head(5),
+            # No input example: MLflow would check it by loading the model with its own loader,
+            # which ctrain switches off. The signature describes the input; the check below
+            # loads the model the way scoring and promotion will.
             serialization_format=FORMAT,
             skops_trusted_types=_trusted_types(model, best_cand.estimator),
             # Explicit requirements: inference would take 8-10 s and guess.
@@ -135,6 +137,7 @@ def train(settings: Settings, dataset: DatasetWindow, ctx: RunContext, client) -
                 f"skops=={skops.__version__}",
             ],
         )
+        check_model(info.model_uri)  # what promotion and scoring will load, loads
         mlflow.set_tag("model_uri", info.model_uri)
         mlflow.set_tag("ctrain_stage", "trained")
     return TrainedRun(
