@@ -90,6 +90,28 @@ def cmd_rollback(settings: Settings, args) -> int:
     return 0 if rec.moved else 1
 
 
+def cmd_mlflow_init(settings: Settings, args) -> int:
+    """The production MLflow's experiments, model and worker user (run as MLflow's admin)."""
+    from mlflow.server import get_app_client
+
+    from ctrain.provision import provision
+
+    password = os.environ.get("MLFLOW_WORKER_PASSWORD")
+    if not password:
+        print(
+            "ctrain mlflow-init: set MLFLOW_WORKER_PASSWORD to the worker's password",
+            file=sys.stderr,
+        )
+        return 2
+    if settings.tracking_uri is None:
+        print("ctrain mlflow-init: set CTRAIN_TRACKING_URI to the MLflow server", file=sys.stderr)
+        return 2
+    auth = get_app_client("basic-auth", tracking_uri=settings.tracking_uri)
+    for line in provision(settings, _client(settings), auth, args.worker_user, password):
+        print(line)
+    return 0
+
+
 def cmd_ingest(settings: Settings, args) -> int:
     from ctrain import steps
 
@@ -225,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--airflow-port", type=int, default=8080)
     s.add_argument("--mlflow-port", type=int, default=5000)
     s.set_defaults(fn=cmd_up)
+    s = sub.add_parser(
+        "mlflow-init",
+        help="production: create the experiments, the model and the worker user, as MLflow's admin",
+    )
+    s.add_argument("--worker-user", default="ctrain-worker")
+    s.set_defaults(fn=cmd_mlflow_init)
     sub.add_parser("ingest", help="validate the landing folder now, without Airflow").set_defaults(
         fn=cmd_ingest
     )

@@ -45,6 +45,25 @@ def aliased_version(client, name: str, alias: str):
         return None
 
 
+def ensure_registered_model(client, name: str) -> None:
+    """Create the registered model ``name`` unless it exists (another process may race us)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+        return
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    try:
+        client.create_registered_model(
+            name, description="Managed by ctrain: aliases champion and challenger."
+        )
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
 def current_champion(client, name: str) -> str | None:
     """The version ``champion`` points at right now, or None."""
     mv = aliased_version(client, name, CHAMPION)

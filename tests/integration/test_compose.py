@@ -31,7 +31,7 @@ AIRFLOW_SERVICES = (
     "airflow-triggerer",
     "airflow-worker",
 )
-SERVICES = ("postgres", "redis", "mlflow", "minio", "minio-init", *AIRFLOW_SERVICES)
+SERVICES = ("postgres", "redis", "mlflow", "mlflow-init", "minio", "minio-init", *AIRFLOW_SERVICES)
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|KEY|FERNET|TOKEN")
 REQUIRED_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?[^}]*\}")
 ONLY_REQUIRED_VAR = re.compile(rf"^{REQUIRED_VAR.pattern}$")
@@ -211,3 +211,55 @@ def test_healthchecks_and_conditional_start_order(services):
         assert deps["airflow-init"]["condition"] == "service_completed_successfully", name
         assert deps["postgres"]["condition"] == "service_healthy", name
         assert deps["redis"]["condition"] == "service_healthy", name
+
+
+def _vars(service: dict) -> set[str]:
+    """The variables a service's environment is built from."""
+    return {var for value in _env(service).values() for var, _ in ANY_VAR.findall(value)}
+
+
+def _db_user(url: str) -> str:
+    return re.match(r"^[a-z0-9+]+://([^:@/]+)", url).group(1)
+
+
+def test_each_service_gets_only_its_own_credentials(services):
+    # Which services may hold which secret at all.
+    holders = {
+        "POSTGRES_PASSWORD": {"postgres"},
+        "MLFLOW_AUTH_ADMIN_PASSWORD": {"mlflow", "mlflow-init"},
+        "MINIO_ROOT_USER": {"minio", "minio-init"},
+        "MINIO_ROOT_PASSWORD": {"minio", "minio-init"},
+        "MLFLOW_DB_PASSWORD": {"postgres", "mlflow"},
+        "MLFLOW_S3_SECRET_KEY": {"minio-init", "mlflow"},
+    }
+    for var, allowed in holders.items():
+        have = {name for name, svc in services.items() if var in _vars(svc)}
+        assert have <= allowed, f"{var} reaches {sorted(have - allowed)}"
+    # The Airflow containers: their own database role, the lock's role, the MLflow worker user.
+    for name in AIRFLOW_SERVICES:
+        env = _env(services[name])
+        assert _db_user(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]) == "airflow", name
+        assert _db_user(env["CTRAIN_LOCK_URL"]) == "ctrain_lock", name
+        assert env["CTRAIN_LOCK_URL"].endswith("@postgres/ctrain_lock"), name
+        assert env["MLFLOW_TRACKING_USERNAME"] == "ctrain-worker", name
+        assert "MLFLOW_WORKER_PASSWORD" in _vars(services[name]), name
+    mlflow = _env(services["mlflow"])
+    assert _db_user(mlflow["MLFLOW_BACKEND_STORE_URI"]) == "mlflow"
+    assert "MLFLOW_S3_ACCESS_KEY" in mlflow["AWS_ACCESS_KEY_ID"]
+    # The roles themselves: made by the postgres image's init script, none privileged.
+    mounts = [str(v) for v in services["postgres"].get("volumes", [])]
+    init = [m for m in mounts if "/docker-entrypoint-initdb.d/" in m]
+    assert init, "postgres mounts no init script"
+    script = (REPO / init[0].split(":", 1)[0]).read_text()
+    for role in ("airflow", "mlflow", "ctrain_lock"):
+        assert re.search(rf"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE", script)
+        assert f"REVOKE ALL ON DATABASE {role} FROM PUBLIC" in script
+
+
+def test_nothing_is_published_beyond_this_host_unless_asked(services):
+    for name, svc in services.items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("${CTRAIN_BIND_ADDRESS:-127.0.0.1}:"), (name, port)
+    published = {name for name, svc in services.items() if svc.get("ports")}
+    assert published == {"airflow-apiserver", "mlflow"}
+    assert "--console-address" not in services["minio"]["command"]

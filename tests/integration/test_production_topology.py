@@ -40,8 +40,9 @@ from topology import (
     http_ok,
     log_contains,
     pg_available,
+    pg_can_connect,
     pg_database_exists,
-    pg_databases,
+    pg_owned_databases,
     pg_url,
     redis_available,
     redis_db,
@@ -55,6 +56,7 @@ REDIS_DB = int(os.environ.get("CTRAIN_TEST_REDIS_DB", "11"))
 MODEL = "ctrain-demo"
 DECISIONS = "ctrain-decisions"
 REASON = "production topology test"
+WORKER = "ctrain-worker"  # the MLflow user the Airflow components run as
 RUN_TIMEOUT = 600
 
 
@@ -66,13 +68,20 @@ class Stack:
     mlflow_url: str
     airflow_password: str
     mlflow_password: str
+    worker_password: str
     ctrain_home: Path
     airflow_home: Path
     artifacts: Path
+    dbs: dict[str, str]  # role of the database -> its name
+    owners: dict[str, str]  # database name -> the login role that owns it
 
     @property
     def mlflow_admin(self) -> tuple[str, str]:
         return ("admin", self.mlflow_password)
+
+    @property
+    def mlflow_worker(self) -> tuple[str, str]:
+        return (WORKER, self.worker_password)
 
 
 # --- the stack ------------------------------------------------------------------------------------
@@ -106,6 +115,14 @@ def stack(tmp_path_factory):
         "airflow": f"ctrain_af_{run}",
         "mlflow": f"ctrain_mlf_{run}",
         "auth": f"ctrain_mlfauth_{run}",
+        "lock": f"ctrain_lock_{run}",
+    }
+    # One login role per service, each owning only its own databases (as compose's init does).
+    owners = {
+        dbs["airflow"]: f"ctrain_airflow_{run}",
+        dbs["mlflow"]: f"ctrain_mlflow_{run}",
+        dbs["auth"]: f"ctrain_mlflow_{run}",
+        dbs["lock"]: f"ctrain_lockrole_{run}",
     }
     api_port, mlflow_port, health_port, worker_log_port, trigger_log_port = free_ports(5)
     airflow_url = f"http://127.0.0.1:{api_port}"
@@ -117,10 +134,11 @@ def stack(tmp_path_factory):
         d.mkdir()
     airflow_password = secrets.token_urlsafe(18)
     mlflow_password = secrets.token_urlsafe(18)
+    worker_password = secrets.token_urlsafe(18)
 
     with contextlib.ExitStack() as cleanup:
-        with timer.phase("create PG databases, flush Redis db"):
-            cleanup.enter_context(pg_databases(*dbs.values()))
+        with timer.phase("create PG roles and databases, flush Redis db"):
+            cleanup.enter_context(pg_owned_databases(owners))
             broker = cleanup.enter_context(redis_db(REDIS_DB))
 
         def stop_everything():
@@ -140,7 +158,7 @@ def stack(tmp_path_factory):
         auth_ini.write_text(
             "[mlflow]\n"
             "default_permission = NO_PERMISSIONS\n"
-            f"database_uri = {pg_url(dbs['auth'])}\n"
+            f"database_uri = {pg_url(dbs['auth'], user=owners[dbs['auth']])}\n"
             "admin_username = admin\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
             "grant_default_workspace_access = false\n"
@@ -164,9 +182,10 @@ def stack(tmp_path_factory):
             "CTRAIN_HOME": str(home),
             "CTRAIN_TRACKING_URI": mlflow_url,
             "CTRAIN_MLFLOW_UI_URL": mlflow_url,
-            "CTRAIN_LOCK_URL": pg_url(dbs["airflow"]),
-            "MLFLOW_TRACKING_USERNAME": "admin",
-            "MLFLOW_TRACKING_PASSWORD": mlflow_password,
+            "CTRAIN_LOCK_URL": pg_url(dbs["lock"], user=owners[dbs["lock"]]),
+            # The workers are an MLflow user with EDIT on ctrain's experiments and model only.
+            "MLFLOW_TRACKING_USERNAME": WORKER,
+            "MLFLOW_TRACKING_PASSWORD": worker_password,
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
             "GX_ANALYTICS_ENABLED": "false",
@@ -179,9 +198,13 @@ def stack(tmp_path_factory):
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
             AIRFLOW__CORE__PARALLELISM="4",
             AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
-            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=pg_url(dbs["airflow"], AIRFLOW_DB_SCHEME),
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=pg_url(
+                dbs["airflow"], AIRFLOW_DB_SCHEME, owners[dbs["airflow"]]
+            ),
             AIRFLOW__CELERY__BROKER_URL=broker,
-            AIRFLOW__CELERY__RESULT_BACKEND=pg_url(dbs["airflow"], RESULT_BACKEND_SCHEME),
+            AIRFLOW__CELERY__RESULT_BACKEND=pg_url(
+                dbs["airflow"], RESULT_BACKEND_SCHEME, owners[dbs["airflow"]]
+            ),
             AIRFLOW__CELERY__WORKER_CONCURRENCY="2",
             AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS="ctrain.orchestration.CELERY_CONFIG",
             AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{airflow_url}/execution/",
@@ -223,7 +246,7 @@ def stack(tmp_path_factory):
                     "--app-name",
                     "basic-auth",
                     "--backend-store-uri",
-                    pg_url(dbs["mlflow"]),
+                    pg_url(dbs["mlflow"], user=owners[dbs["mlflow"]]),
                     "--serve-artifacts",
                     "--artifacts-destination",
                     str(artifacts),
@@ -240,6 +263,26 @@ def stack(tmp_path_factory):
                 cwd=tmp,
             )
             topo.run("airflow-db-migrate", [airflow, "db", "migrate"], airflow_env, tmp, 300)
+
+        with timer.phase("ctrain mlflow-init (as MLflow's admin)"):
+            wait_until("MLflow /health", http_ok(f"{mlflow_url}/health"), 240, topo)
+            admin_env = clean_env(
+                CTRAIN_HOME=str(home),
+                CTRAIN_TRACKING_URI=mlflow_url,
+                MLFLOW_TRACKING_USERNAME="admin",
+                MLFLOW_TRACKING_PASSWORD=mlflow_password,
+                MLFLOW_WORKER_PASSWORD=worker_password,
+                MLFLOW_DISABLE_TELEMETRY="true",
+            )
+            topo.run(
+                "mlflow-init",
+                [str(VENV_BIN / "ctrain"), "mlflow-init", "--worker-user", WORKER],
+                admin_env,
+                tmp,
+                300,
+            )
+            # Nothing the Airflow components start with holds MLflow's admin password.
+            assert mlflow_password not in airflow_env.values()
 
         with timer.phase("start 5 Airflow components, wait for health"):
             topo.start(
@@ -314,9 +357,12 @@ def stack(tmp_path_factory):
             mlflow_url=mlflow_url,
             airflow_password=airflow_password,
             mlflow_password=mlflow_password,
+            worker_password=worker_password,
             ctrain_home=home,
             airflow_home=airflow_home,
             artifacts=artifacts,
+            dbs=dbs,
+            owners=owners,
         )
     # ExitStack done: processes stopped, databases dropped, Redis db flushed.
     for name in dbs.values():
@@ -573,3 +619,59 @@ def test_refusals_without_valid_credentials_or_grants(stack: Stack):
         assert r.status_code == 200, (r.status_code, r.text)
         visible = [e["name"] for e in r.json().get("experiments", [])]
         assert DECISIONS not in visible and "ctrain-training" not in visible, visible
+
+
+def test_each_service_has_only_the_access_it_needs(stack: Stack):
+    api2 = f"{stack.mlflow_url}/api/2.0/mlflow"
+    with stack.timer.phase("least-privilege checks"):
+        worker = requests.Session()
+        worker.auth = stack.mlflow_worker
+        # The workers' MLflow user reads and writes ctrain's model and experiments...
+        r = worker.get(f"{api2}/registered-models/get", params={"name": MODEL}, timeout=30)
+        assert r.status_code == 200, (r.status_code, r.text)
+        r = worker.get(
+            f"{api2}/experiments/get-by-name", params={"experiment_name": DECISIONS}, timeout=30
+        )
+        assert r.status_code == 200, (r.status_code, r.text)
+        decisions_id = r.json()["experiment"]["experiment_id"]
+        # ...but cannot delete them, nor create users.
+        r = worker.delete(f"{api2}/registered-models/delete", json={"name": MODEL}, timeout=30)
+        assert r.status_code == 403, (r.status_code, r.text)
+        r = worker.post(
+            f"{api2}/experiments/delete", json={"experiment_id": decisions_id}, timeout=30
+        )
+        assert r.status_code == 403, (r.status_code, r.text)
+        r = worker.post(
+            f"{api2}/users/create",
+            json={"username": "x-" + secrets.token_hex(3), "password": "p" * 12},
+            timeout=30,
+        )
+        assert r.status_code == 403, (r.status_code, r.text)
+        admin = requests.Session()
+        admin.auth = stack.mlflow_admin
+        r = admin.get(f"{api2}/registered-models/get", params={"name": MODEL}, timeout=30)
+        assert r.status_code == 200, "the worker's refused delete must have left the model"
+
+    # PostgreSQL: each role reaches its own databases only.
+    owners, dbs = stack.owners, stack.dbs
+    lock_role, airflow_role = owners[dbs["lock"]], owners[dbs["airflow"]]
+    mlflow_role = owners[dbs["mlflow"]]
+    assert pg_can_connect(dbs["lock"], lock_role) is None
+    for db in (dbs["airflow"], dbs["mlflow"], dbs["auth"]):
+        refused = pg_can_connect(db, lock_role)
+        assert refused and "permission denied" in refused, (db, refused)
+    for db in (dbs["mlflow"], dbs["auth"], dbs["lock"]):
+        assert pg_can_connect(db, airflow_role), db
+    for db in (dbs["airflow"], dbs["lock"]):
+        assert pg_can_connect(db, mlflow_role), db
+    # And none of them is a superuser that could grant itself more.
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) AND (rolsuper OR rolcreaterole OR rolcreatedb)",
+            (sorted(set(owners.values())),),
+        )
+        assert cur.fetchall() == []
+    conn.close()

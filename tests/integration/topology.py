@@ -90,9 +90,9 @@ def free_ports(n: int) -> list[int]:
 # --- PostgreSQL and Redis -------------------------------------------------------------------------
 
 
-def pg_url(db: str, scheme: str = "postgresql") -> str:
-    """A trust-auth URL for ``db`` on the local server, e.g. ``postgresql+psycopg2://...``."""
-    return f"{scheme}://{PG_USER}@{PG_HOST}:{PG_PORT}/{db}"
+def pg_url(db: str, scheme: str = "postgresql", user: str = PG_USER) -> str:
+    """A trust-auth URL for ``db`` as ``user`` on the local server (``postgresql+psycopg2://...``)."""
+    return f"{scheme}://{user}@{PG_HOST}:{PG_PORT}/{db}"
 
 
 def _pg_admin():
@@ -163,6 +163,54 @@ def pg_databases(*names: str) -> Iterator[list[str]]:
             conn.close()
         if errors:
             raise RuntimeError(f"could not drop test databases: {errors}")
+
+
+@contextlib.contextmanager
+def pg_owned_databases(owners: dict[str, str]) -> Iterator[dict[str, str]]:
+    """Fresh databases, each owned by its own new login role (``{database: role}``), that only
+    their owner may connect to: the least-privilege layout of the production shape. Dropped,
+    roles too, afterwards."""
+    from psycopg2 import sql
+
+    with pg_databases(*owners) as created:
+        conn = _pg_admin()
+        try:
+            with conn.cursor() as cur:
+                for role in sorted(set(owners.values())):
+                    cur.execute(
+                        sql.SQL(
+                            "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
+                        ).format(sql.Identifier(role))
+                    )
+                for db in created:
+                    ident, role = sql.Identifier(db), sql.Identifier(owners[db])
+                    cur.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(ident, role))
+                    cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(ident))
+            yield owners
+        finally:
+            with conn.cursor() as cur:
+                for db in created:  # the roles can only go once nothing of theirs is left
+                    cur.execute(
+                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                            sql.Identifier(db)
+                        )
+                    )
+                for role in sorted(set(owners.values())):
+                    cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+            conn.close()
+
+
+def pg_can_connect(db: str, user: str) -> str | None:
+    """None when ``user`` may connect to ``db``, else PostgreSQL's refusal."""
+    import psycopg2
+
+    try:
+        psycopg2.connect(
+            host=PG_HOST, port=PG_PORT, user=user, dbname=db, connect_timeout=10
+        ).close()
+        return None
+    except psycopg2.OperationalError as exc:
+        return str(exc).strip()
 
 
 def pg_database_exists(name: str) -> bool:

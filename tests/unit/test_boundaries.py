@@ -75,6 +75,7 @@ ENTRY = {
     "ctrain.demo",
     "ctrain.cli",
     "ctrain.orchestration",
+    "ctrain.provision",
 }
 
 

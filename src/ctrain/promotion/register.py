@@ -10,7 +10,7 @@ from ctrain.records import (
     TrainedRun,
     ValidatedSet,
 )
-from ctrain.registry import CHALLENGER, version_uri
+from ctrain.registry import CHALLENGER, ensure_registered_model, version_uri
 from ctrain.settings import Settings
 from ctrain.tracking import code_version
 
@@ -24,18 +24,14 @@ def register(
     ctx: RunContext,
     client,
 ) -> RegisteredVersion:
-    """Create (or, on retry, find) the version for this training run, tag it, alias it challenger."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    """Create (or, on retry, find) the version for this training run, tag it, alias it challenger.
 
+    The registered model is created only when it does not exist: in the production shape an
+    administrator creates it (``ctrain mlflow-init``) and the workers may add versions to it but
+    not create or delete models.
+    """
     name = settings.model_name
-    try:
-        client.create_registered_model(
-            name, description="Managed by ctrain: aliases champion and challenger."
-        )
-    except MlflowException as exc:
-        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
-            raise
+    ensure_registered_model(client, name)
     found = client.search_model_versions(f"name = '{name}' and run_id = '{trained.mlflow_run_id}'")
     tags = {
         "validation_status": validation.validation_status,
@@ -53,7 +49,16 @@ def register(
     if found:
         version = str(found[0].version)
     else:
-        version = str(mlflow.register_model(trained.model_uri, name, tags=tags).version)
+        model_id = trained.model_uri.removeprefix("models:/")  # the logged model it points at
+        version = str(
+            client.create_model_version(
+                name,
+                source=trained.model_uri,
+                run_id=trained.mlflow_run_id,
+                tags=tags,
+                model_id=model_id if model_id.startswith("m-") else None,
+            ).version
+        )
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     client.set_registered_model_alias(name, CHALLENGER, version)
