@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import pandas as pd
@@ -63,14 +64,21 @@ def examples(values: list[Any], n: int = 3) -> str:
     return "e.g. [" + ", ".join(brief(v) for v in list(values)[:n]) + "]"
 
 
-def _camel(name: str) -> str:
-    return "".join(part.capitalize() for part in name.split("_"))
+@cache
+def _classes() -> dict[str, type]:
+    """GX's expectation classes by their own snake-case type name."""
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.expectation import Expectation as GxExpectation
+
+    return {
+        c.expectation_type: c
+        for c in vars(gxe).values()
+        if isinstance(c, type) and issubclass(c, GxExpectation) and c.expectation_type
+    }
 
 
 def _expectation(type_: str, kwargs: dict[str, Any], meta: dict[str, Any]):
-    import great_expectations.expectations as gxe
-
-    cls = getattr(gxe, _camel(type_), None)
+    cls = _classes().get(type_)
     if cls is None:
         raise ValueError(f"unknown Great Expectations expectation type {type_!r}")
     return cls(**kwargs, meta=meta)

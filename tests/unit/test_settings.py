@@ -108,3 +108,35 @@ def test_ct_training_refuses_conf_keys_it_does_not_know():
         steps.run_context("ct_training", "r1", "manual", params, {"dryrun": True})
     ok = steps.run_context("ct_training", "r1", "manual", params, {"reason": "x", "window": 2})
     assert ok["trigger_reason"] == "x"
+
+
+def test_the_known_expectation_types_are_those_great_expectations_has():
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.expectation import Expectation
+
+    from ctrain.settings import GX_EXPECTATION_TYPES
+
+    real = {
+        c.expectation_type
+        for c in vars(gxe).values()
+        if isinstance(c, type) and issubclass(c, Expectation) and c.expectation_type
+    }
+    assert real == GX_EXPECTATION_TYPES
+
+
+def test_a_misspelt_expectation_type_fails_when_loaded(make_settings):
+    base = make_settings().dataset.model_dump(mode="json")
+    wrong = {"type": "expect_column_values_to_be_betwen", "kwargs": {"column": "tenure_months"}}
+    with pytest.raises(ValueError, match="'expect_column_values_to_be_betwen' is not a Great"):
+        make_settings(dataset=base | {"expectations": [wrong]})
+
+
+def test_every_known_type_names_a_class_ingest_can_build():
+    from ctrain.expectations import _expectation
+
+    e = _expectation(
+        "expect_column_kl_divergence_to_be_less_than",
+        {"column": "x", "partition_object": None, "threshold": 0.1},
+        {},
+    )
+    assert type(e).__name__ == "ExpectColumnKLDivergenceToBeLessThan"
