@@ -48,8 +48,9 @@ def _bytes(data: bytes) -> Callable[[Path], None]:
     return lambda p: p.write_bytes(data)
 
 
-def _with(i: int, rows, column: str, value, dtype=None) -> pd.DataFrame:
-    df = batch(i)
+def _with(df: pd.DataFrame, rows, column: str, value, dtype=None) -> pd.DataFrame:
+    """``df`` with ``value`` in ``column`` on ``rows`` (cast to ``dtype`` first, if given)."""
+    df = df.copy()
     if dtype is not None:
         df[column] = df[column].astype(dtype)
     df.loc[rows, column] = value
@@ -177,7 +178,7 @@ def _cases() -> list[Case]:
         Case(
             "most_rows_bad.parquet",
             "quarantined",
-            _parquet(_with(29, slice(0, 129), "region", "mars")),
+            _parquet(_with(batch(29), slice(0, 129), "region", "mars")),
         ),
         Case(
             "list_column.parquet",
@@ -189,57 +190,73 @@ def _cases() -> list[Case]:
         Case(
             "strings_in_numeric.csv",
             "partial",
-            _csv(_with(31, [3, 4], "tenure_months", "abc", object)),
+            _csv(_with(batch(31), [3, 4], "tenure_months", "abc", object)),
         ),
         Case(
             "nan_in_required.parquet",
             "partial",
-            _parquet(_with(32, [1, 2, 3], "monthly_spend", np.nan)),
+            _parquet(_with(batch(32), [1, 2, 3], "monthly_spend", np.nan)),
         ),
-        Case("inf.parquet", "partial", _parquet(_with(33, [0, 9], "usage_hours", np.inf))),
-        Case("minus_inf.parquet", "partial", _parquet(_with(34, [5], "usage_hours", -np.inf))),
-        Case("huge_number.parquet", "partial", _parquet(_with(35, [7], "monthly_spend", 1e308))),
+        Case("inf.parquet", "partial", _parquet(_with(batch(33), [0, 9], "usage_hours", np.inf))),
+        Case(
+            "minus_inf.parquet", "partial", _parquet(_with(batch(34), [5], "usage_hours", -np.inf))
+        ),
+        Case(
+            "huge_number.parquet",
+            "partial",
+            _parquet(_with(batch(35), [7], "monthly_spend", 1e308)),
+        ),
         Case(
             "dup_ids_within.parquet",
             "partial",
-            _parquet(_with(36, [1, 2], "row_id", "b0136-000000")),
+            _parquet(_with(batch(36), [1, 2], "row_id", "b0136-000000")),
         ),
-        Case("null_ids.parquet", "partial", _parquet(_with(37, [4, 5], "row_id", None))),
-        Case("unknown_class.parquet", "partial", _parquet(_with(38, [0, 1, 2], "label", 7))),
+        Case("null_ids.parquet", "partial", _parquet(_with(batch(37), [4, 5], "row_id", None))),
+        Case("unknown_class.parquet", "partial", _parquet(_with(batch(38), [0, 1, 2], "label", 7))),
         Case(
             "bad_timestamps.csv",
             "partial",
-            _csv(_with(39, [3, 8], "event_time", "yesterday-ish", object)),
+            _csv(_with(batch(39), [3, 8], "event_time", "yesterday-ish", object)),
         ),
         Case(
             "future_times.parquet",
             "partial",
-            _parquet(_with(40, [0, 1], "event_time", pd.Timestamp("2096-01-01", tz="UTC"))),
+            _parquet(_with(batch(40), [0, 1], "event_time", pd.Timestamp("2096-01-01", tz="UTC"))),
         ),
         Case(
             "huge_cell.parquet",
             "partial",
-            _parquet(_with(41, [0], "region", "x" * 1_000_000, object)),
+            _parquet(_with(batch(41), [0], "region", "x" * 1_000_000, object)),
         ),
-        Case("newline_in_cell.csv", "partial", _csv(_with(42, [2], "region", "we\nst", object))),
+        Case(
+            "newline_in_cell.csv",
+            "partial",
+            _csv(_with(batch(42), [2], "region", "we\nst", object)),
+        ),
         Case(
             "csv_injection.csv",
             "partial",
-            _csv(_with(43, [6], "region", "=cmd|' /C calc'!A0", object)),
+            _csv(_with(batch(43), [6], "region", "=cmd|' /C calc'!A0", object)),
         ),
         Case(
             "unseen_category.parquet",
             "partial",
-            _parquet(_with(44, [0, 1], "plan", "platinum", object)),
+            _parquet(_with(batch(44), [0, 1], "plan", "platinum", object)),
         ),
-        Case("padded_category.csv", "partial", _csv(_with(45, [3], "region", " west ", object))),
+        Case(
+            "padded_category.csv",
+            "partial",
+            _csv(_with(batch(45), [3], "region", " west ", object)),
+        ),
         Case(
             "negative_discount.parquet",
             "partial",
-            _parquet(_with(46, [4, 5], "discount_rate", -0.5)),
+            _parquet(_with(batch(46), [4, 5], "discount_rate", -0.5)),
         ),
         Case(
-            "some_rows_bad.parquet", "partial", _parquet(_with(47, slice(0, 60), "region", "mars"))
+            "some_rows_bad.parquet",
+            "partial",
+            _parquet(_with(batch(47), slice(0, 60), "region", "mars")),
         ),
         # Not batches at all.
         Case("passwd.csv", "quarantined", _link("/etc/passwd")),
@@ -271,13 +288,13 @@ def _cases() -> list[Case]:
         Case(
             "labels_yes.csv",
             "partial",
-            _csv(_with_labels(4, [0, 1], "label", "yes", object)),
+            _csv(_with(_labels(4), [0, 1], "label", "yes", object)),
             labels=True,
         ),
         Case(
             "labels_dup_ids.parquet",
             "partial",
-            _parquet(_with_labels(5, [1, 2], "row_id", "b0105-000000")),
+            _parquet(_with(_labels(5), [1, 2], "row_id", "b0105-000000")),
             labels=True,
         ),
         Case(
@@ -289,7 +306,7 @@ def _cases() -> list[Case]:
         Case(
             "labels_bad_time.csv",
             "partial",
-            _csv(_with_labels(7, [3], "label_time", "soon", object)),
+            _csv(_with(_labels(7), [3], "label_time", "soon", object)),
             labels=True,
         ),
         Case("labels_empty.csv", "quarantined", _bytes(b""), labels=True),
@@ -298,14 +315,6 @@ def _cases() -> list[Case]:
     names = [c.name for c in cases]
     assert len(set(names)) == len(names), "case names repeat"
     return cases
-
-
-def _with_labels(i: int, rows, column: str, value, dtype=None) -> pd.DataFrame:
-    df = _labels(i)
-    if dtype is not None:
-        df[column] = df[column].astype(dtype)
-    df.loc[rows, column] = value
-    return df
 
 
 CASES = _cases()

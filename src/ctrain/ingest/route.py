@@ -137,18 +137,7 @@ def route_file(
         _quarantine_whole_file(path, qdir, reason, batch_id)
         write_json_atomic(qdir / "validation.json", {"success": False, "unreadable": exc.reason})
         accepted_path.unlink(missing_ok=True)
-        outcome = IngestOutcome(
-            **started,
-            status="quarantined",
-            reason=reason,
-            rows_in=0,
-            rows_accepted=0,
-            rows_quarantined=0,
-            accepted_uri=None,
-            quarantine_uri=str(qdir),
-            warnings=renamed,
-        )
-        return _finish(dest, path, sha, outcome)
+        return _finish(dest, path, sha, _whole(started, reason, qdir, renamed))
 
     typed, verdict = validate(df, name)
     bad = df.reset_index(drop=True)[verdict.bad_rows].copy()
@@ -205,6 +194,21 @@ def outcomes(dest: Destinations) -> list[IngestOutcome]:
     if not folder.is_dir():
         return []
     return [IngestOutcome.from_xcom(read_json(p)) for p in sorted(folder.glob("*.json"))]
+
+
+def _whole(started: dict, reason: str, qdir: Path, warnings: tuple[str, ...] = ()) -> IngestOutcome:
+    """The outcome of an entry quarantined whole, before any row was read."""
+    return IngestOutcome(
+        **started,
+        status="quarantined",
+        reason=reason,
+        rows_in=0,
+        rows_accepted=0,
+        rows_quarantined=0,
+        accepted_uri=None,
+        quarantine_uri=str(qdir),
+        warnings=warnings,
+    )
 
 
 def _batch_id(
@@ -273,19 +277,13 @@ def _quarantine_entry(dest: Destinations, path: Path) -> IngestOutcome:
         f"batch {name}: {path.name!r} is {kind}, not a regular file: "
         "moved to quarantine without being read"
     )
-    outcome = IngestOutcome(
-        batch_id=batch_id,
-        source_file=path.name,
-        sha256="",
-        validated_at=datetime.now(UTC).isoformat(),
-        status="quarantined",
-        reason=reason,
-        rows_in=0,
-        rows_accepted=0,
-        rows_quarantined=0,
-        accepted_uri=None,
-        quarantine_uri=str(qdir),
-    )
+    started = {
+        "batch_id": batch_id,
+        "source_file": path.name,
+        "sha256": "",
+        "validated_at": datetime.now(UTC).isoformat(),
+    }
+    outcome = _whole(started, reason, qdir)
     qdir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(qdir / "reason.txt", reason + "\n")
     write_json_atomic(dest.outcome_path(batch_id), outcome.to_xcom())
