@@ -8,6 +8,7 @@ MLflow client, hands them to one verb module, and returns the verb's record ``to
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from ctrain.records import (
 from ctrain.settings import Settings, load_settings
 
 XCom = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -84,11 +86,20 @@ def list_landed(settings: Settings | None = None) -> list[str]:
     """Files waiting in the landing folder; learns the reference profile on first use."""
     from ctrain.ingest.batches import pending_files
     from ctrain.ingest.profile import ensure_profile
-    from ctrain.storage import clean_temp_files
+    from ctrain.storage import clean_temp_files, stale_hidden
 
     s = _settings(settings)
     for folder in (s.accepted_dir, s.quarantine_dir, s.outcomes_dir, s.labels_dir, s.processed_dir):
         clean_temp_files(folder)
+    for folder in (s.landing_dir, s.labels_landing_dir):
+        for path, age in stale_hidden(folder):
+            log.warning(
+                "%s has been in %s for %.1f h: hidden names are taken for uploads in flight and "
+                "skipped; rename it to have it ingested, or remove it",
+                path.name,
+                folder,
+                age / 3600,
+            )
     files = pending_files(s)
     ensure_profile(s, files)
     return [str(p) for p in files]

@@ -110,6 +110,21 @@ def landed(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
+def stale_hidden(folder: Path, min_age_s: float = 3600) -> list[tuple[Path, float]]:
+    """Hidden entries of ``folder`` older than ``min_age_s``, with their age in seconds: an
+    upload that never finished, or a file someone hid. Ingest leaves them; it reports them."""
+    if not folder.is_dir():
+        return []
+    now, out = time.time(), []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            with contextlib.suppress(FileNotFoundError):
+                age = now - p.lstat().st_mtime
+                if age >= min_age_s:
+                    out.append((p, age))
+    return out
+
+
 def is_regular_file(path: Path) -> bool:
     """A regular file itself: not a symbolic link (to anything), folder, pipe, socket or device."""
     try:

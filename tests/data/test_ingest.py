@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -405,3 +406,20 @@ def test_the_window_follows_arrival_and_a_repeated_id_keeps_its_latest_row(setti
     both = steps.assemble(RunContext().to_xcom(), settings)
     assert both["rows_superseded"] == 100
     assert both["rows_train"] + both["rows_holdout"] == 2 * 1500 - 100
+
+
+def test_a_hidden_file_left_in_landing_is_reported_not_taken(settings, source, caplog):
+    import time
+
+    source.write_batch(0, settings.landing_dir)
+    fresh = settings.landing_dir / ".uploading.parquet"
+    old = settings.landing_dir / ".forgotten.csv"
+    for p in (fresh, old):
+        p.write_bytes(b"x")
+    day_ago = time.time() - 86400
+    os.utime(old, (day_ago, day_ago))
+    with caplog.at_level("WARNING", logger="ctrain.steps"):
+        assert [Path(p).name for p in steps.list_landed(settings)] == ["batch_0000.parquet"]
+    assert ".forgotten.csv has been in" in caplog.text and "24.0 h" in caplog.text
+    assert ".uploading.parquet" not in caplog.text
+    assert old.exists() and fresh.exists()  # left where they are
