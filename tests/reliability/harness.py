@@ -141,7 +141,7 @@ from ctrain.records import RunContext
 from ctrain.settings import load_settings
 from ctrain.tracking import configure
 
-threads, go, tag = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+threads, go, tag, spread = int(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
 settings = load_settings()
 client = configure(settings)
 results, lock = [], threading.Lock()
@@ -151,13 +151,18 @@ def call(i):
     ctx = RunContext(run_id=f"{tag}-{i}", trigger_reason="race")
     while not os.path.exists(go):
         time.sleep(0.01)
+    # A third burst at once; the rest spread over the window, still overlapping (the lock is
+    # busy most of it), but reading the champion at different moments, so moves really happen.
+    if rng.random() > 0.3:
+        time.sleep(rng.uniform(0, spread))
     try:
         if rng.random() < 0.6:
             rec = manual_promote(settings, rng.choice(["1", "2", "3"]), ctx, client)
         else:
             rec = rollback(settings, ctx, client)
         out = {"outcome": rec.decision, "rule": rec.rule, "moved": rec.moved,
-               "before": rec.champion_before, "after": rec.champion_after}
+               "before": rec.champion_before, "after": rec.champion_after,
+               "why": rec.reason[:160]}
     except PromotionRefused as exc:
         out = {"outcome": "refused", "moved": False, "why": str(exc)[:200]}
     except LockTimeout as exc:
@@ -246,7 +251,7 @@ def race(tmp: Path, racers: int, lock: str) -> dict[str, Any]:
         per = [racers // procs + (i < racers % procs) for i in range(procs)]
         children = [
             subprocess.Popen(
-                [sys.executable, "-c", _RACER, str(n), str(go), f"p{i}"],
+                [sys.executable, "-c", _RACER, str(n), str(go), f"p{i}", str(0.3 * racers)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -478,6 +483,18 @@ def kill_ingest(tmp: Path, n: int, rng: random.Random) -> dict[str, Any]:
 # The document ---------------------------------------------------------------------------------
 
 
+RACE_NOTE = [
+    "Each call is a manual promote (60%, of version 1, 2 or 3) or a rollback, from threads in four",
+    "processes; a third start at once, the rest spread over a minute, so they overlap at the lock.",
+    "Outcomes: `manual_promote` and `rollback` moved the champion; `stale_champion`: it moved",
+    "between the call's read and its turn at the lock, so nothing moved; `already_champion`: a",
+    "promote of the serving version, recorded as no move; `refused`: no such move is allowed (a",
+    "rollback with no earlier champion on record). After the race the next command reconciles,",
+    "then the records are held against the moves the calls report.",
+    "",
+]
+
+
 def render(r: dict[str, Any], machine: str) -> str:
     lines = [
         "# Reliability: bad inputs, racing promoters, kills",
@@ -496,7 +513,7 @@ def render(r: dict[str, Any], machine: str) -> str:
         lines.append(f"- not as expected: {w}")
     for w in r["inputs"]["lost"]:
         lines.append(f"- lost: {w}")
-    lines += ["", "## 2. Racing promoters", ""]
+    lines += ["", "## 2. Racing promoters", "", *RACE_NOTE]
     lines += [
         "| lock | calls | outcomes | moves the calls report | moves recorded | history true | peak lock DB connections |",
         "|---|---|---|---|---|---|---|",
