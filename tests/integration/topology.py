@@ -178,9 +178,9 @@ def pg_owned_databases(owners: dict[str, str]) -> Iterator[dict[str, str]]:
             with conn.cursor() as cur:
                 for role in sorted(set(owners.values())):
                     cur.execute(
-                        sql.SQL(
-                            "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
-                        ).format(sql.Identifier(role))
+                        sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(
+                            sql.Identifier(role)
+                        )
                     )
                 for db in created:
                     ident, role = sql.Identifier(db), sql.Identifier(owners[db])
