@@ -174,7 +174,7 @@ def _try(settings, err):
 
 
 def test_waiting_for_the_postgres_lock_holds_no_connection(make_settings, pg_database):
-    """40 waiters while one holds: the server sees the holder and a few short tries, not 41."""
+    """40 waiters while one holds: the server sees the holder and at most four tries, not 41."""
     import psycopg2
 
     from ctrain.promotion.lock import promotion_lock
@@ -211,4 +211,6 @@ def test_waiting_for_the_postgres_lock_holds_no_connection(make_settings, pg_dat
         t.join(timeout=180)
     watcher.close()
     assert errors == [] and sorted(entered) == list(range(40))  # every waiter got in, once
-    assert max(seen) <= 10, seen  # the holder plus a handful of tries in flight
+    # The holder plus at most four tries in flight (lock.py), and a few backends of tries that
+    # just closed, which PostgreSQL lists for a moment after their client left: not 41.
+    assert max(seen) <= 8, seen

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import random
+import threading
 import time
 from collections.abc import Iterator
 
@@ -59,13 +60,14 @@ def promotion_lock(settings: Settings) -> Iterator[None]:
 def _pg_lock(url: str, key: int, timeout: float) -> Iterator[None]:
     """The advisory lock; only its holder keeps a connection open.
 
-    A waiter connects, tries the lock once, disconnects and sleeps (backing off, with jitter), so
-    a crowd of waiting promoters costs the server a few short connections at a time instead of
-    one each for as long as they wait. A server with no connection slot left counts as busy.
+    A waiter connects, tries the lock once, disconnects and sleeps (backing off, with jitter), at
+    most four tries at a time per process, so a crowd of waiting promoters costs the server a few
+    short connections instead of one each for as long as they wait. A server with no connection
+    slot left counts as busy.
     """
     deadline = time.monotonic() + timeout
     delay = 0.02
-    while (conn := _try_lock(url, key)) is None:
+    while (conn := _try(url, key)) is None:
         left = deadline - time.monotonic()
         if left <= 0:
             raise LockTimeout(
@@ -81,6 +83,15 @@ def _pg_lock(url: str, key: int, timeout: float) -> Iterator[None]:
                 cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
         finally:
             conn.close()
+
+
+# At most this many tries in flight per process: waiting for a slot holds no connection.
+_TRIES = threading.BoundedSemaphore(4)
+
+
+def _try(url: str, key: int):
+    with _TRIES:
+        return _try_lock(url, key)
 
 
 def _try_lock(url: str, key: int):

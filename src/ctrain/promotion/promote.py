@@ -221,37 +221,56 @@ def refusal(settings: Settings, client, version: str) -> str | None:
     return None
 
 
-def _refuse(settings: Settings, client, key: str, version: str, why: str, ctx: RunContext):
-    """Record a refused manual move (nothing moves), then raise with the reason."""
-    rec = move_champion(
-        settings,
-        client,
-        key=key,
-        action=DecisionKind.REJECTED,
-        expected=current_champion(client, settings.model_name),
-        new_version=version,
-        rule="refused",
-        reason=why,
-        ctx=ctx,
-    )
-    raise PromotionRefused(f"{why} (recorded: {rec.record_run_id})")
-
-
-def manual_promote(settings: Settings, version: str, ctx: RunContext, client) -> Decision:
-    """Make ``version`` champion by hand; it must be one that may serve (``refusal``)."""
-    name, version = settings.model_name, str(version)
-    key = f"{ctx.dag_id}/{ctx.run_id}/manual/v{version}"
+def _move_by_hand(
+    settings: Settings,
+    client,
+    *,
+    action: DecisionKind,
+    version: str,
+    expected: str | None,
+    reason: str,
+    ctx: RunContext,
+) -> Decision:
+    """A person's move (promote or rollback) of ``champion`` to ``version``: refused with a record
+    when ``version`` may not serve, else a compare-and-set against ``expected``."""
+    key = f"{ctx.dag_id}/{ctx.run_id}/{action}/v{version}"
     why = refusal(settings, client, version)
     if why:
-        _refuse(settings, client, key, version, why, ctx)
+        rec = move_champion(
+            settings,
+            client,
+            key=key,
+            action=DecisionKind.REJECTED,
+            expected=expected,
+            new_version=version,
+            rule="refused",
+            reason=why,
+            ctx=ctx,
+        )
+        raise PromotionRefused(f"{why} (recorded: {rec.record_run_id})")
+    rule = "manual" if action == DecisionKind.MANUAL_PROMOTE else str(action)
     return move_champion(
         settings,
         client,
         key=key,
-        action=DecisionKind.MANUAL_PROMOTE,
-        expected=current_champion(client, name),
+        action=action,
+        expected=expected,
         new_version=version,
-        rule="manual",
+        rule=rule,
+        reason=reason,
+        ctx=ctx,
+    )
+
+
+def manual_promote(settings: Settings, version: str, ctx: RunContext, client) -> Decision:
+    """Make ``version`` champion by hand; it must be one that may serve (``refusal``)."""
+    version = str(version)
+    return _move_by_hand(
+        settings,
+        client,
+        action=DecisionKind.MANUAL_PROMOTE,
+        version=version,
+        expected=current_champion(client, settings.model_name),
         reason=f"manual promote of version {version} by {ctx.trigger_reason}",
         ctx=ctx,
     )
@@ -274,18 +293,12 @@ def rollback(
         if not to_version:
             raise PromotionRefused(f"no earlier champion of {name} is on record; pass --to VERSION")
     to_version = str(to_version)
-    key = f"{ctx.dag_id}/{ctx.run_id}/rollback/v{to_version}"
-    why = refusal(settings, client, to_version)
-    if why:
-        _refuse(settings, client, key, to_version, why, ctx)
-    return move_champion(
+    return _move_by_hand(
         settings,
         client,
-        key=key,
         action=DecisionKind.ROLLBACK,
+        version=to_version,
         expected=current,
-        new_version=to_version,
-        rule="rollback",
         reason=f"rollback from {current} to {to_version}: {ctx.trigger_reason}",
         ctx=ctx,
     )
