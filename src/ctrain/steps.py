@@ -37,10 +37,6 @@ def _client(settings: Settings):
     return configure(settings)
 
 
-# What a ct_training run may be given: its form's params, and the monitor's evidence.
-TRAINING_CONF_KEYS = frozenset({"window", "dry_run", "force", "reason", "evidence_uri"})
-
-
 class UnknownConf(ValueError):
     """A run was triggered with conf keys it does not know (a typo would run a real training)."""
 
@@ -56,13 +52,13 @@ def run_context(
     """Who started a ct_training run and why, from what Airflow knows of the run.
 
     Raises:
-        UnknownConf: ``conf`` holds a key ct_training does not know; the message lists the valid.
+        UnknownConf: ``conf`` holds a key that is neither one of the run's params (its form) nor
+            the monitor's ``evidence_uri``; the message lists the valid ones.
     """
-    unknown = sorted(set(conf or {}) - TRAINING_CONF_KEYS)
+    valid = {*params, "evidence_uri"}
+    unknown = sorted(set(conf or {}) - valid)
     if unknown:
-        raise UnknownConf(
-            f"unknown conf keys {unknown}; ct_training takes {sorted(TRAINING_CONF_KEYS)}"
-        )
+        raise UnknownConf(f"unknown conf keys {unknown}; ct_training takes {sorted(valid)}")
     kind = run_type.lower()
     if "asset" in kind:
         reason = f"new accepted data ({asset_events} asset event(s))"

@@ -127,7 +127,7 @@ def route_file(
     }
     renamed = (
         ()
-        if _base_id(path.stem, sha)[1]
+        if PLAIN_NAME.fullmatch(path.stem)
         else (f"file name {path.name!r} is not a plain batch name; its batch id is {batch_id}",)
     )
     try:
