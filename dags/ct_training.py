@@ -20,6 +20,29 @@ from ctrain_common import ACCEPTED, DEFAULT_ARGS, TRAINING, settings
 
 CRON = CronTriggerTimetable(settings().schedules.training, timezone="UTC")
 
+# The trigger form; a run given any other conf key fails (a typo would run a real training).
+PARAMS = {
+    "window": Param(
+        0,
+        type="integer",
+        minimum=0,
+        description="Most recent accepted batches to train on; 0 = all.",
+    ),
+    "dry_run": Param(
+        False, type="boolean", description="Compare and record, but never move champion."
+    ),
+    "force": Param(
+        False,
+        type="boolean",
+        description="Promote if validation and floors pass, even without a significant gain.",
+    ),
+    "reason": Param(
+        "manual trigger",
+        type="string",
+        description="Why this run: goes into the decision record.",
+    ),
+}
+
 
 @dag(
     dag_id=TRAINING,
@@ -33,27 +56,7 @@ CRON = CronTriggerTimetable(settings().schedules.training, timezone="UTC")
     default_args=DEFAULT_ARGS | {"retry_delay": timedelta(seconds=30)},
     tags=["ctrain", "training"],
     doc_md=__doc__,
-    params={
-        "window": Param(
-            0,
-            type="integer",
-            minimum=0,
-            description="Most recent accepted batches to train on; 0 = all.",
-        ),
-        "dry_run": Param(
-            False, type="boolean", description="Compare and record, but never move champion."
-        ),
-        "force": Param(
-            False,
-            type="boolean",
-            description="Promote if validation and floors pass, even without a significant gain.",
-        ),
-        "reason": Param(
-            "manual trigger",
-            type="string",
-            description="Why this run: goes into the decision record.",
-        ),
-    },
+    params=PARAMS,
 )
 def ct_training():
     @task
@@ -70,6 +73,7 @@ def ct_training():
                 run_type=str(getattr(dag_run, "run_type", "manual")),
                 params=dict(params),
                 conf=dag_run.conf,
+                declared=set(PARAMS),
                 asset_events=sum(len(evs) for evs in (triggering_asset_events or {}).values()),
             )
         except steps.UnknownConf as exc:  # fail at once: a retry cannot fix the trigger

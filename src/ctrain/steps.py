@@ -48,14 +48,19 @@ def run_context(
     params: dict[str, Any],
     conf: dict[str, Any] | None = None,
     asset_events: int = 0,
+    *,
+    declared: set[str],
 ) -> XCom:
     """Who started a ct_training run and why, from what Airflow knows of the run.
 
+    ``declared`` are the params the DAG declares (its form). Not the run's ``params``: Airflow
+    merges every conf key into those, a misspelt one included.
+
     Raises:
-        UnknownConf: ``conf`` holds a key that is neither one of the run's params (its form) nor
-            the monitor's ``evidence_uri``; the message lists the valid ones.
+        UnknownConf: ``conf`` holds a key that is neither a declared param nor the monitor's
+            ``evidence_uri``; the message lists the valid ones.
     """
-    valid = {*params, "evidence_uri"}
+    valid = {*declared, "evidence_uri"}
     unknown = sorted(set(conf or {}) - valid)
     if unknown:
         raise UnknownConf(f"unknown conf keys {unknown}; ct_training takes {sorted(valid)}")

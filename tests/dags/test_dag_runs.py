@@ -93,6 +93,18 @@ def test_a_broken_batch_is_quarantined_and_nothing_is_trained(dagbag, settings, 
     assert list_decisions(client, settings) == []
 
 
+def test_a_misspelt_conf_key_fails_the_training_run_before_it_trains(
+    dagbag, settings, client, ingested
+):
+    ingested(3)
+    run = dagbag.get_dag("ct_training").test(run_conf={"dryrun": True})  # meant: dry_run
+    states = _states(run)
+    assert str(run.state) == "failed", states
+    assert states["run_context"] == "failed" and states["train"] != "success", states
+    assert client.search_registered_models() == []  # nothing trained, nothing registered
+    assert list_decisions(client, settings) == []
+
+
 def test_airflow_loads_the_plugin_and_its_links():
     out = subprocess.run(
         [str(os.path.join(os.path.dirname(sys.executable), "airflow")), "plugins", "-o", "json"],

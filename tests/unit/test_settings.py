@@ -104,9 +104,15 @@ def test_ct_training_refuses_conf_keys_it_does_not_know():
     from ctrain import steps
 
     params = {"window": 0, "dry_run": False, "force": False, "reason": "r"}
+    # What the task sees: Airflow has merged the conf's keys into its params, the typo included.
+    merged = params | {"dryrun": True}
     with pytest.raises(steps.UnknownConf, match=r"\['dryrun'\].*'dry_run'"):
-        steps.run_context("ct_training", "r1", "manual", params, {"dryrun": True})
-    ok = steps.run_context("ct_training", "r1", "manual", params, {"reason": "x", "window": 2})
+        steps.run_context(
+            "ct_training", "r1", "manual", merged, {"dryrun": True}, declared=set(params)
+        )
+    ok = steps.run_context(
+        "ct_training", "r1", "manual", params, {"reason": "x", "window": 2}, declared=set(params)
+    )
     assert ok["trigger_reason"] == "x"
 
 
