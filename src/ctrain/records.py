@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from datetime import UTC, datetime
-from enum import StrEnum
+from enum import Enum, StrEnum
 from functools import cache
 from typing import Any, Self
 
@@ -48,12 +48,22 @@ def _tuple_fields(cls: type) -> frozenset[str]:
     )
 
 
+def _plain(value: Any) -> Any:
+    """What JSON holds: a list for a tuple, the value of an enum (a DecisionKind is a str, but
+    an XCom or a log should show "promoted", not the enum)."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
 class Record:
     """``to_xcom``/``from_xcom`` for a frozen dataclass of JSON-able fields."""
 
     def to_xcom(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)  # type: ignore[call-overload]
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        return {k: _plain(v) for k, v in out.items()}
 
     @classmethod
     def from_xcom(cls, data: dict[str, Any]) -> Self:
