@@ -101,3 +101,34 @@ def test_the_evidence_includes_evidently_html_and_an_mlflow_run(delayed, client)
         "summary.json",
         "data_drift.html",
     }
+
+
+def test_one_monitor_run_reads_the_champion_once_for_all_its_windows(delayed):
+    from mlflow import MlflowClient
+
+    from ctrain.monitoring.check import check_due_windows
+    from ctrain.tracking import configure
+
+    settings = delayed()
+    src = DemoSource(**settings.demo.model_dump())
+    bootstrap_champion(settings, src)
+    for i in range(3, 6):
+        src.write_batch(i, settings.landing_dir, with_labels=False)
+    for p in steps.list_landed(settings):
+        steps.ingest_one(p, settings)
+    for b in steps.unscored(settings):
+        steps.score(b, settings)
+
+    configure(settings)
+    uri = settings.resolved_tracking_uri
+
+    class Counting(MlflowClient):  # a real client that counts what the monitor asks of it
+        reads = 0
+
+        def get_model_version(self, *args, **kwargs):
+            Counting.reads += 1
+            return super().get_model_version(*args, **kwargs)
+
+    checks = check_due_windows(settings, Counting(uri, uri))
+    assert len(checks) == 6  # the 3 windows of the champion's data and the 3 new ones
+    assert Counting.reads == 1  # the champion's version, tags and reference: once per run
