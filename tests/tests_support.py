@@ -1,5 +1,7 @@
 """Paths and helpers shared by tests."""
 
+import contextlib
+import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -7,6 +9,16 @@ DAGS = REPO / "dags"
 # What the DAG files share; imported by them, not a DAG file itself (see dags/.airflowignore).
 DAG_SHARED = DAGS / "ctrain_common.py"
 DAG_FILES = sorted(p for p in DAGS.glob("*.py") if p != DAG_SHARED)
+
+# A candidate list that trains a deliberately weak model (a depth-1 tree).
+WEAK = [
+    {
+        "name": "stump",
+        "estimator": "sklearn.tree.DecisionTreeClassifier",
+        "params": {"max_depth": 1},
+        "grid": {},
+    }
+]
 
 
 def load_dagbag():
@@ -28,3 +40,37 @@ def bootstrap_champion(settings, src, n: int = 3) -> None:
         steps.ingest_one(p, settings)
     steps.ingest_labels(settings)
     steps.run_training(RunContext(run_id="bootstrap"), settings=settings)
+
+
+@contextlib.contextmanager
+def browser():
+    """Headless Debian Chromium driven by Selenium (``chromium`` and ``chromium-driver``)."""
+    import pytest
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.fail(
+            "the browser tests need Debian's chromium and chromium-driver "
+            "(`apt-get install chromium chromium-driver`; .ci/run and make test install them)"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,2400",
+    ):
+        options.add_argument(flag)
+    d = webdriver.Chrome(options=options, service=Service(executable_path=driver))
+    try:
+        yield d
+    finally:
+        d.quit()

@@ -69,24 +69,26 @@ def cmd_status(settings: Settings, args) -> int:
 def cmd_promote(settings: Settings, args) -> int:
     from ctrain.promotion.promote import manual_promote
 
-    ctx = RunContext(dag_id="cli", trigger_reason=args.reason or f"ctrain promote by {_user()}")
-    rec = manual_promote(settings, str(args.version), ctx, _client(settings))
-    print(
-        f"{rec.decision}: champion {rec.champion_before} -> {rec.champion_after} ({rec.reason}); "
-        f"record {rec.record_run_id}"
+    ctx = RunContext(
+        dag_id="cli",
+        trigger_reason=args.reason or f"ctrain promote by {_user()}",
+        started_by=f"{_user()} (ctrain CLI)",
     )
+    rec = manual_promote(settings, str(args.version), ctx, _client(settings))
+    print(f"{rec.headline} ({rec.reason}); record {rec.record_run_id}")
     return 0 if rec.moved else 1
 
 
 def cmd_rollback(settings: Settings, args) -> int:
     from ctrain.promotion.promote import rollback
 
-    ctx = RunContext(dag_id="cli", trigger_reason=args.reason or f"ctrain rollback by {_user()}")
-    rec = rollback(settings, ctx, _client(settings), to_version=args.to)
-    print(
-        f"{rec.decision}: champion {rec.champion_before} -> {rec.champion_after}; "
-        f"record {rec.record_run_id}"
+    ctx = RunContext(
+        dag_id="cli",
+        trigger_reason=args.reason or f"ctrain rollback by {_user()}",
+        started_by=f"{_user()} (ctrain CLI)",
     )
+    rec = rollback(settings, ctx, _client(settings), to_version=args.to)
+    print(f"{rec.headline}; record {rec.record_run_id}")
     return 0 if rec.moved else 1
 
 
@@ -216,7 +218,7 @@ def cmd_demo(settings: Settings, args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # The demo's labels arrive late, as separate files; every Airflow process inherits this.
     os.environ["CTRAIN_DATASET__LABELS"] = "delayed"
-    return run_demo(load_settings(args.project))
+    return run_demo(load_settings(args.project), approval=args.approval)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,9 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "init", help="create CTRAIN_HOME, the MLflow store and Airflow's database"
     ).set_defaults(fn=cmd_init)
-    sub.add_parser(
-        "demo", help="run the whole loop through Airflow on generated data"
-    ).set_defaults(fn=cmd_demo)
+    s = sub.add_parser("demo", help="run the whole loop through Airflow on generated data")
+    s.add_argument(
+        "--approval",
+        action="store_true",
+        help="the stream's promotions wait for approval (Airflow's Required Actions); the "
+        "demo approves through the REST API",
+    )
+    s.set_defaults(fn=cmd_demo)
     s = sub.add_parser("status", help="champion, challenger and recent decisions")
     s.add_argument("--limit", type=int, default=10)
     s.add_argument("--json", action="store_true")

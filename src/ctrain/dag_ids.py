@@ -7,3 +7,7 @@ BATCH_INFERENCE = "ct_batch_inference"
 DRIFT_MONITOR = "ct_drift_monitor"
 
 ALL = (INGEST, TRAINING, BATCH_INFERENCE, DRIFT_MONITOR)
+
+# The XCom key under which a task leaves the one line its DAG run's note shows (the plugin's
+# listener writes it on the run when the run ends).
+NOTE_KEY = "ctrain_note"

@@ -69,20 +69,16 @@ def _show_decision(settings: Settings) -> None:
     from ctrain.tracking import configure
 
     d = list_decisions(configure(settings), settings, limit=1)[0]
-    print(
-        f"    decision: {d.decision} (rule {d.rule}): "
-        f"champion {d.champion_before or 'none'} -> {d.champion_after}"
-    )
+    print(f"    decision: {d.headline}")
     print(f"      {d.reason}")
-    if d.challenger_metric is not None:
-        champ = f", champion {d.champion_metric:.4f}" if d.champion_metric is not None else ""
-        print(
-            f"      {d.metric}: challenger v{d.challenger_version} {d.challenger_metric:.4f}{champ}"
-        )
 
 
-def run_demo(settings: Settings) -> int:
-    """Run the demo in an empty ``CTRAIN_HOME``; prints what happened and where to look."""
+def run_demo(settings: Settings, approval: bool = False) -> int:
+    """Run the demo in an empty ``CTRAIN_HOME``; prints what happened and where to look.
+
+    With ``approval``, the stream's promotions wait for a person (``promotion.approval:
+    required``); the demo approves through Airflow's REST API as the admin user.
+    """
     log = settings.root / "logs" / "demo.log"
     src = DemoSource(**settings.demo.model_dump())
     print(f"ctrain demo in {settings.root} (Airflow output: {log})")
@@ -104,7 +100,12 @@ def run_demo(settings: Settings) -> int:
         f"4. The stream, under the real scheduler: batches {STREAM_START}..{STREAM_END - 1} one at a time, "
         f"each with the previous batch's labels; batch {BROKEN} has 6% broken rows; drift from batch {DRIFT_FROM} on"
     )
-    timeline = run_stream(settings, log.parent, broken={BROKEN})
+    if approval:
+        print("   (promotion.approval: required: each promotion waits in Required Actions)")
+    with stream_services(settings, log.parent, approval) as af:
+        timeline = run_stream(
+            settings, af, broken={BROKEN}, approve="Approve" if approval else None
+        )
     print_timeline(settings, timeline)
     _show_outcomes(settings, seen)
 
@@ -140,23 +141,37 @@ def _wait(what: str, done, services, timeout: float) -> None:
         time.sleep(2)
 
 
+def stream_services(settings: Settings, log_dir: Path, approval: bool = False):
+    """Airflow's services for ``run_stream`` (a context manager); with ``approval``, ct_training
+    waits for a person before each promotion."""
+    from ctrain.runtime import AirflowServices
+
+    env = {"CTRAIN_TRAIN_ON_NEW_DATA": "false", "CTRAIN_DATASET__LABELS": settings.dataset.labels}
+    if approval:
+        env["CTRAIN_PROMOTION__APPROVAL"] = "required"
+    return AirflowServices(settings, log_dir / "airflow", env)
+
+
 def run_stream(
     settings: Settings,
-    log_dir: Path,
+    af,
     start: int = STREAM_START,
     drift_from: int = DRIFT_FROM,
     stop: int = STREAM_END,
     broken: frozenset[int] | set[int] = frozenset(),
+    approve: str | None = None,
 ) -> list[dict]:
-    """Feed batches one at a time through the real scheduler; return the timeline.
+    """Feed batches one at a time through the real scheduler of ``af`` (``stream_services``);
+    return the timeline.
 
     Each batch lands with the previous batch's labels; ``ct_ingest`` is triggered, and the assets
     chain it to ``ct_batch_inference`` and ``ct_drift_monitor``, which asks ``ct_training`` to run
     when drift persists. Covariate shift and a changed label rule start at batch ``drift_from``.
+    With ``approve`` (``Approve`` or ``Reject``), a promotion waiting for approval is answered
+    through Airflow's REST API as the admin user, as a person would in the UI.
     """
     from ctrain.monitoring.trigger import trigger_log
     from ctrain.promotion.decisions import list_decisions
-    from ctrain.runtime import AirflowServices
     from ctrain.tracking import configure
 
     src = DemoSource(
@@ -168,49 +183,59 @@ def run_stream(
         }
     )
     client = configure(settings)
-    env = {"CTRAIN_TRAIN_ON_NEW_DATA": "false", "CTRAIN_DATASET__LABELS": settings.dataset.labels}
     timeline = []
-    with AirflowServices(settings, log_dir / "airflow", env) as af:
-        for i in range(start, stop):
-            t0 = time.monotonic()
-            n_decisions = len(list_decisions(client, settings, limit=100))
-            n_requests = len(trigger_log(settings))
-            if i in broken:
-                write_parquet_atomic(
-                    settings.landing_dir / f"batch_{i:04d}.parquet", _broken_rows(src, i)
-                )
-            else:
-                src.write_batch(i, settings.landing_dir, with_labels=False)
-            src.write_labels(i - 1, settings.labels_landing_dir)
-            af.trigger(dag_ids.INGEST)
-            verdict = settings.monitor_dir / "last_verdict.json"
-            batch_id = f"batch_{i:04d}"
-            _wait(
-                f"the monitor's verdict on batch {i}",
-                lambda v=verdict, b=batch_id: (
-                    v.exists() and b in json.loads(v.read_text())["windows"]
-                ),
-                af,
-                600,
+    for i in range(start, stop):
+        t0 = time.monotonic()
+        n_decisions = len(list_decisions(client, settings, limit=100))
+        n_requests = len(trigger_log(settings))
+        if i in broken:
+            write_parquet_atomic(
+                settings.landing_dir / f"batch_{i:04d}.parquet", _broken_rows(src, i)
             )
-            requested = len(trigger_log(settings)) > n_requests
-            entry = {"batch": i, "drift_from": drift_from, "seconds": 0.0, "requested": requested}
-            if requested:
-                print(
-                    f"    batch {i}: the monitor asked for retraining; waiting for ct_training",
-                    flush=True,
-                )
-                _wait(
-                    "ct_training's decision",
-                    lambda n=n_decisions: len(list_decisions(client, settings, limit=100)) > n,
-                    af,
-                    900,
-                )
-                entry["decision"] = list_decisions(client, settings, limit=1)[0]
-            entry["seconds"] = time.monotonic() - t0
-            timeline.append(entry)
-            print(f"    batch {i} done in {entry['seconds']:.0f}s", flush=True)
+        else:
+            src.write_batch(i, settings.landing_dir, with_labels=False)
+        src.write_labels(i - 1, settings.labels_landing_dir)
+        af.trigger(dag_ids.INGEST)
+        verdict = settings.monitor_dir / "last_verdict.json"
+        batch_id = f"batch_{i:04d}"
+        _wait(
+            f"the monitor's verdict on batch {i}",
+            lambda v=verdict, b=batch_id: v.exists() and b in json.loads(v.read_text())["windows"],
+            af,
+            600,
+        )
+        requested = len(trigger_log(settings)) > n_requests
+        entry = {"batch": i, "drift_from": drift_from, "seconds": 0.0, "requested": requested}
+        if requested:
+            print(
+                f"    batch {i}: the monitor asked for retraining; waiting for ct_training",
+                flush=True,
+            )
+
+            def decided(n=n_decisions) -> bool:
+                return len(list_decisions(client, settings, limit=100)) > n
+
+            if approve:
+                _wait("an approval request", lambda: decided() or _answer(af, approve), af, 900)
+            _wait("ct_training's decision", decided, af, 900)
+            entry["decision"] = list_decisions(client, settings, limit=1)[0]
+        entry["seconds"] = time.monotonic() - t0
+        timeline.append(entry)
+        print(f"    batch {i} done in {entry['seconds']:.0f}s", flush=True)
     return timeline
+
+
+def _answer(af, option: str) -> bool:
+    """Answer ct_training's pending approval request, if there is one; True once answered."""
+    pending = af.pending_approvals(dag_ids.TRAINING)
+    if not pending:
+        return False
+    print(f"    approval requested: {pending[0]['subject']}", flush=True)
+    out = af.answer(pending[0], option, f"{option.lower()}d in the demo (ctrain demo --approval)")
+    print(
+        f"    {option.lower()}d by {out['responded_by']['name']} through the REST API", flush=True
+    )
+    return True
 
 
 def print_timeline(settings: Settings, timeline: list[dict]) -> None:

@@ -28,6 +28,8 @@ class DecisionKind(StrEnum):
     DRY_RUN = "dry_run"  # what would have happened, recorded; nothing moved
     PENDING = "pending"  # a record opened and not yet closed
     INTERRUPTED = "interrupted"  # its process died before the move; nothing moved
+    SKIPPED = "skipped"  # no new version: the window and config are those of an existing one
+    EXPIRED = "expired"  # a promotion waited for approval and no one answered in time
 
 
 MOVES_CHAMPION = frozenset(
@@ -88,6 +90,7 @@ class RunContext(Record):
     force: bool = False
     evidence_uri: str = ""
     window: int | None = None  # most recent accepted batches to train on; None = the settings'
+    started_by: str = ""  # who or what asked: a user name, "schedule", "ct_drift_monitor", ...
 
     def __post_init__(self) -> None:
         if not self.run_id:
@@ -207,6 +210,16 @@ class Comparison(Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class ApprovalAnswer(Record):
+    """A person's answer to an approval request (Airflow's human-in-the-loop task)."""
+
+    outcome: str  # approved | rejected | expired
+    approver: str | None  # None when no one answered
+    comment: str = ""
+    answered_at: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Decision(Record):
     """One decision record: what happened to ``champion``, why, and on whose request.
 
@@ -233,6 +246,12 @@ class Decision(Record):
     ci_high: float | None = None
     move: int | None = None  # the move's place in the champion's history (1, 2, ...), if it moved
     replayed: bool = False  # a retry that found this record already finished
+    started_by: str | None = None  # who asked: a person (UI, CLI, approver) or the DAG that did
+    trigger_evidence: str | None = None  # the monitor's retrain request, as an MLflow artifact URI
+    comparison_uri: str | None = None  # the full comparison (floors, slices), an artifact URI
+    headline: str = ""  # the decision in one line: run name, DAG run note, log line
+    approver: str | None = None  # who approved or rejected it, when approval is required
+    approval_comment: str | None = None
 
     @property
     def moved(self) -> bool:
@@ -316,5 +335,6 @@ class RetrainVerdict(Record):
     suppressed_by: str | None
     decided_at: str
     key: str = ""  # the monitor run that decided; a request is logged once per key
-    evidence_uri: str | None = None  # the request's evidence file, when it triggers
+    evidence_uri: str | None = None  # the request's evidence (an MLflow artifact), when it triggers
+    evidence_run_id: str | None = None  # the monitoring experiment's run that holds it
     window: int = 0  # the retrain trains on this many recent batches (0 = all)

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from ctrain import dag_ids
 from ctrain.settings import Settings, project_root
@@ -127,6 +128,8 @@ class AirflowServices:
     ):
         self.settings, self.log_dir, self.grace = settings, log_dir, grace
         port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        self._token: str | None = None
         self.env = (
             airflow_env(settings)
             | {
@@ -184,6 +187,97 @@ class AirflowServices:
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)
+
+    def admin_password(self) -> str:
+        """The generated password of Airflow's ``admin`` user (SimpleAuthManager)."""
+        import json
+
+        path = self.settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+        return json.loads(path.read_text())["admin"]
+
+    def token(self, username: str = "admin", password: str | None = None) -> str:
+        """A JWT from ``POST /auth/token``, as the UI and the official clients get one."""
+        status, body = self.api(
+            "POST",
+            "/auth/token",
+            {"username": username, "password": password or self.admin_password()},
+            token="",
+        )
+        if status not in (200, 201):
+            raise RuntimeError(f"POST /auth/token answered {status}: {body}")
+        return body["access_token"]
+
+    def api(
+        self, method: str, path: str, body: dict | None = None, token: str | None = None
+    ) -> tuple[int, Any]:
+        """Call the API server; returns ``(status, parsed JSON or text)``. ``token=None`` logs in
+        as admin (once), ``""`` sends no credentials."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        if token is None:
+            self._token = self._token or self.token()
+            token = self._token
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base_url + path, data, headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status, raw = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode(errors="replace")
+
+    def wait_until_serving(self, timeout: float = 120) -> None:
+        """Wait until the API server answers its health check."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"an Airflow service stopped; see {self.log_dir}")
+            try:
+                if self.api("GET", "/api/v2/monitor/health", token="")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"Airflow's API server did not answer within {timeout:.0f}s")
+
+    def pending_approvals(self, dag_id: str) -> list[dict]:
+        """Human-in-the-loop requests of ``dag_id`` that no one has answered."""
+        status, body = self.api(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/~/hitlDetails?response_received=false"
+        )
+        if status != 200:
+            raise RuntimeError(f"listing approvals answered {status}: {body}")
+        return list(body["hitl_details"])
+
+    def answer(self, detail: dict, option: str, comment: str, token: str | None = None) -> dict:
+        """Answer a human-in-the-loop request as a person does in the UI, no sooner than 5 s
+        after it was asked: Airflow 3.3.2's scheduler retries the task (and asks again) when the
+        answer lands while it is still handling the task's pause."""
+        import time
+        from datetime import UTC, datetime
+
+        asked = datetime.fromisoformat(detail["created_at"].replace("Z", "+00:00"))
+        time.sleep(max(0.0, 5 - (datetime.now(UTC) - asked).total_seconds()))
+        ti = detail["task_instance"]
+        path = (
+            f"/api/v2/dags/{ti['dag_id']}/dagRuns/{ti['dag_run_id']}/taskInstances/"
+            f"{ti['task_id']}/{ti['map_index']}/hitlDetails"
+        )
+        body = {"chosen_options": [option], "params_input": {"comment": comment}}
+        status, out = self.api("PATCH", path, body, token=token)
+        if status != 200:
+            raise RuntimeError(f"answering {path} answered {status}: {out}")
+        return out
 
     def trigger(
         self, dag_id: str, conf: dict | None = None, timeout: float = 300, run_id: str | None = None

@@ -274,6 +274,14 @@ class PromotionConfig(_Strict):
     slice_tolerance: float = Field(0.05, ge=0)
     slice_min_rows: int = Field(50, ge=1)
     lock_timeout_s: float = Field(60.0, gt=0)
+    approval: Literal["auto", "required"] = Field(
+        "auto",
+        description="required: ct_training waits for a person (Airflow's Required Actions) "
+        "before a challenger that won its comparison is promoted",
+    )
+    approval_timeout_minutes: float = Field(
+        1440, gt=0, description="an approval unanswered this long expires: nothing is promoted"
+    )
 
 
 class DriftMethod(_Strict):

@@ -1,10 +1,13 @@
-"""What ``ctrain status`` shows: the models behind the aliases and the recent decisions."""
+"""What people see of ctrain's records: ``ctrain status`` in a terminal, and ``overview`` for the
+ctrain view in Airflow's UI (the serving model, the history of decisions, the monitored windows)."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from ctrain.promotion.decisions import list_decisions
+from ctrain.promotion.decisions import headline, list_decisions
+from ctrain.records import Decision, WindowCheck
 from ctrain.registry import CHALLENGER, CHAMPION, aliased_version
 from ctrain.settings import Settings
 
@@ -42,15 +45,125 @@ def format_status(report: dict[str, Any], metric: str) -> str:
             )
         )
     lines.append(f"\nrecent decisions (newest first) for {report['model']}:")
-    lines.append(
-        f"  {'decision':<15} {'champion':<9} {'challenger':<10} {'rule':<24} trigger / reason"
-    )
     for d in report["decisions"]:
-        moved = f"{d['champion_before'] or '-'}->{d['champion_after'] or '-'}"
-        lines.append(
-            f"  {d['decision']:<15} {moved:<9} {d['challenger_version'] or '-':<10} "
-            f"{d['rule']:<24} {d['trigger_reason']}: {d['reason']}"
-        )
+        lines.append(f"  {d['decided_at'][:19].replace('T', ' ')}  {d['headline'] or headline(d)}")
+        lines.append(f"  {'':19}  trigger: {d['trigger_reason']}")
     if not report["decisions"]:
         lines.append("  (none yet)")
     return "\n".join(lines)
+
+
+def _version(client, settings: Settings, alias: str, links) -> dict[str, Any] | None:
+    """What an aliased version is: its window, figure, code, data, and where it lives in MLflow."""
+    name, metric = settings.model_name, settings.promotion.metric
+    mv = aliased_version(client, name, alias)
+    if mv is None:
+        return None
+    tags = mv.tags
+    run_id = tags.get("mlflow_run_id") or mv.run_id
+    exp_id = None
+    if run_id:
+        with contextlib.suppress(Exception):
+            exp_id = client.get_run(run_id).info.experiment_id
+    holdout = tags.get(f"holdout_{metric}")
+    return {
+        "version": str(mv.version),
+        "window": tags.get("data_window"),
+        "data_hash": tags.get("data_content_hash"),
+        "code_version": tags.get("code_version"),
+        "estimator": tags.get("estimator"),
+        "validation_status": tags.get("validation_status"),
+        "trigger_reason": tags.get("trigger_reason"),
+        "metric": metric,
+        "holdout_value": float(holdout) if holdout else None,
+        "airflow_dag_id": tags.get("airflow_dag_id"),
+        "airflow_run_id": tags.get("airflow_run_id"),
+        "description": mv.description or "",
+        "mlflow_version_url": links.model_version(name, str(mv.version)),
+        "mlflow_run_url": links.run(exp_id, run_id) if exp_id and run_id else None,
+    }
+
+
+def _decision_entry(d: Decision, links, exp_id: str | None) -> dict[str, Any]:
+    out = d.to_xcom()
+    out["headline"] = d.headline or headline(out)
+    out["moved"] = d.moved
+    url = links.run(exp_id, d.record_run_id) if exp_id else None
+    out["record_url"] = url
+    out["model_card_url"] = links.run(exp_id, d.record_run_id, "model_card.md") if exp_id else None
+    return out
+
+
+def _window_entry(w: WindowCheck, requested: set[str], links, exp_id: str | None) -> dict:
+    perf = w.performance
+    return {
+        "batch_id": w.batch_id,
+        "window_end": w.window_end,
+        "checked_at": w.checked_at,
+        "champion_version": w.champion_version,
+        "rows": w.rows,
+        "share_drifted": w.share_drifted,
+        "dataset_drift": w.dataset_drift,
+        "drifted_columns": list(w.drifted_columns),
+        "prediction_drift": w.prediction_drift,
+        "performance": perf.to_xcom(),
+        "flags": list(w.flags),
+        "retrain_requested": w.batch_id in requested,
+        "mlflow_run_url": links.run(exp_id, w.mlflow_run_id)
+        if exp_id and w.mlflow_run_id
+        else None,
+        "report_url": (
+            links.run(exp_id, w.mlflow_run_id, "data_drift.html")
+            if exp_id and w.mlflow_run_id and w.report_uri
+            else None
+        ),
+    }
+
+
+def overview(settings: Settings, client, limit: int = 200) -> dict[str, Any]:
+    """Everything the Airflow UI's ctrain view shows for the project's model, read from records.
+
+    The serving model and the challenger, the history of decisions (newest first), every
+    monitored window (oldest first) with the retrain requests, and the thresholds the monitor
+    applies. Reads MLflow and the monitor's files; computes nothing.
+    """
+    from ctrain.monitoring.check import load_summaries
+    from ctrain.monitoring.trigger import trigger_log
+    from ctrain.tracking import MlflowLinks
+
+    links = MlflowLinks(settings.mlflow_ui_url)
+    name = settings.model_name
+    decisions_exp = client.get_experiment_by_name(settings.decisions_experiment)
+    monitoring_exp = client.get_experiment_by_name(settings.monitoring_experiment)
+    d_id = decisions_exp.experiment_id if decisions_exp else None
+    m_id = monitoring_exp.experiment_id if monitoring_exp else None
+    requests = trigger_log(settings)
+    requested = {b for r in requests for b in r.flagged_windows}
+    cfg = settings.monitoring
+    return {
+        "model": name,
+        "metric": settings.promotion.metric,
+        "mlflow_model_url": f"{links.base}/#/models/{name}",
+        "champion": _version(client, settings, CHAMPION, links),
+        "challenger": _version(client, settings, CHALLENGER, links),
+        "history": [
+            _decision_entry(d, links, d_id) for d in list_decisions(client, settings, limit=limit)
+        ],
+        "windows": [_window_entry(w, requested, links, m_id) for w in load_summaries(settings)],
+        "requests": [
+            r.to_xcom()
+            | {
+                "evidence_url": links.run(m_id, r.evidence_run_id)
+                if m_id and r.evidence_run_id
+                else None
+            }
+            for r in requests
+        ],
+        "thresholds": {
+            "drift_share": cfg.drift_share,
+            "performance_drop": cfg.performance_drop,
+            "debounce": f"{cfg.debounce_k} of {cfg.debounce_n}",
+        },
+        "decisions_url": links.experiment(d_id) if d_id else None,
+        "monitoring_url": links.experiment(m_id) if m_id else None,
+    }

@@ -50,11 +50,13 @@ def run_context(
     asset_events: int = 0,
     *,
     declared: set[str],
+    user: str | None = None,
 ) -> XCom:
     """Who started a ct_training run and why, from what Airflow knows of the run.
 
     ``declared`` are the params the DAG declares (its form). Not the run's ``params``: Airflow
-    merges every conf key into those, a misspelt one included.
+    merges every conf key into those, a misspelt one included. ``user`` is the Airflow user who
+    triggered the run, when a person did.
 
     Raises:
         UnknownConf: ``conf`` holds a key that is neither a declared param nor the monitor's
@@ -65,13 +67,17 @@ def run_context(
     if unknown:
         raise UnknownConf(f"unknown conf keys {unknown}; ct_training takes {sorted(valid)}")
     kind = run_type.lower()
-    if "asset" in kind:
-        reason = f"new accepted data ({asset_events} asset event(s))"
-    elif "scheduled" in kind:
-        reason = "scheduled"
-    else:
-        reason = params["reason"]
     conf = conf or {}
+    if "asset" in kind:
+        reason, started_by = f"new accepted data ({asset_events} asset event(s))", "ct_ingest"
+    elif "scheduled" in kind:
+        reason, started_by = "scheduled", "schedule"
+    else:
+        reason, started_by = params["reason"], "a trigger"
+    if conf.get("evidence_uri"):
+        started_by = "ct_drift_monitor"
+    if user:
+        started_by = user if started_by == "a trigger" else f"{started_by} (via {user})"
     return RunContext(
         dag_id=dag_id,
         run_id=run_id,
@@ -80,6 +86,7 @@ def run_context(
         dry_run=bool(params["dry_run"]),
         force=bool(params["force"]),
         window=int(params["window"]) or None,
+        started_by=started_by,
     ).to_xcom()
 
 
@@ -114,6 +121,14 @@ def ingest_one(path: str, settings: Settings | None = None) -> XCom:
     return ingest_file(Path(path), s, load_profile(s.profile_path)).to_xcom()
 
 
+def describe_ingest(outcomes: list[XCom]) -> str:
+    """The one line a ct_ingest run leaves as its note."""
+    from ctrain.ingest.batches import describe
+    from ctrain.records import IngestOutcome
+
+    return describe([IngestOutcome.from_xcom(o) for o in outcomes])
+
+
 def ingest_labels(settings: Settings | None = None) -> list[XCom]:
     """Validate every waiting label file; returns one outcome per file."""
     from ctrain.ingest.labels import ingest_label_file, pending_label_files
@@ -129,6 +144,23 @@ def assemble(ctx: XCom, settings: Settings | None = None) -> XCom:
     s = _settings(settings)
     clean_temp_files(s.datasets_dir)
     return assemble_window(s, RunContext.from_xcom(ctx).window).to_xcom()
+
+
+def skip_if_trained(dataset: XCom, ctx: XCom, settings: Settings | None = None) -> XCom | None:
+    """When a version was trained on this very window and config (and the run is not forced),
+    record the run as skipped and return that decision; else None (go on and train)."""
+    from ctrain.promotion.promote import record_skip
+    from ctrain.training.assemble import trained_before
+
+    s = _settings(settings)
+    run, window = RunContext.from_xcom(ctx), DatasetWindow.from_xcom(dataset)
+    if run.force:
+        return None
+    client = _client(s)
+    version = trained_before(s, client, window)
+    if version is None:
+        return None
+    return record_skip(s, client, run, version, window).to_xcom()
 
 
 def validate_set(dataset: XCom, settings: Settings | None = None) -> XCom:
@@ -198,11 +230,44 @@ def promote(comparison: XCom, ctx: XCom, settings: Settings | None = None) -> XC
     return decision.to_xcom()
 
 
+def approval_request(comparison: XCom, ctx: XCom, settings: Settings | None = None) -> XCom | None:
+    """The approval request (subject, Markdown body) when a person must approve, else None."""
+    from ctrain.promotion.approval import needs_approval, request
+
+    s = _settings(settings)
+    c, run = Comparison.from_xcom(comparison), RunContext.from_xcom(ctx)
+    return request(s, c, run, _client(s)) if needs_approval(s, c, run) else None
+
+
+def promote_after_approval(
+    comparison: XCom,
+    ctx: XCom,
+    dataset: XCom,
+    outcome: XCom | None,
+    settings: Settings | None = None,
+) -> XCom:
+    """Act on a person's answer (the human-in-the-loop task's result; None or no person: expired)."""
+    from ctrain.promotion.approval import act_on_answer, answer_of
+
+    s = _settings(settings)
+    return act_on_answer(
+        s,
+        Comparison.from_xcom(comparison),
+        DatasetWindow.from_xcom(dataset),
+        RunContext.from_xcom(ctx),
+        answer_of(outcome),
+        _client(s),
+    ).to_xcom()
+
+
 def run_training(ctx: RunContext, settings: Settings | None = None) -> XCom:
     """The whole ct_training pipeline in this process, through the same steps as the DAG."""
     s = _settings(settings)
     c = ctx.to_xcom()
     dataset = assemble(c, s)
+    skipped = skip_if_trained(dataset, c, s)
+    if skipped is not None:
+        return skipped
     validation = validate_set(dataset, s)
     trained = train(dataset, c, s)
     evaluation = evaluate(trained, dataset, s)

@@ -1,10 +1,12 @@
-"""MLflow wiring: point MLflow at the configured stores, one client per store, experiments."""
+"""MLflow wiring: point MLflow at the configured stores, one client per store, experiments, and
+the addresses of what ctrain records in MLflow's UI."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 from functools import lru_cache
+from urllib.parse import quote
 
 from ctrain.settings import Settings
 
@@ -33,6 +35,11 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+# MLflow 3's UI opens an experiment without this tag on its GenAI overview ("No data available");
+# ctrain's experiments hold classic ML runs, so they say so when they are created.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_experiment(client, name: str, settings: Settings) -> str:
     """The id of experiment ``name``, created (with local artifacts on the embedded store) if new."""
     exp = client.get_experiment_by_name(name)
@@ -40,13 +47,37 @@ def ensure_experiment(client, name: str, settings: Settings) -> str:
         return exp.experiment_id
     location = settings.artifact_root if settings.tracking_uri is None else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
     except Exception:
         # Another task created it between our read and our create.
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
         return exp.experiment_id
+
+
+class MlflowLinks:
+    """Addresses in MLflow's UI (``settings.mlflow_ui_url``) of runs, experiments and versions.
+
+    Each opens MLflow's classic ML view (``workflowType=machine_learning``), whatever the UI last
+    showed.
+    """
+
+    def __init__(self, ui_url: str):
+        self.base = ui_url.rstrip("/")
+
+    def experiment(self, experiment_id: str) -> str:
+        return f"{self.base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+    def run(self, experiment_id: str, run_id: str, artifact: str | None = None) -> str:
+        tail = f"/artifacts/{quote(artifact)}" if artifact else ""
+        return (
+            f"{self.base}/#/experiments/{experiment_id}/runs/{run_id}{tail}"
+            "?workflowType=machine_learning"
+        )
+
+    def model_version(self, name: str, version: str) -> str:
+        return f"{self.base}/#/models/{quote(name, safe='')}/versions/{version}"
 
 
 @lru_cache(maxsize=1)

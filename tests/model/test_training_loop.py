@@ -1,23 +1,16 @@
 """The training and promotion verbs on a real temporary MLflow store (SQLite) with real data."""
 
 import pytest
+from tests_support import WEAK
 
 from ctrain import steps
 from ctrain.promotion.decisions import list_decisions, serving_history
 from ctrain.promotion.promote import PromotionRefused, manual_promote, rollback
 from ctrain.records import RunContext
-from ctrain.registry import CHALLENGER, CHAMPION, current_champion
+from ctrain.registry import CHALLENGER, CHAMPION, aliased_version, current_champion
 from ctrain.training.assemble import NoTrainingData, assemble_window
 from ctrain.training.validate_set import TrainingSetInvalid, validate_training_set
 
-WEAK = [
-    {
-        "name": "stump",
-        "estimator": "sklearn.tree.DecisionTreeClassifier",
-        "params": {"max_depth": 1},
-        "grid": {},
-    }
-]
 TAGS = (
     "validation_status",
     "data_window",
@@ -52,7 +45,24 @@ def test_first_run_makes_a_tagged_champion_and_one_record(settings, client, inge
     assert record.airflow_run_id == "r1" and record.champion_after == "1"
     arts = {a.path for a in client.list_artifacts(record.record_run_id)}
     # A move is written ahead of itself (intent.json), so a crash mid-move can be completed.
-    assert arts == {"decision.json", "model_card.md", "intent.json"}
+    assert arts == {"decision.json", "model_card.md", "intent.json", "evidence"}
+    # MLflow tells the story: the record is named by its headline, described by its model card,
+    # and the new champion's description is that card with a link to the record.
+    run = client.get_run(record.record_run_id)
+    assert run.info.run_name.startswith("v1 promoted none→1 (first_champion): roc_auc 0.")
+    assert run.info.run_name == record.headline == rec["headline"]
+    card = run.data.tags["mlflow.note.content"]
+    assert (
+        card.startswith(f"# {settings.model_name}: v1 promoted none→1") and "floor roc_auc" in card
+    )
+    description = client.get_model_version(settings.model_name, "1").description
+    assert description.startswith(card) and record.record_run_id in description
+    assert "workflowType=machine_learning" in description
+    (evidence,) = client.list_artifacts(record.record_run_id, "evidence")
+    assert evidence.path == "evidence/comparison-v1-vs-none.json"
+    assert record.comparison_uri.endswith("/evidence/comparison-v1-vs-none.json")
+    kind = client.get_experiment_by_name(settings.decisions_experiment).tags
+    assert kind["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_a_worse_challenger_is_rejected_and_the_champion_stays(make_settings, ingested):
@@ -87,6 +97,27 @@ def test_a_model_below_the_floor_never_becomes_the_first_champion(make_settings,
     rec = steps.run_training(RunContext(), settings=settings)
     assert rec["decision"] == "rejected" and rec["rule"] == "floor"
     assert current_champion(client, settings.model_name) is None
+    # It failed a gate, so it does not stand as the challenger either.
+    assert aliased_version(client, settings.model_name, CHALLENGER) is None
+    assert rec["headline"].startswith("v1 rejected (floor): roc_auc 0.")
+
+
+def test_a_window_trained_before_is_skipped_unless_forced(settings, client, ingested):
+    ingested(3)
+    first = steps.run_training(RunContext(run_id="first"), settings=settings)
+    again = steps.run_training(RunContext(run_id="again"), settings=settings)
+    assert again["decision"] == "skipped" and again["rule"] == "identical_window"
+    assert again["challenger_version"] == first["champion_after"] == "1"
+    assert "no new version" in again["reason"] and again["headline"].startswith("skipped (")
+    assert [str(v.version) for v in client.search_model_versions()] == ["1"]
+    forced = steps.run_training(RunContext(run_id="forced", force=True), settings=settings)
+    assert forced["challenger_version"] == "2" and forced["rule"] == "forced"
+    # New data makes a new window: trained, not skipped.
+    ingested(1, start=3)
+    fresh = steps.run_training(RunContext(run_id="fresh"), settings=settings)
+    assert fresh["decision"] != "skipped" and fresh["challenger_version"] == "3"
+    kinds = [d.decision for d in list_decisions(client, settings)]
+    assert kinds.count("skipped") == 1
 
 
 def test_dry_run_records_but_does_not_move(settings, client, ingested):

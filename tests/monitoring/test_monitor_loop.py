@@ -1,8 +1,8 @@
 """The monitor on generated streams, in one process: real scoring, real drift tests, real labels."""
 
 import json
-from pathlib import Path
 
+import mlflow
 import pytest
 from tests_support import bootstrap_champion
 
@@ -59,7 +59,7 @@ def test_covariate_shift_triggers_by_data_drift_and_names_the_columns(delayed):
     v = verdicts[6]
     assert v["flagged_windows"] == ["batch_0005", "batch_0006"]
     assert "data drift in 2 of the last 3 windows" in v["reason"] and "tenure_months" in v["reason"]
-    evidence = json.loads(Path(v["evidence_uri"]).read_text())
+    evidence = json.loads(mlflow.artifacts.load_text(v["evidence_uri"]))
     drifted = evidence["evidence"][0]["data_drift"]["drifted_columns"]
     assert "tenure_months" in drifted and "region" in drifted
     assert evidence["evidence"][0]["data_drift"]["dataset_drift"] is True

@@ -116,3 +116,15 @@ def test_windows_of_an_earlier_champion_do_not_count(cfg):
         window(2, version="2"),
     ]
     assert decide_retrain(cfg, stream, "2", T0, False).trigger is False
+
+
+def test_the_reason_names_every_signal_that_fired_not_only_the_one_that_decided(cfg):
+    # Drift in 2 of 3 windows decides; one window also lost performance (1 of 3, short of its
+    # own debounce): a person reading why the model was retrained must see both.
+    stream = [window(0), window(1, ["data_drift"]), window(2, ["data_drift", "performance"])]
+    verdict = decide_retrain(cfg, stream, "1", T0, False)
+    assert verdict.trigger
+    assert verdict.reason.startswith("data drift in 2 of the last 3 windows")
+    assert "; performance drop in 1 of the last 1 label-matured windows (roc_auc 0.7000 vs " in (
+        verdict.reason
+    )

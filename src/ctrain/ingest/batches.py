@@ -12,11 +12,11 @@ from typing import Any
 
 import pandas as pd
 
-from ctrain.ingest.route import Destinations, config_hash, is_batch_id, outcomes, route_file
+from ctrain.ingest.route import Destinations, is_batch_id, outcomes, route_file
 from ctrain.ingest.validate import validate_batch
 from ctrain.records import IngestOutcome
 from ctrain.settings import Settings
-from ctrain.storage import is_regular_file, landed
+from ctrain.storage import config_hash, is_regular_file, landed
 
 
 def destinations(settings: Settings) -> Destinations:
@@ -89,3 +89,21 @@ def accepted_batches(settings: Settings) -> list[Path]:
 
 def read_accepted(paths: list[Path]) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+
+
+def describe(outcomes: list[IngestOutcome]) -> str:
+    """One line for a run of ingest: each file's outcome and its row counts."""
+    if not outcomes:
+        return "nothing landed"
+    parts = []
+    for o in outcomes:
+        if o.status == "accepted":
+            parts.append(f"{o.batch_id} accepted ({o.rows_accepted} rows)")
+        elif o.status == "partial":
+            parts.append(
+                f"{o.batch_id} partial ({o.rows_accepted} accepted, {o.rows_quarantined} "
+                "quarantined)"
+            )
+        else:
+            parts.append(f"{o.batch_id} quarantined: {o.reason}")
+    return "; ".join(parts)

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ctrain.ingest.route import Destinations, config_hash, route_file
+from ctrain.ingest.route import Destinations, route_file
 from ctrain.ingest.validate import validate_labels
 from ctrain.records import IngestOutcome
 from ctrain.settings import Settings
-from ctrain.storage import landed
+from ctrain.storage import config_hash, landed
 
 
 def destinations(settings: Settings) -> Destinations:

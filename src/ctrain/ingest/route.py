@@ -16,7 +16,6 @@ folders, pipes and devices are quarantined as such, moved aside without being op
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -24,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -50,12 +48,6 @@ Validator = Callable[[pd.DataFrame, str], tuple[pd.DataFrame, Verdict]]
 # leading dot), at most 100 characters, plus an optional "-<8 hex>" content suffix.
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}(-[0-9a-f]{8})?(-[0-9a-f]{6})?")
-
-
-def config_hash(*parts: Any) -> str:
-    """A short hash of what a verdict depends on besides the bytes (settings, the profile)."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def is_batch_id(value: object) -> bool:

@@ -19,6 +19,7 @@ from ctrain.records import RetrainVerdict, WindowCheck
 from ctrain.registry import current_champion
 from ctrain.settings import Settings
 from ctrain.storage import read_json, write_json_atomic
+from ctrain.tracking import ensure_experiment
 
 
 def _log_path(settings: Settings) -> Path:
@@ -89,9 +90,9 @@ def decide_retrain(
                 f"in {len(perf)} of the last {len(matured)} label-matured windows; {k} needed"
             ),
         )
-    reason = _reason(
-        drift if drift_fires else [], len(recent), perf if perf_fires else [], len(matured)
-    )
+    # Every signal that fired is named, also one short of its own debounce: a person reading
+    # why the model was retrained on drift wants to know its performance fell as well.
+    reason = _reason(drift, len(recent), perf, len(matured))
     log = trigger_log(settings)
     last = log[-1] if log else None
     suppressed_by = None
@@ -121,9 +122,18 @@ def _evidence_of(check: WindowCheck) -> dict[str, Any]:
 
 
 def record_request(
-    settings: Settings, verdict: RetrainVerdict, key: str, summaries: list[WindowCheck]
+    settings: Settings,
+    verdict: RetrainVerdict,
+    key: str,
+    summaries: list[WindowCheck],
+    client=None,
 ) -> RetrainVerdict:
-    """Log a retrain request once per ``key`` (a retry returns the first), with its evidence file."""
+    """Log a retrain request once per ``key`` (a retry returns the first), with its evidence.
+
+    The evidence (every flagged window's summary) is written under ``monitor/requests/`` and,
+    given a ``client``, uploaded into an MLflow run of the monitoring experiment: the request
+    then names it by artifact URI, which any worker or reader can open.
+    """
     log = trigger_log(settings)
     for entry in log:
         if entry.key == key:
@@ -133,8 +143,33 @@ def record_request(
     path = settings.monitor_dir / "requests" / f"{safe_key}.json"
     entry = dataclasses.replace(verdict, key=key, evidence_uri=str(path))
     write_json_atomic(path, entry.to_xcom() | {"evidence": evidence})
+    if client is not None:
+        entry = _upload_request(settings, client, entry, path)
+        write_json_atomic(path, entry.to_xcom() | {"evidence": evidence})
     write_json_atomic(_log_path(settings), [e.to_xcom() for e in [*log, entry]])
     return entry
+
+
+def _upload_request(
+    settings: Settings, client, entry: RetrainVerdict, path: Path
+) -> RetrainVerdict:
+    exp_id = ensure_experiment(client, settings.monitoring_experiment, settings)
+    run = client.create_run(
+        exp_id,
+        run_name=f"retrain request on v{entry.champion_version}: {entry.reason}"[:250],
+        tags={
+            "ctrain_stage": "retrain_request",
+            "request_key": entry.key,
+            "champion_version": entry.champion_version or "",
+            "flagged_windows": ",".join(entry.flagged_windows),
+            "mlflow.note.content": entry.reason,
+        },
+    )
+    rid = run.info.run_id
+    client.log_artifact(rid, str(path))
+    client.set_terminated(rid, "FINISHED")
+    uri = f"{run.info.artifact_uri.rstrip('/')}/{path.name}"
+    return dataclasses.replace(entry, evidence_uri=uri, evidence_run_id=rid)
 
 
 def decide(settings: Settings, client, key: str, training_active: bool) -> RetrainVerdict:
@@ -145,7 +180,7 @@ def decide(settings: Settings, client, key: str, training_active: bool) -> Retra
     verdict = decide_retrain(settings, summaries, version, now_utc(), training_active)
     verdict = dataclasses.replace(verdict, key=key)
     if verdict.trigger:
-        verdict = record_request(settings, verdict, key, summaries)
+        verdict = record_request(settings, verdict, key, summaries, client)
     write_json_atomic(settings.monitor_dir / "last_verdict.json", verdict.to_xcom())
     return verdict
 

@@ -5,6 +5,10 @@ figures; ``decision.json`` and ``model_card.md`` carry the whole evidence. A rec
 ``champion`` carries the metric ``move``: its place in the champion's history (1, 2, ...), so the
 history is the moves in that order, whatever order the records were opened in.
 
+The run is named by its headline (``v2 promoted 1→2 (significant_improvement)``) and its
+description is the model card; evidence files the decision rests on (the comparison, the
+monitor's retrain request) are uploaded into it.
+
 A record is written ahead of its move: ``intent.json`` and the ``intent_*`` tags say what is about
 to move, so whoever next holds the promotion lock can tell, after a crash, whether the move
 happened (see ``promote.reconcile``).
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ctrain.records import Decision, DecisionKind
@@ -34,6 +39,12 @@ _TAGS = (
     "decision_key",
     "metric",
     "decided_at",
+    "started_by",
+    "trigger_evidence",
+    "comparison_uri",
+    "headline",
+    "approver",
+    "approval_comment",
 )
 _METRICS = ("challenger_metric", "champion_metric", "diff", "ci_low", "ci_high", "move")
 
@@ -59,15 +70,67 @@ def open_record(client, settings: Settings, key: str) -> str:
     return run.info.run_id
 
 
+def _interval(rec: dict[str, Any]) -> str:
+    """``roc_auc +0.0680 [+0.0597, +0.0760]``, or the challenger's figure alone, or ""."""
+    if rec.get("challenger_metric") is None:
+        return ""
+    if rec.get("diff") is None or rec.get("ci_low") is None:
+        return f"{rec.get('metric')} {rec['challenger_metric']:.4f}"
+    return f"{rec.get('metric')} {rec['diff']:+.4f} [{rec['ci_low']:+.4f}, {rec['ci_high']:+.4f}]"
+
+
+def headline(rec: dict[str, Any]) -> str:
+    """A decision in one line, for run names, DAG run notes and logs.
+
+    ``v2 promoted 1→2 (significant_improvement): roc_auc +0.0680 [+0.0597, +0.0760]``
+    """
+    kind = str(rec.get("decision") or "")
+    v = rec.get("challenger_version")
+    before, after = rec.get("champion_before") or "none", rec.get("champion_after") or "none"
+    figure = _interval(rec)
+    tail = f": {figure}" if figure else ""
+    rule = rec.get("rule") or ""
+    if rec.get("approver") and kind in (DecisionKind.PROMOTED, DecisionKind.REJECTED):
+        verb = "approved" if kind == DecisionKind.PROMOTED else "rejected"
+        tail += f"; {verb} by {rec['approver']}"
+    if kind == DecisionKind.PROMOTED:
+        return f"v{v} promoted {before}→{after} ({rule}){tail}"
+    if kind == DecisionKind.DRY_RUN:
+        would = "promote" if rec.get("action") == "promote" else "reject"
+        return f"v{v} dry run: would {would} ({rule}){tail}; champion stays {before}"
+    if kind == DecisionKind.REJECTED:
+        return f"v{v} rejected ({rule}){tail}; champion stays {before}"
+    if kind == DecisionKind.MANUAL_PROMOTE:
+        return f"v{v} promoted by hand {before}→{after}"
+    if kind == DecisionKind.ROLLBACK:
+        return f"rollback {before}→{after}"
+    if kind == DecisionKind.EXTERNAL:
+        return f"champion found moved {before}→{after} outside ctrain"
+    if kind == DecisionKind.EXPIRED:
+        return f"v{v} expired ({rule}): no answer to its approval request; champion stays {before}"
+    if kind == DecisionKind.SKIPPED:
+        return f"skipped ({rule}): same window and training config as v{v}"
+    return f"{kind} v{v}"
+
+
 def model_card(rec: dict[str, Any]) -> str:
     lines = [
-        f"# {rec['model_name']}: {rec['decision']}",
+        f"# {rec['model_name']}: {headline(rec)}",
         "",
         f"- decided at: {rec['decided_at']}",
         f"- champion: {rec['champion_before'] or 'none'} -> {rec['champion_after'] or 'none'}",
         f"- challenger: {rec.get('challenger_version') or '-'}",
         f"- rule: `{rec['rule']}`: {rec['reason']}",
         f"- trigger: {rec['trigger_reason']}",
+        f"- started by: {rec.get('started_by') or rec['airflow_dag_id'] or '-'}",
+        *(
+            [
+                f"- approval: {rec['approver']}"
+                + (f": {rec['approval_comment']}" if rec.get("approval_comment") else "")
+            ]
+            if rec.get("approver")
+            else []
+        ),
         f"- Airflow: dag `{rec['airflow_dag_id']}`, run `{rec['airflow_run_id']}`",
     ]
     if rec.get("challenger_metric") is not None:
@@ -80,6 +143,8 @@ def model_card(rec: dict[str, Any]) -> str:
                 else ""
             )
         )
+    for name, f in (rec.get("floors") or {}).items():
+        lines.append(f"- floor {name}: {f['value']:.4f} (floor {f['floor']})")
     for s in rec.get("slices") or []:
         lines.append(
             f"  - slice {s['column']}={s['value']} ({s['rows']} rows): challenger {s['challenger']:.4f}"
@@ -88,23 +153,65 @@ def model_card(rec: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _upload_evidence(client, run_id: str, rec: dict[str, Any]) -> dict[str, Any]:
+    """Put the files the decision rests on into its run; the record names them by artifact URI.
+
+    The monitor's retrain request is in MLflow already (a ``runs:/`` URI) and stays where it is.
+    """
+    out = dict(rec)
+    artifact_uri = client.get_run(run_id).info.artifact_uri.rstrip("/")
+    for key, name in (("comparison_uri", "evidence"), ("trigger_evidence", "evidence")):
+        local = rec.get(key)
+        if not local or "://" in str(local) or str(local).startswith("runs:"):
+            continue
+        path = Path(str(local))
+        if path.is_file():
+            client.log_artifact(run_id, str(path), name)
+            out[key] = f"{artifact_uri}/{name}/{path.name}"
+    return out
+
+
 def close_record(client, run_id: str, rec: dict[str, Any]) -> Decision:
-    """Write the record's tags, figures and artifacts and mark it finished."""
-    rec = {
-        **rec,
-        "decided_at": rec.get("decided_at") or datetime.now(UTC).isoformat(),
-        "record_run_id": run_id,
-    }
+    """Write the record's tags, figures and artifacts, name the run by its headline, finish it."""
+    rec = _upload_evidence(
+        client,
+        run_id,
+        {
+            **rec,
+            "decided_at": rec.get("decided_at") or datetime.now(UTC).isoformat(),
+            "record_run_id": run_id,
+        },
+    )
+    rec["headline"] = headline(rec)
     for key in _TAGS:
         value = rec.get(key)
         client.set_tag(run_id, key, "" if value is None else str(value)[:5000])
     for key in _METRICS:
         if rec.get(key) is not None:
             client.log_metric(run_id, key, float(rec[key]))
+    card = model_card(rec)
     client.log_text(run_id, json.dumps(rec, indent=2, default=str), "decision.json")
-    client.log_text(run_id, model_card(rec), "model_card.md")
+    client.log_text(run_id, card, "model_card.md")
+    client.set_tag(run_id, "mlflow.note.content", card)  # the run's description in MLflow's UI
+    client.update_run(run_id, name=rec["headline"][:250])
     client.set_terminated(run_id, "FINISHED")
     return Decision.from_xcom(rec)
+
+
+def describe_champion(client, settings: Settings, decision: Decision) -> None:
+    """Make the new champion's description its model card, with a link to the decision."""
+    import mlflow
+
+    from ctrain.tracking import MlflowLinks
+
+    run = client.get_run(decision.record_run_id)
+    card = mlflow.artifacts.load_text(f"{run.info.artifact_uri.rstrip('/')}/model_card.md")
+    link = MlflowLinks(settings.mlflow_ui_url).run(run.info.experiment_id, run.info.run_id)
+    client.update_model_version(
+        decision.model_name,
+        decision.champion_after,
+        description=f"{card}\nServing since move {decision.move}: [the decision record]({link}).\n",
+    )
 
 
 def record_of(run) -> Decision:

@@ -16,10 +16,13 @@ happen (the record's ``move``), so the history is theirs, not the order records 
 from __future__ import annotations
 
 import dataclasses
+import logging
+from pathlib import Path
 from typing import Any
 
 from ctrain.promotion.decisions import (
     close_record,
+    describe_champion,
     find_record,
     last_move,
     mark_interrupted,
@@ -30,9 +33,26 @@ from ctrain.promotion.decisions import (
     write_intent,
 )
 from ctrain.promotion.lock import promotion_lock
-from ctrain.records import MOVES_CHAMPION, Comparison, Decision, DecisionKind, RunContext
-from ctrain.registry import CHAMPION, UnsafeModel, check_model, current_champion, version_uri
+from ctrain.records import (
+    MOVES_CHAMPION,
+    Comparison,
+    DatasetWindow,
+    Decision,
+    DecisionKind,
+    RunContext,
+)
+from ctrain.registry import (
+    CHALLENGER,
+    CHAMPION,
+    UnsafeModel,
+    check_model,
+    current_champion,
+    version_uri,
+)
 from ctrain.settings import Settings
+from ctrain.storage import read_json
+
+log = logging.getLogger(__name__)
 
 
 class PromotionRefused(Exception):
@@ -91,7 +111,10 @@ def reconcile(settings: Settings, client) -> list[Decision]:
 def _close_move(settings: Settings, client, run_id: str, record: dict[str, Any]) -> Decision:
     """Close a record as the next move of the champion."""
     last = last_move(client, settings)
-    return close_record(client, run_id, {**record, "move": (last.move if last else 0) + 1})
+    decision = close_record(client, run_id, {**record, "move": (last.move if last else 0) + 1})
+    if decision.champion_after:
+        describe_champion(client, settings, decision)
+    return decision
 
 
 def move_champion(
@@ -146,6 +169,7 @@ def move_champion(
             "champion_after": actual,
             "trigger_reason": ctx.trigger_reason,
             "trigger_evidence": ctx.evidence_uri or None,
+            "started_by": ctx.started_by or None,
             "airflow_dag_id": ctx.dag_id,
             "airflow_run_id": ctx.run_id,
             "decision_key": key,
@@ -159,11 +183,35 @@ def move_champion(
         return _close_move(settings, client, run_id, record)
 
 
-def promote(settings: Settings, comparison: Comparison, ctx: RunContext, client) -> Decision:
-    """Act on a comparison: promote, reject, or (dry run / ``dry_run`` mode) record what would happen."""
+# Rules under which a version may not even stand as challenger: it failed its gates.
+GATE_RULES = frozenset({"validation", "floor"})
+
+
+def _comparison_evidence(comparison: Comparison) -> dict[str, Any]:
+    """The comparison and what its file adds (floors, slices), for the record and the model card."""
+    path = Path(comparison.comparison_uri) if comparison.comparison_uri else None
+    extra = read_json(path) if path and path.is_file() else {}
+    return {**comparison.to_xcom(), **{k: extra[k] for k in ("floors", "slices") if k in extra}}
+
+
+def promote(
+    settings: Settings,
+    comparison: Comparison,
+    ctx: RunContext,
+    client,
+    extra: dict[str, Any] | None = None,
+) -> Decision:
+    """Act on a comparison: promote, reject, or (dry run / ``dry_run`` mode) record what would happen.
+
+    A version that passed validation and the floors is aliased ``challenger`` (the latest
+    candidate that may serve); one that failed them never is. ``extra`` goes into the record
+    (the approver and their comment, when a person approved).
+    """
     version = comparison.challenger_version
     dry = ctx.dry_run or settings.promotion.mode == "dry_run"
     reason = comparison.reason
+    if comparison.rule not in GATE_RULES:
+        client.set_registered_model_alias(settings.model_name, CHALLENGER, version)
     if dry:
         action = DecisionKind.DRY_RUN
         reason = f"dry run, would {comparison.action}: {reason}"
@@ -171,7 +219,7 @@ def promote(settings: Settings, comparison: Comparison, ctx: RunContext, client)
         action = DecisionKind.PROMOTED
     else:
         action = DecisionKind.REJECTED
-    return move_champion(
+    decision = move_champion(
         settings,
         client,
         key=f"{ctx.dag_id}/{ctx.run_id}/v{version}",
@@ -181,7 +229,30 @@ def promote(settings: Settings, comparison: Comparison, ctx: RunContext, client)
         rule=comparison.rule,
         reason=reason,
         ctx=ctx,
-        evidence=comparison.to_xcom(),
+        evidence=_comparison_evidence(comparison) | (extra or {}),
+    )
+    log.info("decision: %s (%s)", decision.headline, decision.reason)
+    return decision
+
+
+def record_skip(
+    settings: Settings, client, ctx: RunContext, version: str, dataset: DatasetWindow
+) -> Decision:
+    """Record that this run trains nothing: ``version`` was trained on the same window and config."""
+    return move_champion(
+        settings,
+        client,
+        key=f"{ctx.dag_id}/{ctx.run_id}/skipped",
+        action=DecisionKind.SKIPPED,
+        expected=current_champion(client, settings.model_name),
+        new_version=version,
+        rule="identical_window",
+        reason=(
+            f"the window ({dataset.window}; data hash {dataset.content_hash[:12]}) and the "
+            f"training config are those of version {version}: no new version (force=true "
+            "trains anyway)"
+        ),
+        ctx=ctx,
     )
 
 

@@ -1,4 +1,7 @@
-"""Register the trained model as a version of the registered model and point ``challenger`` at it."""
+"""Register the trained model as a version of the registered model, with its tags.
+
+The version is aliased ``challenger`` only once it has passed its gates (``promote``).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ from ctrain.records import (
     TrainedRun,
     ValidatedSet,
 )
-from ctrain.registry import CHALLENGER, ensure_registered_model, version_uri
+from ctrain.registry import ensure_registered_model, version_uri
 from ctrain.settings import Settings
 from ctrain.tracking import code_version
+from ctrain.training.assemble import training_config_hash
 
 
 def register(
@@ -24,7 +28,7 @@ def register(
     ctx: RunContext,
     client,
 ) -> RegisteredVersion:
-    """Create (or, on retry, find) the version for this training run, tag it, alias it challenger.
+    """Create (or, on retry, find) the version for this training run and tag it.
 
     The registered model is created only when it does not exist: in the production shape an
     administrator creates it (``ctrain mlflow-init``) and the workers may add versions to it but
@@ -37,6 +41,7 @@ def register(
         "validation_status": validation.validation_status,
         "data_window": dataset.window,
         "data_content_hash": dataset.content_hash,
+        "training_config_hash": training_config_hash(settings),
         "code_version": code_version(),
         "airflow_dag_id": ctx.dag_id,
         "airflow_run_id": ctx.run_id,
@@ -61,5 +66,4 @@ def register(
         )
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    client.set_registered_model_alias(name, CHALLENGER, version)
     return RegisteredVersion(model_name=name, version=version, model_uri=version_uri(name, version))

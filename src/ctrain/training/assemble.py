@@ -8,7 +8,13 @@ from ctrain.ingest.batches import accepted_batches, read_accepted
 from ctrain.ingest.labels import attach_labels
 from ctrain.records import DatasetWindow
 from ctrain.settings import Settings
-from ctrain.storage import frame_hash, read_json, write_json_atomic, write_parquet_atomic
+from ctrain.storage import (
+    config_hash,
+    frame_hash,
+    read_json,
+    write_json_atomic,
+    write_parquet_atomic,
+)
 
 
 class NoTrainingData(Exception):
@@ -70,3 +76,29 @@ def assemble_window(settings: Settings, window_batches: int | None = None) -> Da
     )
     write_json_atomic(folder / "meta.json", meta.to_xcom())
     return meta
+
+
+def training_config_hash(settings: Settings) -> str:
+    """What a model depends on besides its rows: the training settings and the dataset's schema."""
+    return config_hash(
+        settings.training.model_dump(mode="json"), settings.dataset.model_dump(mode="json")
+    )
+
+
+def trained_before(settings: Settings, client, dataset: DatasetWindow) -> str | None:
+    """The version already trained on exactly this window under this config, or None.
+
+    Training is seeded, so the same rows under the same config give the same model again.
+    """
+    from mlflow.exceptions import MlflowException
+
+    name = settings.model_name
+    try:
+        found = client.search_model_versions(
+            f"name = '{name}' and tags.data_content_hash = '{dataset.content_hash}'"
+        )
+    except MlflowException:  # no registered model yet
+        return None
+    config = training_config_hash(settings)
+    same = [mv for mv in found if mv.tags.get("training_config_hash") == config]
+    return str(max(int(mv.version) for mv in same)) if same else None

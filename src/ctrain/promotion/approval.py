@@ -1,0 +1,162 @@
+"""The human approval gate: what the approver is shown, and what an answer means.
+
+With ``promotion.approval: required``, a challenger that won its comparison waits for a person
+(Airflow's human-in-the-loop task) before ``promote``. ``request`` writes what the person reads;
+``answer_of`` reads the task's outcome; ``act_on_answer`` records a rejection or an expiry, or
+promotes, still as a compare-and-set: if ``champion`` moved while the request waited, the
+challenger is compared again with the new champion instead of being forced in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ctrain.promotion.compare import compare
+from ctrain.promotion.promote import move_champion, promote
+from ctrain.records import (
+    ApprovalAnswer,
+    Comparison,
+    DatasetWindow,
+    Decision,
+    DecisionKind,
+    RegisteredVersion,
+    RunContext,
+)
+from ctrain.registry import current_champion, version_uri
+from ctrain.settings import Settings
+from ctrain.storage import read_json
+from ctrain.tracking import MlflowLinks
+
+APPROVE, REJECT = "Approve", "Reject"
+OPTIONS = (APPROVE, REJECT)
+
+
+def needs_approval(settings: Settings, comparison: Comparison, ctx: RunContext) -> bool:
+    """Whether a person must answer before ``promote``: approval is required and the
+    comparison would move ``champion`` (a rejection or a dry run needs no one's consent)."""
+    dry = ctx.dry_run or settings.promotion.mode == "dry_run"
+    return settings.promotion.approval == "required" and comparison.action == "promote" and not dry
+
+
+def request(settings: Settings, comparison: Comparison, ctx: RunContext, client) -> dict[str, str]:
+    """The approval request: a one-line ``subject`` and a Markdown ``body`` with the evidence."""
+    c = comparison
+    name = c.model_name
+    figure = f"{c.metric} {c.challenger_metric:.4f}"
+    if c.diff is not None:
+        figure = (
+            f"{c.metric} {c.challenger_metric:.4f} vs {c.champion_metric:.4f}: difference "
+            f"{c.diff:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}] at {c.confidence:.0%} "
+            f"on {c.holdout_rows} held-out rows"
+        )
+    subject = (
+        f"Promote {name} v{c.challenger_version} over "
+        f"{'v' + c.champion_seen if c.champion_seen else 'no champion'}? ({c.rule})"
+    )
+    evidence = read_json(_path(c.comparison_uri)) if _path(c.comparison_uri) else {}
+    links = MlflowLinks(settings.mlflow_ui_url)
+    mv = client.get_model_version(name, c.challenger_version)
+    lines = [
+        f"### {name} v{c.challenger_version} against champion {c.champion_seen or '(none)'}",
+        "",
+        f"- **{figure}**",
+        f"- rule `{c.rule}`: {c.reason}",
+    ]
+    for metric, f in (evidence.get("floors") or {}).items():
+        lines.append(f"- floor {metric}: {f['value']:.4f} (floor {f['floor']}): met")
+    for s in evidence.get("slices") or []:
+        champ = f", champion {s['champion']:.4f}" if "champion" in s else ""
+        lines.append(
+            f"- slice {s['column']}={s['value']} ({s['rows']} rows): "
+            f"challenger {s['challenger']:.4f}{champ}"
+        )
+    lines += [
+        f"- trained on: {mv.tags.get('data_window', '-')} (data hash "
+        f"{mv.tags.get('data_content_hash', '-')[:12]}), code {mv.tags.get('code_version', '-')}",
+        f"- trigger: {ctx.trigger_reason} (started by {ctx.started_by or ctx.dag_id})",
+        f"- [model version in MLflow]({links.model_version(name, c.challenger_version)})",
+        "",
+        f"**Approve** promotes v{c.challenger_version} if the champion is still "
+        f"{c.champion_seen or 'unset'}; if it moved meanwhile, v{c.challenger_version} is "
+        "compared again with the new champion and promoted only if it still wins. **Reject** "
+        "records the rejection with your name and comment. Unanswered, the request expires "
+        f"after {settings.promotion.approval_timeout_minutes:g} minutes and nothing is promoted.",
+    ]
+    return {"subject": subject[:250], "body": "\n".join(lines)}
+
+
+def _path(uri: str | None):
+    from pathlib import Path
+
+    p = Path(uri) if uri and "://" not in uri else None
+    return p if p and p.is_file() else None
+
+
+def answer_of(outcome: dict[str, Any] | None) -> ApprovalAnswer:
+    """The answer in a human-in-the-loop task's result (``chosen_options``, ``params_input``,
+    ``responded_by_user``). No person (the timeout's default answer) means expired."""
+    if not outcome:
+        return ApprovalAnswer(outcome="expired", approver=None)
+    by = outcome.get("responded_by_user") or None
+    chosen = list(outcome.get("chosen_options") or [])
+    comment = str((outcome.get("params_input") or {}).get("comment") or "").strip()
+    at = outcome.get("responded_at")
+    if by is None:
+        return ApprovalAnswer(outcome="expired", approver=None, answered_at=str(at or "") or None)
+    who = str(by.get("name") or by.get("id"))
+    verdict = "approved" if chosen == [APPROVE] else "rejected"
+    return ApprovalAnswer(outcome=verdict, approver=who, comment=comment, answered_at=str(at))
+
+
+def act_on_answer(
+    settings: Settings,
+    comparison: Comparison,
+    dataset: DatasetWindow,
+    ctx: RunContext,
+    answer: ApprovalAnswer,
+    client,
+) -> Decision:
+    """Record a rejection or an expiry, or promote the approved challenger (compare-and-set)."""
+    version = comparison.challenger_version
+    key = f"{ctx.dag_id}/{ctx.run_id}/v{version}"
+    approval = {"approver": answer.approver, "approval_comment": answer.comment or None}
+    if answer.outcome != "approved":
+        expired = answer.outcome == "expired"
+        reason = (
+            f"no answer within {settings.promotion.approval_timeout_minutes:g} minutes"
+            if expired
+            else f"rejected by {answer.approver}"
+            + (f": {answer.comment}" if answer.comment else "")
+        )
+        return move_champion(
+            settings,
+            client,
+            key=key,
+            action=DecisionKind.EXPIRED if expired else DecisionKind.REJECTED,
+            expected=comparison.champion_seen,
+            new_version=version,
+            rule="approval_expired" if expired else "approval_rejected",
+            reason=f"{reason} (the comparison proposed: {comparison.reason})",
+            ctx=ctx,
+            evidence=comparison.to_xcom() | approval,
+        )
+    seen = comparison.champion_seen
+    actual = current_champion(client, settings.model_name)
+    if actual != seen:
+        # The champion moved while the request waited: what was approved was a comparison with
+        # a model that no longer serves. Compare again; promote only if it still wins.
+        name = comparison.model_name
+        again = compare(
+            settings,
+            RegisteredVersion(name, version, version_uri(name, version)),
+            dataset,
+            ctx,
+            client,
+        )
+        comparison = dataclasses.replace(
+            again,
+            reason=f"approved by {answer.approver} against v{seen}, but the champion moved to "
+            f"v{actual} meanwhile; compared again: {again.reason}",
+        )
+    return promote(settings, comparison, ctx, client, extra=approval)
