@@ -10,7 +10,7 @@ export MLFLOW_ALLOW_PICKLE_DESERIALIZATION := false
 export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test lint fmt bench reliability lock up clean
+.PHONY: install browser demo test lint fmt bench reliability lock up clean
 
 # Bytecode is compiled at install: uv does not by default, and without .pyc files every process
 # (each Airflow task among them) compiles what it imports again, about 3 s more for mlflow alone.
@@ -26,7 +26,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/ctrain demo
 
-test: $(STAMP)
+# The UI tests drive Debian's chromium with its chromedriver; installed here when missing (as
+# root, from Debian's packages), else named.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && export DEBIAN_FRONTEND=noninteractive && \
+	    { apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; }; } || \
+	  { echo "the UI tests need Debian's chromium and chromium-driver: apt-get install chromium chromium-driver"; exit 1; }
+
+test: $(STAMP) browser
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 

@@ -15,7 +15,15 @@ from __future__ import annotations
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
-from ctrain_common import DEFAULT_ARGS, DRIFT_MONITOR, LABELS, PREDICTIONS, TRAINING, settings
+from ctrain_common import (
+    DEFAULT_ARGS,
+    DRIFT_MONITOR,
+    LABELS,
+    NOTE_KEY,
+    PREDICTIONS,
+    TRAINING,
+    settings,
+)
 
 
 @dag(
@@ -34,7 +42,7 @@ from ctrain_common import DEFAULT_ARGS, DRIFT_MONITOR, LABELS, PREDICTIONS, TRAI
 )
 def ct_drift_monitor():
     @task
-    def check_windows() -> list[dict]:
+    def check_windows(ti=None) -> list[dict]:
         """Drift and performance for every window due under the current champion."""
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -43,6 +51,7 @@ def ct_drift_monitor():
         try:
             return steps.check_windows()
         except LookupError as exc:  # no champion yet
+            ti.xcom_push(key=NOTE_KEY, value=f"skipped: {exc}")
             raise AirflowSkipException(str(exc)) from exc
 
     @task.short_circuit(ignore_downstream_trigger_rules=True)
@@ -55,6 +64,13 @@ def ct_drift_monitor():
             key=f"{dag_run.dag_id}/{dag_run.run_id}", training_active=active
         )
         print(f"retrain verdict: {verdict}")
+        if verdict["trigger"]:
+            note = f"retrain requested: {verdict['reason']}"
+        elif verdict["suppressed_by"]:
+            note = f"no retrain ({verdict['suppressed_by']}): {verdict['reason']}"
+        else:
+            note = f"no retrain: {verdict['reason']}"
+        ti.xcom_push(key=NOTE_KEY, value=note)
         return verdict if verdict["trigger"] else False
 
     verdict = decide(check_windows())

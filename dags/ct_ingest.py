@@ -13,7 +13,7 @@ landing folder are validated by `ingest_labels`, which emits `ctrain_labels` for
 from __future__ import annotations
 
 from airflow.sdk import CronTriggerTimetable, dag, task
-from ctrain_common import ACCEPTED, DEFAULT_ARGS, INGEST, LABELS, settings
+from ctrain_common import ACCEPTED, DEFAULT_ARGS, INGEST, LABELS, NOTE_KEY, settings
 
 
 @dag(
@@ -41,11 +41,14 @@ def ct_ingest():
         return steps.ingest_one(path)
 
     @task(outlets=[ACCEPTED])
-    def publish_accepted(outcomes: list[dict]) -> dict:
+    def publish_accepted(outcomes: list[dict], ti=None) -> dict:
         """Emit the accepted-data asset when any rows were accepted."""
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from ctrain import steps
+
         outcomes = list(outcomes)
+        ti.xcom_push(key=NOTE_KEY, value=steps.describe_ingest(outcomes))
         accepted = [o["batch_id"] for o in outcomes if o["rows_accepted"]]
         if not accepted:
             raise AirflowSkipException("no rows accepted in this run: nothing to publish")

@@ -6,19 +6,33 @@ publishes new accepted data (the `ctrain_accepted` asset; off with `CTRAIN_TRAIN
 when `ct_drift_monitor` asks for it (with the drift or performance reason and its evidence), and by
 hand from the UI (**Trigger DAG w/ config**: window, dry run, force, reason).
 
-assemble window → validate training set → train (MLflow run) → evaluate on the held-out slice →
-register version, alias `challenger` → paired comparison with `champion` on the same rows →
-promote or reject (compare-and-set under a lock) → one decision record in MLflow.
+assemble window (a window already trained under the same config is recorded as skipped) →
+validate training set → train (MLflow run) → evaluate on the held-out slice → register version →
+paired comparison with `champion` on the same rows → [with `promotion.approval: required`: a
+person approves or rejects the promotion under **Required Actions**] → promote or reject
+(compare-and-set under a lock; a version that passed its gates is aliased `challenger`) → one
+decision record in MLflow. The run's note says what was decided.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-from ctrain_common import ACCEPTED, DEFAULT_ARGS, TRAINING, settings
+from ctrain_common import (
+    ACCEPTED,
+    DEFAULT_ARGS,
+    NOTE_KEY,
+    TRAINING,
+    MlflowRunLink,
+    ModelVersionLink,
+    settings,
+    with_links,
+)
 
 CRON = CronTriggerTimetable(settings().schedules.training, timezone="UTC")
+APPROVAL = settings().promotion.approval == "required"
 
 # The trigger form; a run given any other conf key fails (a typo would run a real training).
 PARAMS = {
@@ -60,7 +74,7 @@ PARAMS = {
 )
 def ct_training():
     @task
-    def run_context(params=None, dag_run=None, triggering_asset_events=None) -> dict:
+    def run_context(params=None, dag_run=None, triggering_asset_events=None, ti=None) -> dict:
         """Who started this run and why: recorded on the model version and the decision."""
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -75,22 +89,33 @@ def ct_training():
                 conf=dag_run.conf,
                 declared=set(PARAMS),
                 asset_events=sum(len(evs) for evs in (triggering_asset_events or {}).values()),
+                user=getattr(dag_run, "triggering_user_name", None),
             )
         except steps.UnknownConf as exc:  # fail at once: a retry cannot fix the trigger
+            ti.xcom_push(key=NOTE_KEY, value=f"refused: {exc}")
             raise AirflowFailException(str(exc)) from exc
 
     @task
-    def assemble_window(ctx: dict) -> dict:
-        """Accepted batches in the window → train/held-out Parquet, addressed by content hash."""
+    def assemble_window(ctx: dict, ti=None) -> dict:
+        """Accepted batches in the window → train/held-out Parquet, addressed by content hash.
+
+        A window already trained under the same config is recorded as skipped (unless forced).
+        """
         from airflow.sdk.exceptions import AirflowSkipException
 
         from ctrain import steps
         from ctrain.training.assemble import NoTrainingData
 
         try:
-            return steps.assemble(ctx)
+            dataset = steps.assemble(ctx)
         except NoTrainingData as exc:
+            ti.xcom_push(key=NOTE_KEY, value=f"skipped: {exc}")
             raise AirflowSkipException(str(exc)) from exc
+        skipped = steps.skip_if_trained(dataset, ctx)
+        if skipped is not None:
+            ti.xcom_push(key=NOTE_KEY, value=skipped["headline"])
+            raise AirflowSkipException(skipped["headline"])
+        return dataset
 
     @task
     def validate_training_set(dataset: dict) -> dict:
@@ -135,20 +160,73 @@ def ct_training():
 
         return steps.compare(challenger, dataset, ctx)
 
-    @task
-    def promote(comparison: dict, ctx: dict) -> dict:
-        """Compare-and-set of champion under the lock; writes exactly one decision record."""
+    @task.branch
+    def approval_gate(comparison: dict, ctx: dict, ti=None) -> list[str]:
+        """Ask a person only when the comparison would move champion."""
         from ctrain import steps
 
-        return steps.promote(comparison, ctx)
+        asked = steps.approval_request(comparison, ctx)
+        if asked is None:
+            return ["promote"]
+        ti.xcom_push(key="request", value=asked)
+        return ["approval", "promote"]
+
+    @task
+    def promote(comparison: dict | None = None, ctx: dict | None = None, ti=None) -> dict:
+        """Compare-and-set of champion under the lock; writes exactly one decision record.
+
+        After an approval request, the answer decides: a rejection or an expiry is recorded;
+        an approval promotes if the challenger still wins against the champion of the moment.
+        """
+        from ctrain import steps
+
+        if APPROVAL:  # behind the gate, the inputs are read here (see the wiring below)
+            comparison = ti.xcom_pull(task_ids="compare")
+            ctx = ti.xcom_pull(task_ids="run_context")
+        asked = ti.xcom_pull(task_ids="approval_gate", key="request") if APPROVAL else None
+        if asked:
+            dataset = ti.xcom_pull(task_ids="assemble_window")
+            answer = ti.xcom_pull(task_ids="approval")
+            decision = steps.promote_after_approval(comparison, ctx, dataset, answer)
+        else:
+            decision = steps.promote(comparison, ctx)
+        ti.xcom_push(key=NOTE_KEY, value=decision["headline"])
+        return decision
 
     ctx = run_context()
     dataset = assemble_window(ctx)
     validation = validate_training_set(dataset)
-    trained = train(dataset, validation, ctx)
-    evaluation = evaluate(trained, dataset)
-    challenger = register(trained, dataset, validation, evaluation, ctx)
-    promote(compare(challenger, dataset, ctx), ctx)
+    trained = with_links(train(dataset, validation, ctx), MlflowRunLink())
+    evaluation = with_links(evaluate(trained, dataset), MlflowRunLink())
+    challenger = with_links(
+        register(trained, dataset, validation, evaluation, ctx), ModelVersionLink()
+    )
+    comparison = with_links(compare(challenger, dataset, ctx), ModelVersionLink())
+    if not APPROVAL:
+        with_links(promote(comparison, ctx), ModelVersionLink())
+    else:
+        # promote's only upstreams are the gate and the approval: it runs when the gate sends
+        # it on alone, or after the person answered; skipped when the run trained nothing.
+        decision = with_links(
+            promote.override(trigger_rule="none_failed_min_one_success")(), ModelVersionLink()
+        )
+        approval = HITLOperator(
+            task_id="approval",
+            subject="{{ ti.xcom_pull(task_ids='approval_gate', key='request')['subject'] }}",
+            body="{{ ti.xcom_pull(task_ids='approval_gate', key='request')['body'] }}",
+            options=["Approve", "Reject"],
+            # Unanswered in time, the default answers with no person: recorded as expired.
+            defaults=["Reject"],
+            params={
+                "comment": Param(
+                    "", type="string", description="Why: goes into the decision record."
+                )
+            },
+            response_timeout=timedelta(minutes=settings().promotion.approval_timeout_minutes),
+        )
+        gate = approval_gate(comparison, ctx)
+        gate >> [approval, decision]
+        approval >> decision
 
 
 ct_training()

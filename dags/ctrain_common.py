@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import cache
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, BaseOperatorLink
 
 from ctrain import dag_ids
 from ctrain.settings import Settings, load_settings
@@ -29,8 +29,60 @@ PREDICTIONS = Asset(name="ctrain_predictions", uri="file:///ctrain/predictions")
 
 DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(seconds=20)}
 
+# A task leaves its DAG run's one-line outcome under this XCom key; the plugin writes it on the run.
+NOTE_KEY = dag_ids.NOTE_KEY
+
 
 @cache
 def settings() -> Settings:
     """The project's settings (``CTRAIN_PROJECT`` and ``CTRAIN_*``), read once per process."""
     return load_settings()
+
+
+def _returned(ti) -> dict:
+    """What a task instance returned, read while its links are made (when it finishes)."""
+    value = ti.xcom_pull(task_ids=ti.task_id, map_indexes=ti.map_index)
+    return value if isinstance(value, dict) else {}
+
+
+def _links():
+    from ctrain.tracking import MlflowLinks
+
+    return MlflowLinks(settings().mlflow_ui_url)
+
+
+class MlflowRunLink(BaseOperatorLink):
+    """The MLflow run a task produced (``train``, ``evaluate``); the experiment if it made none.
+
+    Airflow 3 makes a task's links when the task ends, on the worker, and keeps them in XCom; a
+    link is attached only to the tasks it belongs to (``with_links``), and it is never empty.
+    """
+
+    name = "MLflow run"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        value = _returned(ti_key)
+        if value.get("experiment_id") and value.get("mlflow_run_id"):
+            return _links().run(value["experiment_id"], value["mlflow_run_id"])
+        return _links().base + "/#/experiments?workflowType=machine_learning"
+
+
+class ModelVersionLink(BaseOperatorLink):
+    """The model version a task worked on (``register``, ``compare``, ``promote``); the model
+    if it has none."""
+
+    name = "Model version"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        value = _returned(ti_key)
+        name = value.get("model_name") or settings().model_name
+        version = value.get("version") or value.get("challenger_version")
+        if version:
+            return _links().model_version(name, str(version))
+        return f"{_links().base}/#/models/{name}"
+
+
+def with_links(output, *links: BaseOperatorLink):
+    """Attach ``links`` to the task behind a TaskFlow call's ``output``; returns ``output``."""
+    output.operator.operator_extra_links = list(links)
+    return output

@@ -1,91 +1,265 @@
-"""Airflow plugin: links from ct_training tasks to their evidence in MLflow.
+"""Airflow plugin: what ctrain adds to Airflow itself.
 
-On the task-instance page of ``ct_training`` tasks, "MLflow run" opens the training run (params,
-metrics, evaluation plots, model) and "Model version" opens the registered version with its tags
-and aliases. The links are read from the task's own XCom (run id, experiment id, version), so they
-point at exactly what that task produced. The MLflow UI address is the setting ``mlflow_ui_url``
-(``CTRAIN_MLFLOW_UI_URL``).
+- **The ctrain view** (nav entry "ctrain"): for the project's registered model, the serving
+  version and the challenger, the history of decisions, and every monitored window (drift,
+  prediction drift, measured performance, retrain requests) as charts, with pending approvals.
+  A FastAPI app under ``/ctrain`` serves the page and its JSON; Airflow's UI embeds the page
+  (``external_views``). Every route asks Airflow's own authentication (the UI's JWT, as a
+  bearer header or its ``_token`` cookie) and the plugins view permission: plugin routes are
+  public otherwise. The page uses relative URLs only, so a path prefix (``[api] base_url``) works.
+  The data comes from ``ctrain.status.overview`` (MLflow and the monitor's files, read only).
+- **Run notes.** When a run of a ctrain DAG ends, its note (shown on the run in the grid) becomes
+  the one line its tasks left under the XCom key ``ctrain_note``: ``v2 promoted 1→2
+  (significant_improvement): roc_auc +0.0680 [+0.0597, +0.0760]``, ``v3 rejected (floor) …``,
+  ``retrain requested: data drift …``. A note a person wrote is never overwritten. The listener
+  runs in the scheduler (and in ``dag.test()``), inside the session that ends the run.
 
-The DAG id comes from ``ctrain.dag_ids`` rather than from ``dags/ctrain_common.py``: Airflow's
-API server, where plugins run, does not have the DAGs folder on its import path.
+- **Links that are never null.** Airflow 3 makes a task's links on the worker when the task ends
+  and keeps them in XCom (``dags/ctrain_common.py`` defines ctrain's; each sits only on its own
+  tasks). A task that never runs (skipped behind a skipped step, or waiting) has no such XCom, and
+  the API answers ``null`` for its link, which the official client refuses. When a ctrain DAG run
+  starts (and again when it ends), every link of its tasks gets a fallback value, the page the
+  link would lead to without this run's details (the MLflow experiments, the registered model,
+  the triggered DAG); a task that runs replaces it with its own link.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from functools import cache
-from urllib.parse import quote
+from pathlib import Path
+from typing import Any
 
+from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+from airflow.api_fastapi.core_api.security import requires_access_view
+from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
-from airflow.sdk import BaseOperatorLink
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import HTMLResponse
 
-from ctrain.dag_ids import TRAINING
+from ctrain.dag_ids import ALL, NOTE_KEY, TRAINING
 
-# ct_training's tasks whose XCom names an MLflow run, and those that name a model version.
-RUN_TASKS = ("train", "evaluate")
-VERSION_TASKS = ("register", "compare", "promote")
+log = logging.getLogger(__name__)
+
+PAGE = Path(__file__).with_name("ctrain_view.html")
+# A person reloading the page, or several people, do not each make MLflow search again.
+CACHE_SECONDS = 5.0
+
+app = FastAPI(
+    title="ctrain",
+    description="The serving model, its history and the monitored windows, from ctrain's records.",
+    dependencies=[Depends(requires_access_view(AccessView.PLUGINS))],
+)
 
 
 @cache
-def _mlflow_ui() -> str:
+def _settings():
     from ctrain.settings import load_settings
 
-    return load_settings().mlflow_ui_url.rstrip("/")
+    return load_settings()
 
 
-def _task_return_value(ti_key) -> dict | None:
-    """The return value a finished task instance pushed to XCom, read from the metadata DB."""
-    from airflow.models.xcom import XComModel
+class _Overview:
+    """``ctrain.status.overview`` of the model, kept for ``CACHE_SECONDS``."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._value: dict[str, Any] | None = None
+        self._at = 0.0
+
+    def get(self) -> dict[str, Any]:
+        with self._lock:
+            if self._value is None or time.monotonic() - self._at > CACHE_SECONDS:
+                from ctrain.status import overview
+                from ctrain.tracking import configure
+
+                settings = _settings()
+                self._value = overview(settings, configure(settings))
+                self._at = time.monotonic()
+            return self._value
+
+
+_overview = _Overview()
+
+
+def pending_approvals() -> list[dict[str, Any]]:
+    """ct_training's approval requests that no one has answered yet, from Airflow's database."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
-        query = XComModel.get_many(
-            run_id=ti_key.run_id,
-            key="return_value",
-            dag_ids=ti_key.dag_id,
-            task_ids=ti_key.task_id,
-            map_indexes=ti_key.map_index,
+        rows = session.execute(
+            select(HITLDetail, TaskInstance)
+            .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+            .where(TaskInstance.dag_id == TRAINING, HITLDetail.responded_at.is_(None))
+            .order_by(HITLDetail.created_at)
+        ).all()
+        return [
+            {
+                "subject": detail.subject,
+                "dag_id": ti.dag_id,
+                "run_id": ti.run_id,
+                "task_id": ti.task_id,
+                "requested_at": detail.created_at.isoformat(),
+                "url": f"../dags/{ti.dag_id}/runs/{ti.run_id}/tasks/{ti.task_id}/required_actions",
+            }
+            for detail, ti in rows
+        ]
+
+
+@app.get("/", response_class=HTMLResponse)
+def page() -> str:
+    """The view: one HTML page that reads ``api/...`` relative to itself."""
+    return PAGE.read_text()
+
+
+@app.get("/api/models")
+def models() -> list[dict[str, str]]:
+    """The registered models this deployment of ctrain manages (one per project)."""
+    return [{"name": _settings().model_name}]
+
+
+@app.get("/api/models/{name}")
+def model(name: str) -> dict[str, Any]:
+    """Champion, challenger, decision history, monitored windows and pending approvals."""
+    if name != _settings().model_name:
+        raise HTTPException(404, f"ctrain manages no model named {name!r}")
+    return _overview.get() | {"pending_approvals": pending_approvals()}
+
+
+def _in_session(dag_run):
+    """``dag_run`` and the session of the code that is ending it, to write in its transaction.
+
+    The scheduler hands over a run bound to its session; ``dag.test()`` a detached one, whose
+    caller holds the thread's scoped session (Airflow's ``settings.Session``), the same one.
+    """
+    from airflow import settings
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy.orm import object_session
+
+    session = object_session(dag_run)
+    if session is not None:
+        return dag_run, session
+    session = settings.Session()
+    return session.get(DagRun, dag_run.id), session
+
+
+def write_note(dag_run) -> str | None:
+    """Set ``dag_run``'s note to the newest ``ctrain_note`` its tasks left; returns it, or None."""
+    from airflow.models.xcom import XComModel
+
+    if dag_run.dag_id not in ALL:
+        return None
+    dag_run, session = _in_session(dag_run)
+    if dag_run is None:
+        return None
+    current = dag_run.dag_run_note
+    if current is not None and current.user_id is not None:  # a person's note stays
+        return None
+    query = XComModel.get_many(run_id=dag_run.run_id, key=NOTE_KEY, dag_ids=dag_run.dag_id)
+    row = session.scalars(query.order_by(XComModel.timestamp.desc()).limit(1)).first()
+    if row is None:
+        return None
+    note = str(XComModel.deserialize_value(row))[:1000]
+    dag_run.note = note
+    return note
+
+
+def _fallback_link(name: str, task: dict[str, Any]) -> str:
+    from airflow.configuration import conf
+
+    from ctrain.tracking import MlflowLinks
+
+    settings = _settings()
+    mlflow = MlflowLinks(settings.mlflow_ui_url)
+    if name == "Model version":
+        return f"{mlflow.base}/#/models/{settings.model_name}"
+    if name == "Triggered DAG":
+        base = conf.get("api", "base_url", fallback="/").rstrip("/")
+        return f"{base}/dags/{task.get('trigger_dag_id', '')}"
+    return f"{mlflow.base}/#/experiments?workflowType=machine_learning"
+
+
+def _declared_links(dag_id: str, session) -> list[tuple[dict[str, Any], str, str]]:
+    """``(task, link name, XCom key)`` for every link a DAG's tasks declare, read from the
+    serialized DAG (the scheduler deserializes DAGs without their links)."""
+    from airflow.models.serialized_dag import SerializedDagModel
+
+    sdm = SerializedDagModel.get(dag_id, session=session)
+    if sdm is None:
+        return []
+    out = []
+    for entry in sdm.data["dag"]["tasks"]:
+        task = entry.get("__var", entry)
+        if task.get("_is_mapped"):
+            continue
+        for name, key in (task.get("_operator_extra_links") or {}).items():
+            out.append((task, name, key))
+    return out
+
+
+def fill_links(dag_run) -> int:
+    """Give every link of ``dag_run``'s tasks a value where it has none yet; returns how many."""
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import select
+
+    if dag_run.dag_id not in ALL:
+        return 0
+    dag_run, session = _in_session(dag_run)
+    if dag_run is None:
+        return 0
+    have = set(
+        session.execute(
+            select(XComModel.task_id, XComModel.key).where(
+                XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id
+            )
+        ).all()
+    )
+    filled = 0
+    for task, name, key in _declared_links(dag_run.dag_id, session):
+        if (task["task_id"], key) in have:
+            continue
+        XComModel.set(
+            key,
+            _fallback_link(name, task),
+            dag_id=dag_run.dag_id,
+            task_id=task["task_id"],
+            run_id=dag_run.run_id,
+            session=session,
         )
-        row = session.scalars(query.limit(1)).first()
-        value = XComModel.deserialize_value(row) if row is not None else None
-    return value if isinstance(value, dict) else None
+        filled += 1
+    return filled
 
 
-def mlflow_run_url(value: dict) -> str:
-    return f"{_mlflow_ui()}/#/experiments/{value['experiment_id']}/runs/{value['mlflow_run_id']}"
+class RunNotes:
+    """Listener: each ctrain DAG run says what it did, on the run itself; its links are never
+    null."""
 
+    @hookimpl
+    def on_dag_run_running(self, dag_run, msg: str) -> None:
+        fill_links(dag_run)
 
-def model_version_url(value: dict) -> str:
-    name = value.get("model_name")
-    version = value.get("version") or value.get("challenger_version")
-    return f"{_mlflow_ui()}/#/models/{quote(name, safe='')}/versions/{version}"
+    @hookimpl
+    def on_dag_run_success(self, dag_run, msg: str) -> None:
+        write_note(dag_run)
+        fill_links(dag_run)
 
-
-class MlflowRunLink(BaseOperatorLink):
-    """The MLflow training run behind a ct_training task."""
-
-    name = "MLflow run"
-
-    def get_link(self, operator, *, ti_key) -> str:
-        if ti_key.dag_id != TRAINING or ti_key.task_id not in RUN_TASKS:
-            return ""
-        value = _task_return_value(ti_key)
-        return mlflow_run_url(value) if value and "mlflow_run_id" in value else ""
-
-
-class ModelVersionLink(BaseOperatorLink):
-    """The registered model version a ct_training task worked on."""
-
-    name = "Model version"
-
-    def get_link(self, operator, *, ti_key) -> str:
-        if ti_key.dag_id != TRAINING or ti_key.task_id not in VERSION_TASKS:
-            return ""
-        value = _task_return_value(ti_key)
-        if not value or not value.get("model_name"):
-            return ""
-        return model_version_url(value)
+    @hookimpl
+    def on_dag_run_failed(self, dag_run, msg: str) -> None:
+        write_note(dag_run)
+        fill_links(dag_run)
 
 
 class CtrainPlugin(AirflowPlugin):
     name = "ctrain"
-    global_operator_extra_links = [MlflowRunLink(), ModelVersionLink()]
+    listeners = [RunNotes()]
+    fastapi_apps = [{"name": "ctrain", "app": app, "url_prefix": "/ctrain"}]
+    # href is relative to the UI's <base href>, so it follows [api] base_url's path prefix; the
+    # trailing slash makes the page's own relative URLs resolve under /ctrain/.
+    external_views = [
+        {"name": "ctrain", "href": "ctrain/", "destination": "nav", "url_route": "ctrain"}
+    ]

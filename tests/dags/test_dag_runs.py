@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from tests_support import REPO, load_dagbag
+from tests_support import load_dagbag
 
 from ctrain.data.demo_source import DemoSource
 from ctrain.promotion.decisions import list_decisions
@@ -46,24 +46,36 @@ def test_ct_training_end_to_end_makes_a_tagged_champion_with_one_record(dagbag, 
     (record,) = list_decisions(client, settings)
     assert record.decision == "promoted" and record.airflow_run_id == run.run_id
 
-    # The plugin's links point at what the tasks produced.
-    from airflow.models.taskinstancekey import TaskInstanceKey
-
-    sys.path.insert(0, str(REPO / "plugins"))
-    from ctrain_links import MlflowRunLink, ModelVersionLink
-
-    train_key = TaskInstanceKey("ct_training", "train", run.run_id, 1, -1)
-    url = MlflowRunLink().get_link(None, ti_key=train_key)
-    assert (
-        url.endswith(f"/runs/{mv.run_id}") and client.get_run(mv.run_id).info.status == "FINISHED"
+    # The run says what it decided (the plugin's listener), and the promote task logged it.
+    assert _note(run) == record.headline and _note(run).startswith("v1 promoted none→1 (")
+    # Each task's links, made when it ended, point at what it produced.
+    links = _xcoms(run, "_link_MlflowRunLink") | _xcoms(run, "_link_ModelVersionLink")
+    assert links[("train", "_link_MlflowRunLink")].endswith(
+        f"/runs/{mv.run_id}?workflowType=machine_learning"
     )
-    register_key = TaskInstanceKey("ct_training", "register", run.run_id, 1, -1)
-    assert (
-        ModelVersionLink()
-        .get_link(None, ti_key=register_key)
-        .endswith(f"/models/{settings.model_name}/versions/{mv.version}")
-    )
-    assert MlflowRunLink().get_link(None, ti_key=register_key) == ""
+    for task in ("register", "compare", "promote"):
+        assert links[(task, "_link_ModelVersionLink")].endswith(
+            f"/models/{settings.model_name}/versions/{mv.version}"
+        )
+    assert {t for t, _ in links} == {"train", "evaluate", "register", "compare", "promote"}
+
+
+def _note(run) -> str | None:
+    """The note on ``run``, read from the metadata DB (``dag.test()`` returns a detached run)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return session.get(DagRun, run.id).note
+
+
+def _xcoms(run, key) -> dict:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.scalars(XComModel.get_many(run_id=run.run_id, key=key, dag_ids=run.dag_id))
+        return {(r.task_id, key): XComModel.deserialize_value(r) for r in rows}
 
 
 def test_a_broken_batch_is_quarantined_and_nothing_is_trained(dagbag, settings, client):
@@ -91,6 +103,12 @@ def test_a_broken_batch_is_quarantined_and_nothing_is_trained(dagbag, settings, 
     exp = client.get_experiment_by_name(settings.experiment)
     assert exp is None or client.search_runs([exp.experiment_id]) == []
     assert list_decisions(client, settings) == []
+    # A task that never ran still has a link to follow (never a null in the API).
+    links = _xcoms(run, "_link_MlflowRunLink")
+    assert links[("train", "_link_MlflowRunLink")].endswith(
+        "/#/experiments?workflowType=machine_learning"
+    )
+    assert _note(run).startswith("skipped: no accepted batches in ")
 
 
 def test_a_misspelt_conf_key_fails_the_training_run_before_it_trains(
@@ -101,6 +119,7 @@ def test_a_misspelt_conf_key_fails_the_training_run_before_it_trains(
     states = _states(run)
     assert str(run.state) == "failed", states
     assert states["run_context"] == "failed" and states["train"] != "success", states
+    assert _note(run).startswith("refused: unknown conf keys ['dryrun']; ct_training takes")
     assert client.search_registered_models() == []  # nothing trained, nothing registered
     assert list_decisions(client, settings) == []
 
@@ -114,6 +133,9 @@ def test_airflow_loads_the_plugin_and_its_links():
         env=os.environ.copy(),
     )
     plugins = {p["name"]: p for p in json.loads(out.stdout)}
-    assert "ctrain" in plugins
-    links = json.dumps(plugins["ctrain"])
-    assert "MlflowRunLink" in links and "ModelVersionLink" in links
+    ctrain = plugins["ctrain"]
+    assert [a["url_prefix"] for a in ctrain["fastapi_apps"]] == ["/ctrain"]
+    assert ctrain["external_views"] == [
+        {"name": "ctrain", "href": "ctrain/", "destination": "nav", "url_route": "ctrain"}
+    ]
+    assert "RunNotes" in json.dumps(ctrain["listeners"])

@@ -532,6 +532,13 @@ def test_ct_training_through_the_rest_api_promotes_a_tagged_champion(stack: Stac
         assert rtags.get("airflow_run_id") == run_id, rtags
         assert rtags.get("champion_after") == str(mv["version"]), rtags
 
+    with timer.phase("run note and the ctrain view, behind Airflow's login"):
+        note = api.get(f"/api/v2/dags/ct_training/dagRuns/{run_id}").json()["note"]
+        assert note.startswith(f"v{mv['version']} promoted none→{mv['version']} ("), note
+        view = api.get(f"/ctrain/api/models/{MODEL}").json()
+        assert view["champion"]["version"] == str(mv["version"]), view["champion"]
+        assert [h["headline"] for h in view["history"]] == [note]
+
     # Artifacts went through the server's proxy into its destination (MinIO in compose).
     assert list(stack.artifacts.rglob("MLmodel")), "no model artifacts in the proxied store"
     assert len(list(stack.artifacts.rglob("decision.json"))) == 1
@@ -542,9 +549,11 @@ def test_refusals_without_valid_credentials_or_grants(stack: Stack):
     af, ml = stack.airflow_url, stack.mlflow_url
     api2 = f"{ml}/api/2.0/mlflow"
     with stack.timer.phase("refusal checks"):
-        # Airflow: no token, wrong password.
+        # Airflow: no token, wrong password; the ctrain view's routes too.
         r = requests.get(f"{af}/api/v2/dags", timeout=30)
         assert r.status_code in (401, 403), (r.status_code, r.text)
+        r = requests.get(f"{af}/ctrain/api/models/{MODEL}", timeout=30)
+        assert r.status_code == 401, (r.status_code, r.text)
         r = requests.post(
             f"{af}/auth/token", json={"username": "admin", "password": "wrong-password"}, timeout=30
         )

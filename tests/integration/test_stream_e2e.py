@@ -1,31 +1,93 @@
-"""The whole loop under the real Airflow scheduler: drift in the stream leads to a retrain and a promotion."""
+"""The whole loop under the real Airflow scheduler, seen as its users see it.
+
+One stream (a champion, then drift from a known batch on) runs through Airflow's scheduler, DAG
+processor, triggerer and API server; the tests then look at what it left, the way people do: the
+official ``apache-airflow-client`` against the running API server (run notes, task links, logs,
+triggering with conf), the ctrain view's endpoints with and without Airflow's login, and the view
+itself in a real headless Chromium, with a screenshot.
+"""
 
 import json
-from pathlib import Path
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from types import SimpleNamespace
 
+import mlflow
 import pytest
-from tests_support import bootstrap_champion
+from tests_support import REPO, bootstrap_champion, browser
 
 from ctrain.data.demo_source import DemoSource
-from ctrain.demo import run_stream
+from ctrain.demo import run_stream, stream_services
+from ctrain.monitoring.check import load_summaries
+from ctrain.monitoring.trigger import trigger_log
 from ctrain.promotion.decisions import list_decisions
-from ctrain.runtime import TASK_PRELOAD, migrate
+from ctrain.registry import current_champion
+from ctrain.runtime import TASK_PRELOAD, airflow_bin, free_port, migrate
+from ctrain.settings import load_settings
+from ctrain.tracking import configure
 
 pytestmark = pytest.mark.integration
 
+SCREENSHOTS = REPO / "test-output"
 
-def test_drift_in_the_stream_retrains_and_promotes_with_the_reason(
-    make_settings, client, monkeypatch
-):
-    monkeypatch.setenv("CTRAIN_DATASET__LABELS", "delayed")
-    monkeypatch.setenv("CTRAIN_MONITORING__HTML_REPORTS", "false")
-    settings = make_settings()
-    assert settings.dataset.labels == "delayed" and not settings.monitoring.html_reports
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory):
+    """Bootstrap a champion, then batches 3..6 (drift from 5) through the running services."""
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("stream")
+    mp.setenv("CTRAIN_HOME", str(root / "ctrain"))
+    mp.setenv("CTRAIN_DATASET__LABELS", "delayed")
+    settings = load_settings()
+    client = configure(settings)
     bootstrap_champion(settings, DemoSource(**settings.demo.model_dump()))
     migrate(settings, settings.root / "logs" / "migrate.log")
+    try:
+        with stream_services(settings, settings.root / "logs") as af:
+            timeline = run_stream(settings, af, start=3, drift_from=5, stop=7)
+            yield SimpleNamespace(settings=settings, client=client, af=af, timeline=timeline)
+    finally:
+        mp.undo()
 
-    timeline = run_stream(settings, settings.root / "logs", start=3, drift_from=5, stop=7)
 
+@pytest.fixture(scope="module")
+def api(stream):
+    """The official Airflow client, logged in as admin through ``POST /auth/token``."""
+    import airflow_client.client as ac
+
+    config = ac.Configuration(host=stream.af.base_url, access_token=stream.af.token())
+    with ac.ApiClient(config) as c:
+        yield SimpleNamespace(
+            dag_runs=ac.DagRunApi(c),
+            tis=ac.TaskInstanceApi(c),
+            dags=ac.DAGApi(c),
+            models=ac,
+        )
+
+
+def _runs(api, dag_id):
+    return api.dag_runs.get_dag_runs(dag_id, limit=100).dag_runs
+
+
+def _wait_for_run(api, dag_id, run_id, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api.dag_runs.get_dag_run(dag_id, run_id)
+        if str(run.state.value if hasattr(run.state, "value") else run.state) in (
+            "success",
+            "failed",
+        ):
+            return run
+        time.sleep(2)
+    raise TimeoutError(f"{dag_id} {run_id} did not finish in {timeout}s")
+
+
+def test_drift_in_the_stream_retrains_and_promotes_with_the_reason(stream):
+    settings, client, timeline = stream.settings, stream.client, stream.timeline
     by_batch = {e["batch"]: e for e in timeline}
     assert not by_batch[3]["requested"] and not by_batch[4]["requested"]  # stable: nothing fires
     fired = [e for e in timeline if e["requested"]]
@@ -34,13 +96,208 @@ def test_drift_in_the_stream_retrains_and_promotes_with_the_reason(
     assert decision.decision == "promoted", decision
     assert decision.airflow_dag_id == "ct_training"
     assert decision.trigger_reason.startswith("data drift in")
+    assert decision.started_by == "ct_drift_monitor"
     record = list_decisions(client, settings, limit=1)[0]
     assert record.record_run_id == decision.record_run_id
     mv = client.get_model_version_by_alias(settings.model_name, "champion")
     assert mv.tags["trigger_reason"] == decision.trigger_reason
-    evidence = json.loads(Path(mv.tags["trigger_evidence"]).read_text())
+    # The evidence is an MLflow artifact, not a path on some worker's disk.
+    assert not mv.tags["trigger_evidence"].startswith("/")
+    evidence = json.loads(mlflow.artifacts.load_text(mv.tags["trigger_evidence"]))
     assert evidence["evidence"] and all(w["flagged"] for w in evidence["evidence"])
+    # Every signal that fired is named, also one that fired short of its own debounce.
+    if any("performance" in w["flags"] for w in evidence["evidence"]):
+        assert "performance drop in" in decision.trigger_reason
     # The scheduler started its task workers from the forkserver that preloaded the libraries.
     scheduler_log = (settings.root / "logs" / "airflow" / "scheduler.log").read_text()
     assert "Set multiprocessing start method to 'forkserver' for scheduler" in scheduler_log
     assert f"Set forkserver preload modules for scheduler: {list(TASK_PRELOAD)}" in scheduler_log
+
+
+def test_each_run_says_what_it_decided_on_the_run_and_in_the_promote_log(stream, api):
+    decision = next(e["decision"] for e in stream.timeline if e["requested"])
+    (training,) = _runs(api, "ct_training")
+    assert training.note == decision.headline
+    assert training.note.startswith(f"v{decision.challenger_version} promoted 1→2 (")
+    # The run that asked waits for ct_training (deferred) and ends a little after it.
+    for run in _runs(api, "ct_drift_monitor"):
+        _wait_for_run(api, "ct_drift_monitor", run.dag_run_id)
+    monitors = _runs(api, "ct_drift_monitor")
+    notes = [r.note for r in monitors]
+    odd = [n for n in notes if not (n and n.startswith(("no retrain", "retrain requested: ")))]
+    assert not odd, odd
+    assert sum(n.startswith("retrain requested: data drift in") for n in notes) == 1
+    log = api.tis.get_log(
+        "ct_training",
+        training.dag_run_id,
+        "promote",
+        1,
+        full_content=True,
+        accept="application/json",
+    )
+    text = json.dumps(log.to_dict(), default=str, ensure_ascii=False)
+    assert f"decision: {decision.headline}" in text
+
+
+def test_the_official_client_reads_every_tasks_links(stream, api):
+    seen = {}
+    for dag_id in ("ct_ingest", "ct_batch_inference", "ct_drift_monitor", "ct_training"):
+        for run in _runs(api, dag_id):
+            for ti in api.tis.get_task_instances(dag_id, run.dag_run_id).task_instances:
+                links = api.tis.get_extra_links(dag_id, run.dag_run_id, ti.task_id, ti.map_index)
+                seen[(dag_id, ti.task_id)] = links.extra_links
+    # Airflow's own "Triggered DAG" is the only link outside ct_training; none is null.
+    assert {k: sorted(v) for k, v in seen.items() if v and k[0] != "ct_training"} == {
+        ("ct_drift_monitor", "trigger_ct_training"): ["Triggered DAG"]
+    }
+    assert all(url for v in seen.values() for url in v.values())
+    champion = stream.client.get_model_version_by_alias(stream.settings.model_name, "champion")
+    assert seen[("ct_training", "train")]["MLflow run"].endswith(
+        f"/runs/{champion.run_id}?workflowType=machine_learning"
+    )
+    for task in ("register", "compare", "promote"):
+        assert seen[("ct_training", task)]["Model version"].endswith(
+            f"/versions/{champion.version}"
+        )
+    assert set(seen[("ct_training", "run_context")]) == set()
+
+
+def test_the_client_triggers_with_conf_and_an_unknown_key_is_refused(stream, api):
+    body = api.models.TriggerDAGRunPostBody
+    # The same window as the drift retrain: nothing new to train, recorded as skipped.
+    window = trigger_log(stream.settings)[-1].window
+    run = api.dag_runs.trigger_dag_run(
+        "ct_training", body(logical_date=None, conf={"reason": "client", "window": window})
+    )
+    done = _wait_for_run(api, "ct_training", run.dag_run_id)
+    assert str(done.state.value) == "success"
+    assert done.note == "skipped (identical_window): same window and training config as v2"
+    versions = stream.client.search_model_versions(f"name = '{stream.settings.model_name}'")
+    assert len(versions) == 2
+    bad = api.dag_runs.trigger_dag_run(
+        "ct_training", body(logical_date=None, conf={"dryrun": True})
+    )
+    failed = _wait_for_run(api, "ct_training", bad.dag_run_id)
+    assert str(failed.state.value) == "failed"
+    assert failed.note.startswith("refused: unknown conf keys ['dryrun']; ct_training takes")
+
+
+def _get(url, headers=None):
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_the_ctrain_view_asks_airflows_login_and_shows_the_records(stream):
+    base, token = stream.af.base_url, stream.af.token()
+    name = stream.settings.model_name
+    for path in ("/ctrain/", "/ctrain/api/models", f"/ctrain/api/models/{name}"):
+        assert _get(base + path)[0] == 401, path
+        assert _get(base + path, {"Authorization": "Bearer not-a-token"})[0] in (401, 403), path
+        assert _get(base + path, {"Authorization": f"Bearer {token}"})[0] == 200, path
+        assert _get(base + path, {"Cookie": f"_token={token}"})[0] == 200, path
+    settings, client = stream.settings, stream.client
+    auth = {"Authorization": f"Bearer {token}"}
+    status, raw = _get(f"{base}/ctrain/api/models", auth)
+    assert json.loads(raw) == [{"name": settings.model_name}]
+    assert _get(f"{base}/ctrain/api/models/someone_elses", auth)[0] == 404
+    o = json.loads(_get(f"{base}/ctrain/api/models/{settings.model_name}", auth)[1])
+    assert o["champion"]["version"] == current_champion(client, settings.model_name) == "2"
+    assert o["champion"]["description"].startswith(f"# {settings.model_name}: v2 promoted 1→2")
+    assert o["champion"]["mlflow_version_url"].endswith(f"/models/{settings.model_name}/versions/2")
+    records = list_decisions(client, settings, limit=200)
+    assert [h["record_run_id"] for h in o["history"]] == [d.record_run_id for d in records]
+    assert [w["batch_id"] for w in o["windows"]] == [w.batch_id for w in load_summaries(settings)]
+    requested = [w["batch_id"] for w in o["windows"] if w["retrain_requested"]]
+    assert requested == list(trigger_log(settings)[-1].flagged_windows)
+    assert all(w["report_url"] and "data_drift.html" in w["report_url"] for w in o["windows"])
+    assert o["pending_approvals"] == []
+    # Relative URLs only: the page works behind a path prefix.
+    page = _get(f"{base}/ctrain/", auth)[1].decode()
+    assert 'fetch("http' not in page and 'const API = "api/models"' in page
+
+
+def _view_in_browser(base: str, password: str, shot) -> dict:
+    """Log into Airflow's UI at ``base``, open the ctrain view, read it, save a screenshot."""
+    with browser() as driver:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as ec
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        wait = WebDriverWait(driver, 60)
+        driver.get(f"{base}/auth/login")
+        wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys("admin")
+        driver.find_element(By.NAME, "password").send_keys(password)
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(lambda d: "/auth/login" not in d.current_url)
+        driver.get(f"{base}/plugin/ctrain")
+        frame = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "iframe")))
+        driver.switch_to.frame(frame)
+        wait.until(ec.text_to_be_present_in_element((By.ID, "card-champion"), "version 2"))
+        seen = {
+            "champion": driver.find_element(By.ID, "card-champion").text,
+            "history": len(driver.find_elements(By.CSS_SELECTOR, "#history li")),
+            "charts": len(driver.find_elements(By.CSS_SELECTOR, "#charts svg")),
+            "rows": len(driver.find_elements(By.CSS_SELECTOR, "#windows tbody tr")),
+            "error": driver.find_element(By.ID, "error").text,
+        }
+        driver.switch_to.default_content()
+        time.sleep(1)
+        driver.save_screenshot(str(shot))
+    return seen
+
+
+def test_the_ctrain_view_in_a_real_browser(stream):
+    settings = stream.settings
+    SCREENSHOTS.mkdir(exist_ok=True)
+    shot = SCREENSHOTS / "ctrain_view.png"
+    seen = _view_in_browser(stream.af.base_url, stream.af.admin_password(), shot)
+    assert "champion: version 2" in seen["champion"] and "promoted 1→2" in seen["champion"]
+    assert seen["history"] == len(list_decisions(stream.client, settings, limit=200)) >= 2
+    assert seen["charts"] == 3 and seen["rows"] == len(load_summaries(settings))
+    assert seen["error"] == "" and shot.stat().st_size > 20_000
+    print(f"screenshot: {shot}")
+
+
+def test_the_ctrain_view_works_behind_a_path_prefix(stream):
+    """Airflow served under /airflow ([api] base_url): the view's relative URLs follow."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/airflow"
+    env = stream.af.env | {"AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": base}
+    log = open(stream.settings.root / "logs" / "prefixed-api-server.log", "w")  # noqa: SIM115
+    server = subprocess.Popen(
+        [airflow_bin(), "api-server"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while _get_quiet(f"{base}/api/v2/monitor/health") != 200:
+            assert server.poll() is None and time.monotonic() < deadline, "api-server died"
+            time.sleep(1)
+        assert _get_quiet(f"http://127.0.0.1:{port}/ctrain/api/models") == 404  # only under it
+        assert _get_quiet(f"{base}/ctrain/api/models") == 401
+        shot = SCREENSHOTS / "ctrain_view_prefixed.png"
+        SCREENSHOTS.mkdir(exist_ok=True)
+        seen = _view_in_browser(base, stream.af.admin_password(), shot)
+        assert "champion: version 2" in seen["champion"] and seen["error"] == ""
+        assert seen["charts"] == 3
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()
+
+
+def _get_quiet(url) -> int | None:
+    try:
+        return _get(url)[0]
+    except OSError:
+        return None

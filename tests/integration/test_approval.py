@@ -1,0 +1,143 @@
+"""The approval gate under the real scheduler, answered through the REST API as a person would.
+
+``promotion.approval: required``: ct_training stops at Airflow's human-in-the-loop task when its
+comparison would move champion. Approve, reject and no answer (expiry) each end in exactly one
+decision record that names the approver, and in a run note that says so.
+"""
+
+import json
+import time
+import urllib.request
+from datetime import UTC, datetime
+
+import pytest
+from tests_support import WEAK, bootstrap_champion
+
+from ctrain.data.demo_source import DemoSource
+from ctrain.promotion.decisions import list_decisions
+from ctrain.registry import current_champion
+from ctrain.runtime import AirflowServices, migrate
+
+pytestmark = pytest.mark.integration
+
+
+def _until(what, check, af, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not af.alive():
+            raise RuntimeError(f"an Airflow service stopped while waiting for {what}")
+        value = check()
+        if value:
+            return value
+        time.sleep(2)
+    raise TimeoutError(f"gave up waiting {timeout}s for {what}")
+
+
+def test_approve_reject_and_expire_each_make_one_record_naming_the_approver(make_settings, client):
+    delayed = {"labels": "delayed"}  # bootstrap_champion lands the labels apart
+    weak = make_settings(
+        dataset=delayed, training={"candidates": WEAK}, promotion={"floors": {"roc_auc": 0.5}}
+    )
+    bootstrap_champion(weak, DemoSource(**weak.demo.model_dump()))  # v1, a weak champion
+    settings = make_settings(
+        dataset=delayed,
+        promotion={
+            "floors": {"roc_auc": 0.5},
+            "approval": "required",
+            "approval_timeout_minutes": 0.5,
+        },
+    )
+    migrate(settings, settings.root / "logs" / "migrate.log")
+    import airflow_client.client as ac
+
+    env = {"CTRAIN_TRAIN_ON_NEW_DATA": "false"}
+    with AirflowServices(settings, settings.root / "logs" / "airflow", env) as af:
+        af.wait_until_serving()
+        config = ac.Configuration(host=af.base_url, access_token=af.token())
+        with ac.ApiClient(config) as c:
+            runs, tis = ac.DagRunApi(c), ac.TaskInstanceApi(c)
+
+            def start(conf):
+                def trigger():
+                    try:
+                        body = ac.TriggerDAGRunPostBody(logical_date=None, conf=conf)
+                        return runs.trigger_dag_run("ct_training", body).dag_run_id
+                    except ac.ApiException as exc:  # the DAG processor has not parsed it yet
+                        if exc.status != 404:
+                            raise
+                        return None
+
+                return _until("ct_training to be registered", trigger, af)
+
+            def pending(run_id):
+                details = tis.get_hitl_details("ct_training", run_id).hitl_details
+                return [d for d in details if not d.response_received]
+
+            def answer(run_id, option, comment):
+                # As a person would, some seconds after the request appears: Airflow 3.3.2's
+                # scheduler marks the task up_for_retry (and asks again) when the answer lands
+                # while it is still handling the task's pause (seen at under 1 s).
+                (detail,) = pending(run_id)
+                age = (datetime.now(UTC) - detail.created_at).total_seconds()
+                time.sleep(max(0.0, 5 - age))
+                payload = ac.UpdateHITLDetailPayload(
+                    chosen_options=[option], params_input={"comment": comment}
+                )
+                tis.update_hitl_detail("ct_training", run_id, "approval", -1, payload)
+
+            def finished(run_id):
+                run = runs.get_dag_run("ct_training", run_id)
+                return run if str(run.state.value) in ("success", "failed") else None
+
+            # 1. Approve: the better challenger v2 is promoted, with the approver on record.
+            run_id = start({"reason": "approve path"})
+            (asked,) = _until("the approval request", lambda: pending(run_id), af)
+            assert asked.subject == (
+                f"Promote {settings.model_name} v2 over v1? (significant_improvement)"
+            )
+            assert "difference +" in asked.body and "trigger: approve path" in asked.body
+            # The ctrain view shows the request waiting, with the way to answer it.
+            req = urllib.request.Request(
+                f"{af.base_url}/ctrain/api/models/{settings.model_name}",
+                headers={"Authorization": f"Bearer {config.access_token}"},
+            )
+            with urllib.request.urlopen(req, timeout=30) as r:
+                waiting = json.loads(r.read())["pending_approvals"]
+            assert [w["run_id"] for w in waiting] == [run_id]
+            assert waiting[0]["url"].endswith("/tasks/approval/required_actions")
+            answer(run_id, "Approve", "checked the slices")
+            run = _until("the approved run to end", lambda: finished(run_id), af)
+            assert str(run.state.value) == "success"
+            assert run.note.startswith("v2 promoted 1→2 (significant_improvement): roc_auc +")
+            assert run.note.endswith("; approved by admin")
+            assert current_champion(client, settings.model_name) == "2"
+
+            # 2. Reject: a forced retrain (v3) asks again; the answer is no, with a comment.
+            run_id = start({"reason": "reject path", "force": True})
+            _until("the second approval request", lambda: pending(run_id), af)
+            answer(run_id, "Reject", "not before the audit")
+            run = _until("the rejected run to end", lambda: finished(run_id), af)
+            assert str(run.state.value) == "success"
+            assert run.note.startswith("v3 rejected (approval_rejected)")
+            assert "; rejected by admin; champion stays 2" in run.note
+
+            # 3. No answer: the request expires after approval_timeout_minutes (30 s).
+            run_id = start({"reason": "expire path", "force": True})
+            _until("the third approval request", lambda: pending(run_id), af)
+            run = _until("the expired run to end", lambda: finished(run_id), af, timeout=240)
+            assert str(run.state.value) == "success"
+            assert run.note.startswith("v4 expired (approval_expired)")
+
+    records = {d.airflow_run_id: d for d in list_decisions(client, settings, limit=50)}
+    by_reason = {d.trigger_reason: d for d in records.values()}
+    approved, rejected, expired = (by_reason[f"{p} path"] for p in ("approve", "reject", "expire"))
+    assert approved.decision == "promoted" and approved.approver == "admin"
+    assert approved.approval_comment == "checked the slices" and approved.champion_after == "2"
+    assert rejected.decision == "rejected" and rejected.approver == "admin"
+    assert rejected.reason.startswith("rejected by admin: not before the audit")
+    assert expired.decision == "expired" and expired.approver is None
+    assert "no answer within 0.5 minutes" in expired.reason
+    # Exactly one record per run.
+    per_run = [d.airflow_run_id for d in list_decisions(client, settings, limit=50)]
+    assert len(per_run) == len(set(per_run)) == 4  # bootstrap + the three runs
+    assert current_champion(client, settings.model_name) == "2"
