@@ -10,6 +10,7 @@ from ctrain.promotion.decisions import headline, list_decisions
 from ctrain.records import Decision, WindowCheck
 from ctrain.registry import CHALLENGER, CHAMPION, aliased_version
 from ctrain.settings import Settings
+from ctrain.tracking import MlflowLinks
 
 
 def status(settings: Settings, client, limit: int = 10) -> dict[str, Any]:
@@ -27,6 +28,10 @@ def status(settings: Settings, client, limit: int = 10) -> dict[str, Any]:
             }
         )
     out["decisions"] = [d.to_xcom() for d in list_decisions(client, settings, limit=limit)]
+    exp = client.get_experiment_by_name(settings.decisions_experiment)
+    out["decisions_url"] = (
+        MlflowLinks(settings.mlflow_ui_url).experiment(exp.experiment_id) if exp else None
+    )
     return out
 
 
@@ -50,6 +55,8 @@ def format_status(report: dict[str, Any], metric: str) -> str:
         lines.append(f"  {'':19}  trigger: {d['trigger_reason']}")
     if not report["decisions"]:
         lines.append("  (none yet)")
+    elif report.get("decisions_url"):
+        lines.append(f"\n  in MLflow: {report['decisions_url']}")
     return "\n".join(lines)
 
 
@@ -129,7 +136,6 @@ def overview(settings: Settings, client, limit: int = 200) -> dict[str, Any]:
     """
     from ctrain.monitoring.check import load_summaries
     from ctrain.monitoring.trigger import trigger_log
-    from ctrain.tracking import MlflowLinks
 
     links = MlflowLinks(settings.mlflow_ui_url)
     name = settings.model_name

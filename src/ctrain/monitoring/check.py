@@ -184,9 +184,16 @@ def check_window(
     write_json_atomic(summary_path, check.to_xcom() | detail)
 
     exp_id = ensure_experiment(client, settings.monitoring_experiment, settings)
+    # Named by what it found: a window is checked again when its labels mature, and each check
+    # must be told apart in MLflow's runs table.
+    measured = (
+        f"{perf.metric} {perf.value:.3f} on {perf.labeled_rows} labeled rows"
+        if perf.value is not None
+        else f"{perf.labeled_share:.0%} labeled"
+    )
     run = client.create_run(
         exp_id,
-        run_name=f"check {batch_id}",
+        run_name=f"{batch_id} on v{ref.version}: drift {data.share_drifted:.0%}, {measured}",
         tags={
             "batch_id": batch_id,
             "champion_version": ref.version,
