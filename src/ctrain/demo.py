@@ -268,4 +268,5 @@ def print_timeline(settings: Settings, timeline: list[dict]) -> None:
     for entry in timeline:
         if entry.get("decision"):
             print(f"\n    retrain reason: {entry['decision'].trigger_reason}")
-            print(f"    decision: {entry['decision'].reason}")
+            print(f"    decision: {entry['decision'].headline}")
+            print(f"      {entry['decision'].reason}")

@@ -147,7 +147,7 @@ def model_card(rec: dict[str, Any]) -> str:
         lines.append(f"- floor {name}: {f['value']:.4f} (floor {f['floor']})")
     for s in rec.get("slices") or []:
         lines.append(
-            f"  - slice {s['column']}={s['value']} ({s['rows']} rows): challenger {s['challenger']:.4f}"
+            f"- slice {s['column']}={s['value']} ({s['rows']} rows): challenger {s['challenger']:.4f}"
             + (f", champion {s['champion']:.4f}" if "champion" in s else "")
         )
     return "\n".join(lines) + "\n"
