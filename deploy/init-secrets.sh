@@ -61,6 +61,8 @@ values = {
     "MLFLOW_AUTH_ADMIN_PASSWORD": token(18),
     # The MLflow user the Airflow workers run as (EDIT on ctrain's experiments and model).
     "MLFLOW_WORKER_PASSWORD": token(18),
+    # The MLflow user Airflow's API server reads ctrain's records with (READ only).
+    "MLFLOW_VIEWER_PASSWORD": token(18),
     "MLFLOW_FLASK_SERVER_SECRET_KEY": token(48),
     # MinIO wants a user of at least 3 and a password of at least 8 characters.
     "MINIO_ROOT_USER": "ctrain-" + secrets.token_hex(6),

@@ -108,8 +108,16 @@ def cmd_mlflow_init(settings: Settings, args) -> int:
     if settings.tracking_uri is None:
         print("ctrain mlflow-init: set CTRAIN_TRACKING_URI to the MLflow server", file=sys.stderr)
         return 2
+    viewer_password = os.environ.get("MLFLOW_VIEWER_PASSWORD")
+    if args.viewer_user and not viewer_password:
+        print(
+            "ctrain mlflow-init: set MLFLOW_VIEWER_PASSWORD to the viewer's password",
+            file=sys.stderr,
+        )
+        return 2
+    viewer = (args.viewer_user, viewer_password) if args.viewer_user else None
     auth = get_app_client("basic-auth", tracking_uri=settings.tracking_uri)
-    for line in provision(settings, _client(settings), auth, args.worker_user, password):
+    for line in provision(settings, _client(settings), auth, args.worker_user, password, viewer):
         print(line)
     return 0
 
@@ -259,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="production: create the experiments, the model and the worker user, as MLflow's admin",
     )
     s.add_argument("--worker-user", default="ctrain-worker")
+    s.add_argument(
+        "--viewer-user",
+        help="also a read-only user (password from MLFLOW_VIEWER_PASSWORD) for Airflow's API "
+        "server, which reads ctrain's records for the ctrain view",
+    )
     s.set_defaults(fn=cmd_mlflow_init)
     sub.add_parser("ingest", help="validate the landing folder now, without Airflow").set_defaults(
         fn=cmd_ingest

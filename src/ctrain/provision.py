@@ -5,7 +5,9 @@
 experiments and the registered model, so the admin owns them, then the worker user (password from
 ``MLFLOW_WORKER_PASSWORD``) with EDIT on exactly those: the workers can log runs, add model
 versions, move and tag aliases, but cannot delete the model or an experiment, and see nothing
-else. Safe to run again: an existing worker gets the password again and the same grants.
+else. Given a viewer (password from ``MLFLOW_VIEWER_PASSWORD``), it is made with READ on the same:
+Airflow's API server reads ctrain's records for the ctrain view with it and can change nothing.
+Safe to run again: an existing user gets the password again and the same grants.
 """
 
 from __future__ import annotations
@@ -14,33 +16,48 @@ from ctrain.registry import ensure_registered_model
 from ctrain.settings import Settings
 from ctrain.tracking import ensure_experiment
 
-EDIT = "EDIT"
+EDIT, READ = "EDIT", "READ"
 
 
-def provision(settings: Settings, client, auth, worker: str, password: str) -> list[str]:
-    """Create the experiments, the model and the worker with its grants; one line per step.
+def _user(auth, name: str, password: str) -> str:
+    """Create ``name`` or set its password again; one line of what happened."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        auth.create_user(name, password)
+        return f"user {name} created"
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        auth.update_user_password(name, password)
+        return f"user {name} exists: password set again"
+
+
+def provision(
+    settings: Settings,
+    client,
+    auth,
+    worker: str,
+    password: str,
+    viewer: tuple[str, str] | None = None,
+) -> list[str]:
+    """Create the experiments, the model, the worker and (given ``(name, password)``) the viewer
+    with their grants; one line per step.
 
     ``client`` is an MLflow client and ``auth`` the basic-auth app's client, both as the admin.
     """
-    from mlflow.exceptions import MlflowException
-
     done = []
     names = (settings.experiment, settings.decisions_experiment, settings.monitoring_experiment)
     ids = {name: ensure_experiment(client, name, settings) for name in names}
     done += [f"experiment {name} (id {eid})" for name, eid in ids.items()]
     ensure_registered_model(client, settings.model_name)
     done.append(f"registered model {settings.model_name}")
-    try:
-        auth.create_user(worker, password)
-        done.append(f"user {worker} created")
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-        auth.update_user_password(worker, password)
-        done.append(f"user {worker} exists: password set again")
     grants = [("experiment", eid) for eid in ids.values()]
     grants.append(("registered_model", settings.model_name))
-    for kind, resource in grants:
-        auth.grant_user_permission(worker, kind, resource, EDIT)
-        done.append(f"{worker}: {EDIT} on {kind} {resource}")
+    users = [(worker, password, EDIT)] + ([(viewer[0], viewer[1], READ)] if viewer else [])
+    for name, secret, level in users:
+        done.append(_user(auth, name, secret))
+        for kind, resource in grants:
+            auth.grant_user_permission(name, kind, resource, level)
+            done.append(f"{name}: {level} on {kind} {resource}")
     return done

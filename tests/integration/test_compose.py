@@ -140,11 +140,14 @@ def test_airflow_runs_celery_on_postgres_and_redis_like_the_native_test(services
             == "http://airflow-apiserver:8080/execution/"
         )
         assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"].lower() == "false", name
-    # The components agree on everything they share (secrets included).
+    # The components agree on everything they share (secrets included), but the MLflow user:
+    # the API server reads ctrain's records with a read-only one.
+    own = {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
     first = _env(services[AIRFLOW_SERVICES[0]])
     for name in AIRFLOW_SERVICES[1:]:
         env = _env(services[name])
-        differ = [k for k in AIRFLOW_PRODUCTION_KEYS if env[k] != first[k]]
+        mine = own if name == "airflow-apiserver" else set()
+        differ = [k for k in AIRFLOW_PRODUCTION_KEYS if k not in mine and env[k] != first[k]]
         assert not differ, f"{name} differs from {AIRFLOW_SERVICES[0]} in {differ}"
     commands = {n: services[n].get("command") for n in AIRFLOW_SERVICES[1:]}
     assert commands == {
@@ -231,6 +234,7 @@ def test_each_service_gets_only_its_own_credentials(services):
         "MINIO_ROOT_PASSWORD": {"minio", "minio-init"},
         "MLFLOW_DB_PASSWORD": {"postgres", "mlflow"},
         "MLFLOW_S3_SECRET_KEY": {"minio-init", "mlflow"},
+        "MLFLOW_VIEWER_PASSWORD": {"mlflow-init", "airflow-apiserver"},
     }
     for var, allowed in holders.items():
         have = {name for name, svc in services.items() if var in _vars(svc)}
@@ -241,8 +245,14 @@ def test_each_service_gets_only_its_own_credentials(services):
         assert _db_user(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]) == "airflow", name
         assert _db_user(env["CTRAIN_LOCK_URL"]) == "ctrain_lock", name
         assert env["CTRAIN_LOCK_URL"].endswith("@postgres/ctrain_lock"), name
-        assert env["MLFLOW_TRACKING_USERNAME"] == "ctrain-worker", name
-        assert "MLFLOW_WORKER_PASSWORD" in _vars(services[name]), name
+        if name == "airflow-apiserver":  # runs no task: reads the records for the ctrain view
+            assert env["MLFLOW_TRACKING_USERNAME"] == "ctrain-viewer", name
+            assert "MLFLOW_VIEWER_PASSWORD" in _vars(services[name]), name
+            assert "MLFLOW_WORKER_PASSWORD" not in _vars(services[name]), name
+        else:
+            assert env["MLFLOW_TRACKING_USERNAME"] == "ctrain-worker", name
+            assert "MLFLOW_WORKER_PASSWORD" in _vars(services[name]), name
+            assert "MLFLOW_VIEWER_PASSWORD" not in _vars(services[name]), name
     mlflow = _env(services["mlflow"])
     assert _db_user(mlflow["MLFLOW_BACKEND_STORE_URI"]) == "mlflow"
     assert "MLFLOW_S3_ACCESS_KEY" in mlflow["AWS_ACCESS_KEY_ID"]

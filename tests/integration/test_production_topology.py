@@ -57,6 +57,7 @@ MODEL = "ctrain-demo"
 DECISIONS = "ctrain-decisions"
 REASON = "production topology test"
 WORKER = "ctrain-worker"  # the MLflow user the Airflow components run as
+VIEWER = "ctrain-viewer"  # the read-only MLflow user of the API server (the ctrain view)
 RUN_TIMEOUT = 600
 
 
@@ -69,6 +70,7 @@ class Stack:
     airflow_password: str
     mlflow_password: str
     worker_password: str
+    viewer_password: str
     ctrain_home: Path
     airflow_home: Path
     artifacts: Path
@@ -82,6 +84,10 @@ class Stack:
     @property
     def mlflow_worker(self) -> tuple[str, str]:
         return (WORKER, self.worker_password)
+
+    @property
+    def mlflow_viewer(self) -> tuple[str, str]:
+        return (VIEWER, self.viewer_password)
 
 
 # --- the stack ------------------------------------------------------------------------------------
@@ -135,6 +141,7 @@ def stack(tmp_path_factory):
     airflow_password = secrets.token_urlsafe(18)
     mlflow_password = secrets.token_urlsafe(18)
     worker_password = secrets.token_urlsafe(18)
+    viewer_password = secrets.token_urlsafe(18)
 
     with contextlib.ExitStack() as cleanup:
         with timer.phase("create PG roles and databases, flush Redis db"):
@@ -272,11 +279,19 @@ def stack(tmp_path_factory):
                 MLFLOW_TRACKING_USERNAME="admin",
                 MLFLOW_TRACKING_PASSWORD=mlflow_password,
                 MLFLOW_WORKER_PASSWORD=worker_password,
+                MLFLOW_VIEWER_PASSWORD=viewer_password,
                 MLFLOW_DISABLE_TELEMETRY="true",
             )
             topo.run(
                 "mlflow-init",
-                [str(VENV_BIN / "ctrain"), "mlflow-init", "--worker-user", WORKER],
+                [
+                    str(VENV_BIN / "ctrain"),
+                    "mlflow-init",
+                    "--worker-user",
+                    WORKER,
+                    "--viewer-user",
+                    VIEWER,
+                ],
                 admin_env,
                 tmp,
                 300,
@@ -297,7 +312,9 @@ def stack(tmp_path_factory):
                     "--workers",
                     "1",
                 ],
-                airflow_env,
+                # It runs no task: it reads ctrain's records for the view, read-only.
+                airflow_env
+                | {"MLFLOW_TRACKING_USERNAME": VIEWER, "MLFLOW_TRACKING_PASSWORD": viewer_password},
                 cwd=tmp,
             )
             for name in ("scheduler", "dag-processor", "triggerer"):
@@ -358,6 +375,7 @@ def stack(tmp_path_factory):
             airflow_password=airflow_password,
             mlflow_password=mlflow_password,
             worker_password=worker_password,
+            viewer_password=viewer_password,
             ctrain_home=home,
             airflow_home=airflow_home,
             artifacts=artifacts,
@@ -660,6 +678,19 @@ def test_each_service_has_only_the_access_it_needs(stack: Stack):
         admin.auth = stack.mlflow_admin
         r = admin.get(f"{api2}/registered-models/get", params={"name": MODEL}, timeout=30)
         assert r.status_code == 200, "the worker's refused delete must have left the model"
+        # The API server's user reads the records (the ctrain view) and can change nothing.
+        viewer = requests.Session()
+        viewer.auth = stack.mlflow_viewer
+        r = viewer.get(f"{api2}/registered-models/get", params={"name": MODEL}, timeout=30)
+        assert r.status_code == 200, (r.status_code, r.text)
+        r = viewer.post(
+            f"{api2}/registered-models/alias",
+            json={"name": MODEL, "alias": "champion", "version": "1"},
+            timeout=30,
+        )
+        assert r.status_code == 403, (r.status_code, r.text)
+        r = viewer.post(f"{api2}/runs/create", json={"experiment_id": decisions_id}, timeout=30)
+        assert r.status_code == 403, (r.status_code, r.text)
 
     # PostgreSQL: each role reaches its own databases only.
     owners, dbs = stack.owners, stack.dbs
