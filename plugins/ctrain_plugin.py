@@ -31,6 +31,7 @@ import time
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
 from airflow.api_fastapi.core_api.security import requires_access_view
@@ -105,7 +106,8 @@ def pending_approvals() -> list[dict[str, Any]]:
                 "run_id": ti.run_id,
                 "task_id": ti.task_id,
                 "requested_at": detail.created_at.isoformat(),
-                "url": f"../dags/{ti.dag_id}/runs/{ti.run_id}/tasks/{ti.task_id}/required_actions",
+                "url": f"../dags/{ti.dag_id}/runs/{quote(ti.run_id, safe='')}/tasks/"
+                f"{ti.task_id}/required_actions",
             }
             for detail, ti in rows
         ]
@@ -128,7 +130,16 @@ def model(name: str) -> dict[str, Any]:
     """Champion, challenger, decision history, monitored windows and pending approvals."""
     if name != _settings().model_name:
         raise HTTPException(404, f"ctrain manages no model named {name!r}")
-    return _overview.get() | {"pending_approvals": pending_approvals()}
+    try:
+        records = _overview.get()
+    except Exception as exc:  # MLflow down or refusing: say so, do not answer a bare 500
+        log.exception("the ctrain view could not read the records")
+        raise HTTPException(
+            503,
+            f"could not read ctrain's records from MLflow at {_settings().resolved_tracking_uri}: "
+            f"{type(exc).__name__}: {str(exc)[:300]}",
+        ) from exc
+    return records | {"pending_approvals": pending_approvals()}
 
 
 def _in_session(dag_run):

@@ -117,6 +117,8 @@ def test_drift_in_the_stream_retrains_and_promotes_with_the_reason(stream):
 def test_each_run_says_what_it_decided_on_the_run_and_in_the_promote_log(stream, api):
     decision = next(e["decision"] for e in stream.timeline if e["requested"])
     (training,) = _runs(api, "ct_training")
+    # The decision is recorded by the last task; the run ends (and gets its note) just after.
+    training = _wait_for_run(api, "ct_training", training.dag_run_id)
     assert training.note == decision.headline
     assert training.note.startswith(f"v{decision.challenger_version} promoted 1→2 (")
     # The run that asked waits for ct_training (deferred) and ends a little after it.
