@@ -12,7 +12,9 @@ trained on them (so every measured run does the full paired comparison). Then, o
   from ``queued_at`` to ``end_date``. One unmeasured run warms the services first.
 
 Before each measured run the assembled window is deleted, so every run reads, hashes, splits,
-trains, evaluates, registers, compares and decides: the same work on both sides. The Airflow
+trains, evaluates, registers, compares and decides: the same work on both sides. The Airflow runs
+are triggered with ``force`` (the window is the same each time, and ct_training records a window
+it has trained before as skipped instead of training it again). The Airflow
 services see a DAG folder that holds only ``ct_training.py``, so no other DAG's schedule competes.
 """
 
@@ -159,7 +161,7 @@ def _airflow_run(db: Path, run_id: str) -> dict[str, Any] | None:
 
 
 def _run_airflow(af, db: Path, run_id: str, timeout: float = 3600) -> dict[str, Any]:
-    af.trigger("ct_training", {"reason": "bench"}, run_id=run_id)
+    af.trigger("ct_training", {"reason": "bench", "force": True}, run_id=run_id)
     deadline = time.monotonic() + timeout
     while (result := _airflow_run(db, run_id)) is None:
         if not af.alive() or time.monotonic() > deadline:

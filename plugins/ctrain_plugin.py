@@ -33,12 +33,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
-from airflow.api_fastapi.core_api.security import requires_access_view
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import HTMLResponse
 
 from ctrain.dag_ids import ALL, NOTE_KEY, TRAINING
 
@@ -47,12 +43,6 @@ log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("ctrain_view.html")
 # A person reloading the page, or several people, do not each make MLflow search again.
 CACHE_SECONDS = 5.0
-
-app = FastAPI(
-    title="ctrain",
-    description="The serving model, its history and the monitored windows, from ctrain's records.",
-    dependencies=[Depends(requires_access_view(AccessView.PLUGINS))],
-)
 
 
 @cache
@@ -113,33 +103,67 @@ def pending_approvals() -> list[dict[str, Any]]:
         ]
 
 
-@app.get("/", response_class=HTMLResponse)
-def page() -> str:
-    """The view: one HTML page that reads ``api/...`` relative to itself."""
-    return PAGE.read_text()
+def build_app():
+    """The view's FastAPI app: the page and its JSON, every route behind Airflow's login."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+    from airflow.api_fastapi.core_api.security import requires_access_view
+    from fastapi import Depends, FastAPI, HTTPException
+    from fastapi.responses import HTMLResponse
+
+    app = FastAPI(
+        title="ctrain",
+        description="The serving model, its history and the monitored windows, from ctrain's "
+        "records.",
+        dependencies=[Depends(requires_access_view(AccessView.PLUGINS))],
+    )
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        """The view: one HTML page that reads ``api/...`` relative to itself."""
+        return PAGE.read_text()
+
+    @app.get("/api/models")
+    def models() -> list[dict[str, str]]:
+        """The registered models this deployment of ctrain manages (one per project)."""
+        return [{"name": _settings().model_name}]
+
+    @app.get("/api/models/{name}")
+    def model(name: str) -> dict[str, Any]:
+        """Champion, challenger, decision history, monitored windows and pending approvals."""
+        if name != _settings().model_name:
+            raise HTTPException(404, f"ctrain manages no model named {name!r}")
+        try:
+            records = _overview.get()
+        except Exception as exc:  # MLflow down or refusing: say so, do not answer a bare 500
+            log.exception("the ctrain view could not read the records")
+            raise HTTPException(
+                503,
+                "could not read ctrain's records from MLflow at "
+                f"{_settings().resolved_tracking_uri}: {type(exc).__name__}: {str(exc)[:300]}",
+            ) from exc
+        return records | {"pending_approvals": pending_approvals()}
+
+    return app
 
 
-@app.get("/api/models")
-def models() -> list[dict[str, str]]:
-    """The registered models this deployment of ctrain manages (one per project)."""
-    return [{"name": _settings().model_name}]
+class LazyApp:
+    """An ASGI app that builds ``build_app()`` on its first request.
 
+    Airflow imports this plugin in every task process too (for its listeners); FastAPI and
+    Airflow's API security module cost those processes about 0.7 s each, so they are imported
+    only where a request arrives: the API server.
+    """
 
-@app.get("/api/models/{name}")
-def model(name: str) -> dict[str, Any]:
-    """Champion, challenger, decision history, monitored windows and pending approvals."""
-    if name != _settings().model_name:
-        raise HTTPException(404, f"ctrain manages no model named {name!r}")
-    try:
-        records = _overview.get()
-    except Exception as exc:  # MLflow down or refusing: say so, do not answer a bare 500
-        log.exception("the ctrain view could not read the records")
-        raise HTTPException(
-            503,
-            f"could not read ctrain's records from MLflow at {_settings().resolved_tracking_uri}: "
-            f"{type(exc).__name__}: {str(exc)[:300]}",
-        ) from exc
-    return records | {"pending_approvals": pending_approvals()}
+    def __init__(self):
+        self._app = None
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self._app is None:
+            with self._lock:
+                if self._app is None:
+                    self._app = build_app()
+        await self._app(scope, receive, send)
 
 
 def _in_session(dag_run):
@@ -268,7 +292,7 @@ class RunNotes:
 class CtrainPlugin(AirflowPlugin):
     name = "ctrain"
     listeners = [RunNotes()]
-    fastapi_apps = [{"name": "ctrain", "app": app, "url_prefix": "/ctrain"}]
+    fastapi_apps = [{"name": "ctrain", "app": LazyApp(), "url_prefix": "/ctrain"}]
     # href is relative to the UI's <base href>, so it follows [api] base_url's path prefix; the
     # trailing slash makes the page's own relative URLs resolve under /ctrain/.
     external_views = [
