@@ -213,10 +213,12 @@ def run_stream(
             )
 
             def decided(n=n_decisions) -> bool:
+                # A waiting approval request is answered, also when Airflow asks again (its
+                # scheduler retries the task if an answer lands while it handles the pause).
+                if approve:
+                    _answer(af, approve)
                 return len(list_decisions(client, settings, limit=100)) > n
 
-            if approve:
-                _wait("an approval request", lambda: decided() or _answer(af, approve), af, 900)
             _wait("ct_training's decision", decided, af, 900)
             entry["decision"] = list_decisions(client, settings, limit=1)[0]
         entry["seconds"] = time.monotonic() - t0
@@ -226,12 +228,14 @@ def run_stream(
 
 
 def _answer(af, option: str) -> bool:
-    """Answer ct_training's pending approval request, if there is one; True once answered."""
+    """Answer ct_training's pending approval request, if there is one; True if it did."""
     pending = af.pending_approvals(dag_ids.TRAINING)
     if not pending:
         return False
     print(f"    approval requested: {pending[0]['subject']}", flush=True)
     out = af.answer(pending[0], option, f"{option.lower()}d in the demo (ctrain demo --approval)")
+    if out is None:  # answered in the meantime
+        return False
     print(
         f"    {option.lower()}d by {out['responded_by']['name']} through the REST API", flush=True
     )

@@ -259,15 +259,11 @@ class AirflowServices:
             raise RuntimeError(f"listing approvals answered {status}: {body}")
         return list(body["hitl_details"])
 
-    def answer(self, detail: dict, option: str, comment: str, token: str | None = None) -> dict:
-        """Answer a human-in-the-loop request as a person does in the UI, no sooner than 5 s
-        after it was asked: Airflow 3.3.2's scheduler retries the task (and asks again) when the
-        answer lands while it is still handling the task's pause."""
-        import time
-        from datetime import UTC, datetime
-
-        asked = datetime.fromisoformat(detail["created_at"].replace("Z", "+00:00"))
-        time.sleep(max(0.0, 5 - (datetime.now(UTC) - asked).total_seconds()))
+    def answer(
+        self, detail: dict, option: str, comment: str, token: str | None = None
+    ) -> dict | None:
+        """Answer a human-in-the-loop request as a person does in the UI; None if someone
+        answered it first."""
         ti = detail["task_instance"]
         path = (
             f"/api/v2/dags/{ti['dag_id']}/dagRuns/{ti['dag_run_id']}/taskInstances/"
@@ -275,6 +271,8 @@ class AirflowServices:
         )
         body = {"chosen_options": [option], "params_input": {"comment": comment}}
         status, out = self.api("PATCH", path, body, token=token)
+        if status == 409:
+            return None
         if status != 200:
             raise RuntimeError(f"answering {path} answered {status}: {out}")
         return out
