@@ -64,13 +64,7 @@ def ct_drift_monitor():
             key=f"{dag_run.dag_id}/{dag_run.run_id}", training_active=active
         )
         print(f"retrain verdict: {verdict}")
-        if verdict["trigger"]:
-            note = f"retrain requested: {verdict['reason']}"
-        elif verdict["suppressed_by"]:
-            note = f"no retrain ({verdict['suppressed_by']}): {verdict['reason']}"
-        else:
-            note = f"no retrain: {verdict['reason']}"
-        ti.xcom_push(key=NOTE_KEY, value=note)
+        ti.xcom_push(key=NOTE_KEY, value=steps.describe_verdict(verdict))
         return verdict if verdict["trigger"] else False
 
     verdict = decide(check_windows())

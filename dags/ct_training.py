@@ -22,8 +22,10 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from ctrain_common import (
     ACCEPTED,
+    APPROVE,
     DEFAULT_ARGS,
     NOTE_KEY,
+    REJECT,
     TRAINING,
     MlflowRunLink,
     ModelVersionLink,
@@ -214,9 +216,9 @@ def ct_training():
             task_id="approval",
             subject="{{ ti.xcom_pull(task_ids='approval_gate', key='request')['subject'] }}",
             body="{{ ti.xcom_pull(task_ids='approval_gate', key='request')['body'] }}",
-            options=["Approve", "Reject"],
+            options=[APPROVE, REJECT],
             # Unanswered in time, the default answers with no person: recorded as expired.
-            defaults=["Reject"],
+            defaults=[REJECT],
             params={
                 "comment": Param(
                     "", type="string", description="Why: goes into the decision record."

@@ -31,6 +31,8 @@ DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(second
 
 # A task leaves its DAG run's one-line outcome under this XCom key; the plugin writes it on the run.
 NOTE_KEY = dag_ids.NOTE_KEY
+# ct_training's approval task: what a person may answer.
+APPROVE, REJECT = dag_ids.APPROVE, dag_ids.REJECT
 
 
 @cache
@@ -64,7 +66,7 @@ class MlflowRunLink(BaseOperatorLink):
         value = _returned(ti_key)
         if value.get("experiment_id") and value.get("mlflow_run_id"):
             return _links().run(value["experiment_id"], value["mlflow_run_id"])
-        return _links().base + "/#/experiments?workflowType=machine_learning"
+        return _links().experiments()
 
 
 class ModelVersionLink(BaseOperatorLink):
@@ -79,7 +81,7 @@ class ModelVersionLink(BaseOperatorLink):
         version = value.get("version") or value.get("challenger_version")
         if version:
             return _links().model_version(name, str(version))
-        return f"{_links().base}/#/models/{name}"
+        return _links().model(name)
 
 
 def with_links(output, *links: BaseOperatorLink):

@@ -212,11 +212,11 @@ def _fallback_link(name: str, task: dict[str, Any]) -> str:
     settings = _settings()
     mlflow = MlflowLinks(settings.mlflow_ui_url)
     if name == "Model version":
-        return f"{mlflow.base}/#/models/{settings.model_name}"
+        return mlflow.model(settings.model_name)
     if name == "Triggered DAG":
         base = conf.get("api", "base_url", fallback="/").rstrip("/")
         return f"{base}/dags/{task.get('trigger_dag_id', '')}"
-    return f"{mlflow.base}/#/experiments?workflowType=machine_learning"
+    return mlflow.experiments()
 
 
 def _declared_links(dag_id: str, session) -> list[tuple[dict[str, Any], str, str]]:

@@ -11,3 +11,6 @@ ALL = (INGEST, TRAINING, BATCH_INFERENCE, DRIFT_MONITOR)
 # The XCom key under which a task leaves the one line its DAG run's note shows (the plugin's
 # listener writes it on the run when the run ends).
 NOTE_KEY = "ctrain_note"
+
+# The answers ct_training's approval task offers (the DAG and ctrain.promotion.approval agree).
+APPROVE, REJECT = "Approve", "Reject"

@@ -149,7 +149,7 @@ def overview(settings: Settings, client, limit: int = 200) -> dict[str, Any]:
     return {
         "model": name,
         "metric": settings.promotion.metric,
-        "mlflow_model_url": f"{links.base}/#/models/{name}",
+        "mlflow_model_url": links.model(name),
         "champion": _version(client, settings, CHAMPION, links),
         "challenger": _version(client, settings, CHALLENGER, links),
         "history": [

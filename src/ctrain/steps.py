@@ -302,6 +302,14 @@ def check_windows(settings: Settings | None = None) -> list[XCom]:
     return [w.to_xcom() for w in check_due_windows(s, _client(s))]
 
 
+def describe_verdict(verdict: XCom) -> str:
+    """The one line a ct_drift_monitor run leaves as its note."""
+    from ctrain.monitoring.trigger import describe
+    from ctrain.records import RetrainVerdict
+
+    return describe(RetrainVerdict.from_xcom(verdict))
+
+
 def decide_retrain(key: str, training_active: bool, settings: Settings | None = None) -> XCom:
     """The retrain verdict on the recent windows; a positive one is logged once per ``key``."""
     from ctrain.monitoring.trigger import decide

@@ -66,6 +66,9 @@ class MlflowLinks:
     def __init__(self, ui_url: str):
         self.base = ui_url.rstrip("/")
 
+    def experiments(self) -> str:
+        return f"{self.base}/#/experiments?workflowType=machine_learning"
+
     def experiment(self, experiment_id: str) -> str:
         return f"{self.base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
@@ -75,6 +78,9 @@ class MlflowLinks:
             f"{self.base}/#/experiments/{experiment_id}/runs/{run_id}{tail}"
             "?workflowType=machine_learning"
         )
+
+    def model(self, name: str) -> str:
+        return f"{self.base}/#/models/{quote(name, safe='')}"
 
     def model_version(self, name: str, version: str) -> str:
         return f"{self.base}/#/models/{quote(name, safe='')}/versions/{version}"

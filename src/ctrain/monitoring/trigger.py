@@ -185,5 +185,14 @@ def decide(settings: Settings, client, key: str, training_active: bool) -> Retra
     return verdict
 
 
+def describe(verdict: RetrainVerdict) -> str:
+    """A verdict in one line: asked for, held back (and by what), or not needed."""
+    if verdict.trigger:
+        return f"retrain requested: {verdict.reason}"
+    if verdict.suppressed_by:
+        return f"no retrain ({verdict.suppressed_by}): {verdict.reason}"
+    return f"no retrain: {verdict.reason}"
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)

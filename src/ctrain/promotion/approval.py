@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ctrain.dag_ids import APPROVE
 from ctrain.promotion.compare import compare
-from ctrain.promotion.promote import move_champion, promote
+from ctrain.promotion.promote import comparison_evidence, move_champion, promote
 from ctrain.records import (
     ApprovalAnswer,
     Comparison,
@@ -25,11 +26,7 @@ from ctrain.records import (
 )
 from ctrain.registry import current_champion, version_uri
 from ctrain.settings import Settings
-from ctrain.storage import read_json
 from ctrain.tracking import MlflowLinks
-
-APPROVE, REJECT = "Approve", "Reject"
-OPTIONS = (APPROVE, REJECT)
 
 
 def needs_approval(settings: Settings, comparison: Comparison, ctx: RunContext) -> bool:
@@ -54,7 +51,7 @@ def request(settings: Settings, comparison: Comparison, ctx: RunContext, client)
         f"Promote {name} v{c.challenger_version} over "
         f"{'v' + c.champion_seen if c.champion_seen else 'no champion'}? ({c.rule})"
     )
-    evidence = read_json(_path(c.comparison_uri)) if _path(c.comparison_uri) else {}
+    evidence = comparison_evidence(c)
     links = MlflowLinks(settings.mlflow_ui_url)
     mv = client.get_model_version(name, c.challenger_version)
     lines = [
@@ -84,13 +81,6 @@ def request(settings: Settings, comparison: Comparison, ctx: RunContext, client)
         f"after {settings.promotion.approval_timeout_minutes:g} minutes and nothing is promoted.",
     ]
     return {"subject": subject[:250], "body": "\n".join(lines)}
-
-
-def _path(uri: str | None):
-    from pathlib import Path
-
-    p = Path(uri) if uri and "://" not in uri else None
-    return p if p and p.is_file() else None
 
 
 def answer_of(outcome: dict[str, Any] | None) -> ApprovalAnswer:

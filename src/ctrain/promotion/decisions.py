@@ -156,7 +156,7 @@ def model_card(rec: dict[str, Any]) -> str:
 def _upload_evidence(client, run_id: str, rec: dict[str, Any]) -> dict[str, Any]:
     """Put the files the decision rests on into its run; the record names them by artifact URI.
 
-    The monitor's retrain request is in MLflow already (a ``runs:/`` URI) and stays where it is.
+    A file named by a URI (the monitor's retrain request is in MLflow already) stays where it is.
     """
     out = dict(rec)
     artifact_uri = client.get_run(run_id).info.artifact_uri.rstrip("/")
@@ -200,12 +200,10 @@ def close_record(client, run_id: str, rec: dict[str, Any]) -> Decision:
 
 def describe_champion(client, settings: Settings, decision: Decision) -> None:
     """Make the new champion's description its model card, with a link to the decision."""
-    import mlflow
-
     from ctrain.tracking import MlflowLinks
 
     run = client.get_run(decision.record_run_id)
-    card = mlflow.artifacts.load_text(f"{run.info.artifact_uri.rstrip('/')}/model_card.md")
+    card = run.data.tags["mlflow.note.content"]  # close_record made the card the description
     link = MlflowLinks(settings.mlflow_ui_url).run(run.info.experiment_id, run.info.run_id)
     client.update_model_version(
         decision.model_name,

@@ -187,7 +187,7 @@ def move_champion(
 GATE_RULES = frozenset({"validation", "floor"})
 
 
-def _comparison_evidence(comparison: Comparison) -> dict[str, Any]:
+def comparison_evidence(comparison: Comparison) -> dict[str, Any]:
     """The comparison and what its file adds (floors, slices), for the record and the model card."""
     path = Path(comparison.comparison_uri) if comparison.comparison_uri else None
     extra = read_json(path) if path and path.is_file() else {}
@@ -229,7 +229,7 @@ def promote(
         rule=comparison.rule,
         reason=reason,
         ctx=ctx,
-        evidence=_comparison_evidence(comparison) | (extra or {}),
+        evidence=comparison_evidence(comparison) | (extra or {}),
     )
     log.info("decision: %s (%s)", decision.headline, decision.reason)
     return decision
