@@ -1,7 +1,7 @@
 """
 ### ct_training: train, compare with the champion, promote
 
-Runs on a schedule (`schedules.training`, default daily 03:00 UTC), when `ct_ingest`
+Runs on a schedule (`schedules.training`, default daily 03:00 UTC; `none` for no schedule), when `ct_ingest`
 publishes new accepted data (the `ctrain_accepted` asset; off with `CTRAIN_TRAIN_ON_NEW_DATA=false`),
 when `ct_drift_monitor` asks for it (with the drift or performance reason and its evidence), and by
 hand from the UI (**Trigger DAG w/ config**: window, dry run, force, reason).
@@ -33,7 +33,19 @@ from ctrain_common import (
     with_links,
 )
 
-CRON = CronTriggerTimetable(settings().schedules.training, timezone="UTC")
+
+def _schedule():
+    """The cron (``schedules.training``, none to leave it out) or new data, or either."""
+    cron = settings().schedules.training
+    timetable = CronTriggerTimetable(cron, timezone="UTC") if cron else None
+    # With ct_drift_monitor deciding when to retrain, train_on_new_data=false keeps new data
+    # alone from starting a run; the schedule and the monitor's requests still do.
+    on_data = [ACCEPTED] if settings().train_on_new_data else []
+    if timetable and on_data:
+        return AssetOrTimeSchedule(timetable=timetable, assets=on_data)
+    return timetable or on_data or None
+
+
 APPROVAL = settings().promotion.approval == "required"
 
 # The trigger form; a run given any other conf key fails (a typo would run a real training).
@@ -62,11 +74,7 @@ PARAMS = {
 
 @dag(
     dag_id=TRAINING,
-    # With ct_drift_monitor deciding when to retrain, train_on_new_data=false keeps new data alone
-    # from starting a run; the schedule and the monitor's requests still do.
-    schedule=AssetOrTimeSchedule(timetable=CRON, assets=[ACCEPTED])
-    if settings().train_on_new_data
-    else CRON,
+    schedule=_schedule(),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS | {"retry_delay": timedelta(seconds=30)},

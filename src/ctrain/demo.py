@@ -146,7 +146,13 @@ def stream_services(settings: Settings, log_dir: Path, approval: bool = False):
     waits for a person before each promotion."""
     from ctrain.runtime import AirflowServices
 
-    env = {"CTRAIN_TRAIN_ON_NEW_DATA": "false", "CTRAIN_DATASET__LABELS": settings.dataset.labels}
+    env = {
+        "CTRAIN_TRAIN_ON_NEW_DATA": "false",
+        "CTRAIN_DATASET__LABELS": settings.dataset.labels,
+        # The stream's retrains come from the monitor; a daily cron would add a run of its own
+        # when the stream runs just after it (seen at 03:00 UTC).
+        "CTRAIN_SCHEDULES__TRAINING": "none",
+    }
     if approval:
         env["CTRAIN_PROMOTION__APPROVAL"] = "required"
     return AirflowServices(settings, log_dir / "airflow", env)

@@ -333,8 +333,17 @@ class SchedulesConfig(_Strict):
     """When each DAG runs on its own (cron, UTC); new data and the monitor start runs too."""
 
     ingest: str = Field("*/15 * * * *", description="ct_ingest looks at the landing folders")
-    training: str = Field("0 3 * * *", description="ct_training retrains on the window")
+    training: str | None = Field(
+        "0 3 * * *",
+        description="ct_training retrains on the window; none: only new data, the monitor and "
+        "people start it",
+    )
     monitoring: str = Field("0 * * * *", description="ct_drift_monitor checks due windows")
+
+    @field_validator("training", mode="before")
+    @classmethod
+    def _off(cls, value):
+        return None if str(value).strip().lower() in ("", "none", "off", "null") else value
 
 
 class DemoConfig(_Strict):

@@ -139,6 +139,35 @@ def test_schedules_and_the_new_data_trigger_come_from_the_settings(tmp_path):
     }
 
 
+def test_training_without_a_cron_runs_only_on_new_data_or_when_asked(tmp_path):
+    # schedules.training: none leaves the daily cron out (the demo and the tests drive it).
+    code = (
+        "import json\n"
+        "from tests_support import load_dagbag\n"
+        "bag = load_dagbag()\n"
+        "t = bag.dags['ct_training'].timetable\n"
+        "print(json.dumps([list(bag.import_errors), type(t).__name__, "
+        "sorted(a.name for a in getattr(t, 'asset_condition', None).objects) "
+        "if getattr(t, 'asset_condition', None) else None]))\n"
+    )
+    base = os.environ | {
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "AIRFLOW_HOME": str(tmp_path),
+        "CTRAIN_SCHEDULES__TRAINING": "none",
+    }
+    got = {}
+    for on_data in ("true", "false"):
+        env = base | {"CTRAIN_TRAIN_ON_NEW_DATA": on_data}
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        )
+        got[on_data] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {
+        "true": [[], "AssetTriggeredTimetable", ["ctrain_accepted"]],
+        "false": [[], "NullTimetable", None],
+    }
+
+
 def test_links_sit_only_on_the_tasks_they_belong_to(dagbag):
     links = {
         (dag_id, t.task_id): sorted(link.name for link in t.operator_extra_links)

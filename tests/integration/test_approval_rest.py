@@ -49,7 +49,9 @@ def test_approve_reject_and_expire_each_make_one_record_naming_the_approver(make
     migrate(settings, settings.root / "logs" / "migrate.log")
     import airflow_client.client as ac
 
-    env = {"CTRAIN_TRAIN_ON_NEW_DATA": "false"}
+    # Only the runs this test triggers: no new-data runs, no daily cron (a service start just
+    # after 03:00 UTC got a scheduled run of its own).
+    env = {"CTRAIN_TRAIN_ON_NEW_DATA": "false", "CTRAIN_SCHEDULES__TRAINING": "none"}
     with AirflowServices(settings, settings.root / "logs" / "airflow", env) as af:
         af.wait_until_serving()
         config = ac.Configuration(host=af.base_url, access_token=af.token())
