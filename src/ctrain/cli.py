@@ -158,12 +158,13 @@ def cmd_generate(settings: Settings, args) -> int:
 
 def cmd_up(settings: Settings, args) -> int:
     """Airflow (standalone) and the MLflow UI on the embedded stores, until Ctrl-C."""
-    from ctrain.runtime import airflow_bin, airflow_env
+    from ctrain.runtime import airflow_bin, airflow_env, api_server_env
 
-    env = airflow_env(settings) | {
-        "AIRFLOW__API__PORT": str(args.airflow_port),
-        "CTRAIN_MLFLOW_UI_URL": f"http://127.0.0.1:{args.mlflow_port}",
-    }
+    env = (
+        airflow_env(settings)
+        | api_server_env(args.airflow_port)
+        | {"CTRAIN_MLFLOW_UI_URL": f"http://127.0.0.1:{args.mlflow_port}"}
+    )
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     mlflow = [
         str(Path(sys.executable).with_name("mlflow")),
@@ -229,6 +230,29 @@ def cmd_demo(settings: Settings, args) -> int:
     return run_demo(load_settings(args.project), approval=args.approval)
 
 
+def cmd_new_project(_settings: Settings | None, args) -> int:
+    from ctrain.scaffold import describe, read_sample, write_project
+
+    sample = Path(args.sample)
+    project = describe(
+        read_sample(sample),
+        target=args.target,
+        id_column=args.id_column,
+        event_time_column=args.time_column,
+        model_name=args.model_name,
+        landing_dir=Path(args.landing_dir).resolve() if args.landing_dir else None,
+    )
+    out = write_project(project, Path(args.out), sample, force=args.force)
+    features = project["dataset"]["features"]
+    print(f"wrote {out}: {len(features)} features ({', '.join(f['name'] for f in features)})")
+    print(f"review it, then: CTRAIN_PROJECT={out} ctrain init && CTRAIN_PROJECT={out} ctrain up")
+    return 0
+
+
+# Commands that make a project rather than read one.
+_NO_SETTINGS = {"new-project"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ctrain", description=__doc__)
     p.add_argument("--project", help="project YAML (default: $CTRAIN_PROJECT or the packaged demo)")
@@ -282,6 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true")
     s.add_argument("--force", action="store_true")
     s.set_defaults(fn=cmd_train)
+    s = sub.add_parser(
+        "new-project", help="write a project YAML for your data from a sample batch (CSV, Parquet)"
+    )
+    s.add_argument("sample", help="a batch of your data, with the target filled in")
+    s.add_argument("--target", required=True)
+    s.add_argument("--id-column", required=True, help="a unique id per row (labels join on it)")
+    s.add_argument("--time-column", required=True, help="when each row's event happened")
+    s.add_argument("--model-name", required=True, help="the registered model's name in MLflow")
+    s.add_argument("--landing-dir", help="where your batches will land (default: CTRAIN_HOME)")
+    s.add_argument("-o", "--out", required=True, help="the project file to write")
+    s.add_argument("--force", action="store_true", help="replace --out if it exists")
+    s.set_defaults(fn=cmd_new_project)
     s = sub.add_parser("generate", help="write demo batches into the landing folder")
     s.add_argument("--start", type=int, default=0)
     s.add_argument("--count", type=int, default=1)
@@ -293,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(args.project)
+        settings = None if args.cmd in _NO_SETTINGS else load_settings(args.project)
         return args.fn(settings, args)
     except (
         Exception

@@ -57,6 +57,9 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
             "AIRFLOW__CORE__DAGS_FOLDER": str(settings.resolved_dags_folder),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(project_root() / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            # The home is ctrain's own: its DAGs start unpaused, so data that lands is acted on.
+            # A DAG a person pauses stays paused.
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
             "AIRFLOW__API__HOST": env.get("AIRFLOW__API__HOST", "127.0.0.1"),
@@ -74,6 +77,19 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
     if os.environ.get("CTRAIN_PROJECT"):
         env["CTRAIN_PROJECT"] = str(Path(os.environ["CTRAIN_PROJECT"]).resolve())
     return env
+
+
+def api_server_env(port: int) -> dict[str, str]:
+    """What Airflow needs to serve its UI and its Task Execution API on ``127.0.0.1:port``.
+
+    Tasks reach Airflow through the execution API, whose address does not follow
+    ``[api] port``: without it they call ``localhost:8080``.
+    """
+    return {
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+    }
 
 
 def free_port() -> int:
@@ -132,13 +148,10 @@ class AirflowServices:
         self._token: str | None = None
         self.env = (
             airflow_env(settings)
+            | api_server_env(port)
             | {
-                "AIRFLOW__API__PORT": str(port),
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__CORE__PARALLELISM": "2",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -394,12 +395,28 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
     @model_validator(mode="after")
-    def _slices_are_features(self) -> Settings:
-        unknown = set(self.promotion.slice_columns) - set(self.dataset.categorical)
+    def _columns_are_declared(self) -> Settings:
+        # Errors of a whole-object check have no location of their own: each message starts
+        # with the key it is about, which `_explain` turns into the place to change.
+        spec = self.dataset
+        unknown = [c for c in self.promotion.slice_columns if c not in spec.categorical]
         if unknown:
             raise ValueError(
-                f"promotion.slice_columns must be categorical features: {sorted(unknown)}"
+                f"promotion.slice_columns: {unknown} are not categorical features of "
+                f"dataset.features (those are {spec.categorical}); name some of them, or write "
+                "slice_columns: [] for no per-slice check"
             )
+        columns = {spec.id_column, spec.event_time_column, spec.target, *spec.feature_names}
+        for i, exp in enumerate(spec.expectations):
+            named = [exp.kwargs.get(k) for k in ("column", "column_A", "column_B")]
+            named += list(exp.kwargs.get("column_list") or [])
+            missing = [c for c in named if c is not None and c not in columns]
+            if missing:
+                raise ValueError(
+                    f"dataset.expectations.{i}: {exp.type} names {missing}, which is not a "
+                    "column of dataset (features, target, id or event time); fix the column "
+                    "or remove the expectation"
+                )
         return self
 
     # Derived paths: computed, never created here.
@@ -519,6 +536,10 @@ def _explain(exc: ValidationError, path: Path) -> str:
     lines = []
     for err in exc.errors():
         loc = [str(part) for part in err["loc"]]
+        msg = err["msg"]
+        keyed = re.match(r"Value error, ([a-z_]+(?:\.[a-z_0-9]+)+): (.*)", msg, re.DOTALL)
+        if not loc and keyed:  # a whole-object check that names its key
+            loc, msg = keyed.group(1).split("."), keyed.group(2)
         # Errors of a whole section (a model validator) point at the section.
         var = "CTRAIN_" + "__".join(part.upper() for part in loc[:2] if not part.isdigit())
         where = (
@@ -526,7 +547,7 @@ def _explain(exc: ValidationError, path: Path) -> str:
             if loc and var in os.environ
             else f"project file {path}, key {'.'.join(loc) or '(top level)'}"
         )
-        lines.append(f"{where}: {err['msg']}")
+        lines.append(f"{where}: {msg}")
     return "invalid settings: " + "; ".join(lines)
 
 

@@ -1,5 +1,7 @@
-"""``ctrain up`` (Airflow standalone and the MLflow UI) ends everything it started on SIGTERM."""
+"""``ctrain up`` (Airflow standalone and the MLflow UI): its DAGs run on any port, unpaused, and it
+ends everything it started on SIGTERM."""
 
+import json
 import os
 import signal
 import socket
@@ -9,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from ctrain import dag_ids
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +51,33 @@ def _wait(what, predicate, timeout):
         time.sleep(1)
 
 
-def test_ctrain_up_stops_airflow_and_mlflow_on_sigterm(tmp_path):
+def _api(port: int, method: str, path: str, body=None, token: str = ""):
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": "application/json"} | (
+        {"Authorization": f"Bearer {token}"} if token else {}
+    )
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data, headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def _dags(port: int, token: str) -> dict[str, bool]:
+    status, body = _api(port, "GET", "/api/v2/dags?limit=100", token=token)
+    return {d["dag_id"]: d["is_paused"] for d in body["dags"]} if status == 200 else {}
+
+
+def _run_state(port: int, token: str, dag_id: str, run_id: str) -> str:
+    status, body = _api(port, "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", token=token)
+    return body["state"] if status == 200 else f"HTTP {status}"
+
+
+def test_ctrain_up_runs_its_dags_unpaused_and_stops_everything_on_sigterm(tmp_path):
     home = (tmp_path / "home").resolve()
     airflow_port, mlflow_port = _free_port(), _free_port()
     env = os.environ | {"CTRAIN_HOME": str(home), "AIRFLOW__CORE__PARALLELISM": "2"}
@@ -73,6 +103,37 @@ def test_ctrain_up_stops_airflow_and_mlflow_on_sigterm(tmp_path):
             240,
         )
         assert len(_processes_of(home)) > 3  # ctrain up, standalone and its components, mlflow
+        password = home / "airflow" / "simple_auth_manager_passwords.json.generated"
+        _wait("the admin password", password.exists, 60)
+        creds = {"username": "admin", "password": json.loads(password.read_text())["admin"]}
+        status, body = _api(airflow_port, "POST", "/auth/token", creds)
+        assert status in (200, 201), body
+        token = body["access_token"]
+        _wait(
+            "ctrain's DAGs parsed", lambda: set(dag_ids.ALL) <= set(_dags(airflow_port, token)), 180
+        )
+        paused = {d: p for d, p in _dags(airflow_port, token).items() if d in dag_ids.ALL}
+        assert paused == dict.fromkeys(dag_ids.ALL, False)  # data that lands is acted on
+
+        # A task reaches Airflow through the execution API on the port `up` was given, not 8080.
+        status, body = _api(
+            airflow_port,
+            "POST",
+            f"/api/v2/dags/{dag_ids.INGEST}/dagRuns",
+            {"logical_date": None, "dag_run_id": "by_hand"},
+            token,
+        )
+        assert status == 200, body
+        _wait(
+            "ct_ingest ends",
+            lambda: (
+                _run_state(airflow_port, token, dag_ids.INGEST, "by_hand") in ("success", "failed")
+            ),
+            240,
+        )
+        assert _run_state(airflow_port, token, dag_ids.INGEST, "by_hand") == "success", (
+            tmp_path / "up.log"
+        ).read_text()[-3000:]
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=90) == 0
         _wait(

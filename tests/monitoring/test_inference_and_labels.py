@@ -118,3 +118,21 @@ def test_training_uses_only_labeled_rows(delayed, source):
         dataset["rows_train"] + dataset["rows_holdout"] == 3000
         and dataset["rows_unlabeled"] == 1500
     )
+
+
+def test_a_window_of_n_batches_is_n_labeled_batches(delayed, source):
+    # A retrain asked for on two batches, before the newest batch's labels arrived: it trains
+    # on the two newest labeled batches, and its record names those.
+    for i in range(3):
+        source.write_batch(i, delayed.landing_dir, with_labels=False)
+    [steps.ingest_one(p, delayed) for p in steps.list_landed(delayed)]
+    for i in range(2):
+        source.write_labels(i, delayed.labels_landing_dir)
+    steps.ingest_labels(delayed)
+    dataset = steps.assemble(RunContext(window=2).to_xcom(), delayed)
+    assert dataset["batches"] == ["batch_0000", "batch_0001"]
+    assert dataset["rows_train"] + dataset["rows_holdout"] == 3000
+    assert dataset["rows_unlabeled"] == 1500
+    assert dataset["window"].endswith("(2 batches)")
+    one = steps.assemble(RunContext(window=1).to_xcom(), delayed)
+    assert one["batches"] == ["batch_0001"] and one["window"].endswith("(1 batch)")

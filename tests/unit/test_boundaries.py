@@ -76,6 +76,7 @@ ENTRY = {
     "ctrain.cli",
     "ctrain.orchestration",
     "ctrain.provision",
+    "ctrain.scaffold",
 }
 
 

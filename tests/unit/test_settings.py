@@ -56,9 +56,25 @@ def test_bad_project_file_names_the_file_and_the_problem(tmp_path, text, message
     assert str(path) in str(err.value)
 
 
-def test_slice_columns_must_be_categorical_features(make_settings):
-    with pytest.raises(ValueError, match="slice_columns"):
+def test_slice_columns_must_be_categorical_features_and_the_error_says_where(make_settings):
+    with pytest.raises(ValueError) as err:
         make_settings(promotion={"slice_columns": ["tenure_months"]})
+    assert "key promotion.slice_columns: ['tenure_months'] are not categorical features" in str(
+        err.value
+    )
+    assert "project.yaml" in str(err.value) and "slice_columns: []" in str(err.value)
+
+
+def test_an_expectation_on_a_column_the_dataset_lacks_fails_when_loaded(make_settings):
+    dataset = make_settings().dataset.model_dump(mode="json")
+    dataset["expectations"].append(
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "salary"}}
+    )
+    with pytest.raises(ValueError) as err:
+        make_settings(dataset=dataset)
+    assert "key dataset.expectations.2: expect_column_values_to_not_be_null names ['salary']" in (
+        str(err.value)
+    )
 
 
 @pytest.mark.parametrize(

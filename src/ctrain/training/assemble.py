@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+
+import pandas as pd
 
 from ctrain.ingest.batches import accepted_batches, read_accepted
 from ctrain.ingest.labels import attach_labels
@@ -30,15 +33,10 @@ def assemble_window(settings: Settings, window_batches: int | None = None) -> Da
     """
     window = settings.training.window_batches if window_batches is None else window_batches
     paths = accepted_batches(settings)
-    if window:
-        paths = paths[-window:]
     if not paths:
         raise NoTrainingData(f"no accepted batches in {settings.accepted_dir}: ingest data first")
     spec = settings.dataset
-    df = attach_labels(read_accepted(paths), settings)
-    unlabeled = int(df[spec.target].isna().sum())
-    # Rows whose label has not arrived yet cannot be trained on; they are counted, not lost.
-    df = df[df[spec.target].notna()]
+    paths, df, unlabeled = _labeled_batches(paths, window, settings)
     if df.empty:
         raise NoTrainingData(f"none of the {unlabeled} accepted rows has a label yet")
     if all(isinstance(c, int) for c in spec.classes):
@@ -71,11 +69,42 @@ def assemble_window(settings: Settings, window_batches: int | None = None) -> Da
         window_start=times.min().isoformat(),
         window_end=times.max().isoformat(),
         holdout_start=holdout[spec.event_time_column].min().isoformat(),
-        window=f"{times.min():{fmt}}..{times.max():{fmt}} UTC ({len(paths)} batches)",
+        window=f"{times.min():{fmt}}..{times.max():{fmt}} UTC ({_batches(len(paths))})",
         rows_superseded=superseded,
     )
     write_json_atomic(folder / "meta.json", meta.to_xcom())
     return meta
+
+
+def _labeled_batches(paths: list[Path], window: int, settings: Settings):
+    """The newest ``window`` batches (0: all) that have labeled rows, their labeled rows, and
+    the number of rows left out for want of a label.
+
+    A batch whose labels have not arrived yet does not count towards the window: a retrain
+    asked for on two batches trains on two labeled batches, and its record says so.
+    """
+    target = settings.dataset.target
+    chosen: list[Path] = []
+    frames: list[pd.DataFrame] = []
+    unlabeled = 0
+    for path in reversed(paths):
+        if window and len(chosen) == window:
+            break
+        df = attach_labels(read_accepted([path]), settings)
+        labeled = df[target].notna()
+        # Rows whose label has not arrived yet cannot be trained on; they are counted, not lost.
+        unlabeled += int((~labeled).sum())
+        if labeled.any():
+            chosen.append(path)
+            frames.append(df[labeled])
+    chosen.reverse()
+    frames.reverse()  # arrival order: a later arrival of an id replaces an earlier one
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return chosen, df, unlabeled
+
+
+def _batches(n: int) -> str:
+    return f"{n} batch" if n == 1 else f"{n} batches"
 
 
 def training_config_hash(settings: Settings) -> str:
