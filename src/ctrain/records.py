@@ -283,6 +283,11 @@ class Performance(Record):
     value: float | None = None
     drop: float | None = None  # positive = worse than the champion's held-out figure
     degraded: bool = False
+    # The drop's interval at monitoring.decisive_confidence; decisive: all of it is past the
+    # tolerance, so this window alone is evidence enough to retrain.
+    drop_low: float | None = None
+    drop_high: float | None = None
+    decisive: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

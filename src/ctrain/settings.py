@@ -309,6 +309,15 @@ class MonitoringConfig(_Strict):
     performance_drop: float = Field(
         0.05, gt=0, description="absolute drop of the metric below the champion's held-out figure"
     )
+    decisive_confidence: float = Field(
+        0.99,
+        gt=0.5,
+        lt=1,
+        description="a window whose performance drop has its whole interval at this confidence "
+        "past performance_drop (the window's and the champion's held-out rows both resampled) "
+        "asks for a retrain alone, without waiting for debounce_k windows",
+    )
+    n_bootstrap: int = Field(1000, ge=100, description="resamples behind each drop's interval")
     label_maturity: float = Field(
         0.8, gt=0, le=1, description="share of a window's rows that must have labels"
     )

@@ -169,6 +169,7 @@ def overview(settings: Settings, client, limit: int = 200) -> dict[str, Any]:
             "drift_share": cfg.drift_share,
             "performance_drop": cfg.performance_drop,
             "debounce": f"{cfg.debounce_k} of {cfg.debounce_n}",
+            "decisive_confidence": cfg.decisive_confidence,
         },
         "decisions_url": links.experiment(d_id) if d_id else None,
         "monitoring_url": links.experiment(m_id) if m_id else None,

@@ -65,7 +65,7 @@ def test_covariate_shift_triggers_by_data_drift_and_names_the_columns(delayed):
     assert evidence["evidence"][0]["data_drift"]["dataset_drift"] is True
 
 
-def test_concept_drift_triggers_by_performance_only_once_labels_mature(delayed):
+def test_a_decisive_concept_change_retrains_on_its_first_labeled_window(delayed):
     settings = delayed(performance_drop=0.05)
     src = DemoSource(**settings.demo.model_dump() | {"concept_drift_from": 5})
     bootstrap_champion(settings, src)
@@ -77,9 +77,12 @@ def test_concept_drift_triggers_by_performance_only_once_labels_mature(delayed):
     assert not any(
         s["data_drift"]["dataset_drift"] for s in summaries.values()
     )  # features did not move
-    # Labels of batch i arrive with batch i+2: batches 5 and 6 are judged only after 7 and 8 land.
-    assert not verdicts[5]["trigger"] and not verdicts[6]["trigger"] and not verdicts[7]["trigger"]
-    assert verdicts[8]["trigger"] and "performance drop" in verdicts[8]["reason"]
+    # Labels of batch i arrive with batch i+2: batch 5, the first changed one, is judged when 7
+    # lands. Its drop is decisive on its 1500 labeled rows: no second window is waited for.
+    assert not verdicts[5]["trigger"] and not verdicts[6]["trigger"]
+    assert verdicts[7]["trigger"], verdicts[7]["reason"]
+    assert verdicts[7]["reason"].startswith("decisive performance drop on batch_0005")
+    assert summaries["batch_0005"]["performance"]["decisive"]
     assert (
         summaries["batch_0005"]["performance"]["degraded"]
         and summaries["batch_0006"]["performance"]["degraded"]
@@ -132,3 +135,35 @@ def test_one_monitor_run_reads_the_champion_once_for_all_its_windows(delayed):
     checks = check_due_windows(settings, Counting(uri, uri))
     assert len(checks) == 6  # the 3 windows of the champion's data and the 3 new ones
     assert Counting.reads == 1  # the champion's version, tags and reference: once per run
+
+
+def test_a_window_is_judged_for_the_model_that_scored_it_after_a_promotion(delayed, client):
+    from ctrain.promotion.promote import manual_promote
+    from ctrain.records import RunContext
+
+    settings = delayed()
+    src = DemoSource(**settings.demo.model_dump() | {"concept_drift_from": 3})
+    bootstrap_champion(settings, src)
+    src.write_batch(3, settings.landing_dir, with_labels=False)
+    for p in steps.list_landed(settings):
+        steps.ingest_one(p, settings)
+    assert steps.score("batch_0003", settings)["model_version"] == "1"
+    steps.check_windows(settings)  # no labels yet: measured later
+
+    # A second version becomes champion before batch 3's labels arrive.
+    steps.run_training(RunContext(run_id="again", force=True), settings=settings)
+    manual_promote(settings, "2", RunContext(run_id="by-hand", trigger_reason="a test"), client)
+    src.write_labels(3, settings.labels_landing_dir)
+    steps.ingest_labels(settings)
+    checks = {c["batch_id"]: c for c in steps.check_windows(settings)}
+
+    late = checks["batch_0003"]
+    assert late["champion_version"] == "1"  # the version whose predictions these are
+    assert late["performance"]["status"] == "matured" and late["performance"]["degraded"]
+    assert late["performance"]["champion_value"] == float(
+        client.get_model_version(settings.model_name, "1").tags["holdout_roc_auc"]
+    )
+    # Kept in the history, and not held against the new champion.
+    assert "batch_0003" not in {c["batch_id"] for c in steps.check_windows(settings)}
+    verdict = steps.decide_retrain("t/after", training_active=False, settings=settings)
+    assert verdict["trigger"] is False and "batch_0003" not in verdict["windows"]

@@ -10,7 +10,7 @@ from ctrain.records import Performance, WindowCheck
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-def window(i, flags=(), version="1", cols=("tenure_months",)):
+def window(i, flags=(), version="1", cols=("tenure_months",), low=0.05):
     return WindowCheck(
         batch_id=f"b{i:02d}",
         checked_at=f"2026-03-{i + 1:02d}",
@@ -32,6 +32,9 @@ def window(i, flags=(), version="1", cols=("tenure_months",)):
             value=0.7,
             drop=0.17,
             degraded="performance" in flags,
+            drop_low=low,
+            drop_high=0.29,
+            decisive=low > 0.05,
         ),
         flags=tuple(flags),
     )
@@ -128,3 +131,30 @@ def test_the_reason_names_every_signal_that_fired_not_only_the_one_that_decided(
     assert "; performance drop in 1 of the last 1 label-matured windows (roc_auc 0.7000 vs " in (
         verdict.reason
     )
+
+
+def test_one_window_with_a_decisive_drop_retrains_on_that_window(cfg):
+    # roc_auc 0.70 against 0.87, the drop's whole interval past the tolerance: no second window.
+    stream = [window(0), window(1, ["performance"], low=0.12)]
+    verdict = decide_retrain(cfg, stream, "1", T0, False)
+    assert verdict.trigger is True and verdict.flagged_windows == ("b01",)
+    assert verdict.reason.startswith("decisive performance drop on b01 (roc_auc 0.7000 vs ")
+    assert "[+0.1200, +0.2900] at 99% on 1400 labeled rows, past the 0.05 tolerance" in (
+        verdict.reason
+    )
+
+
+def test_a_marginal_drop_waits_for_the_debounce_and_says_why(cfg):
+    # The same point estimate, but an interval that reaches back to the tolerance.
+    stream = [window(0), window(1, ["performance"], low=0.01)]
+    verdict = decide_retrain(cfg, stream, "1", T0, False)
+    assert verdict.trigger is False
+    assert "performance drop in 1 of the last 1 label-matured windows; 2 needed" in verdict.reason
+    assert "+0.1700 [+0.0100, +0.2900] on 1400 labeled rows, is not decisive" in verdict.reason
+    stream.append(window(2, ["performance"], low=0.01))
+    assert decide_retrain(cfg, stream, "1", T0, False).trigger is True  # 2 of 3: debounced
+
+
+def test_a_decisive_drop_of_an_earlier_champion_does_not_retrain_the_new_one(cfg):
+    stream = [window(0, ["performance"], version="1", low=0.2), window(1, version="2")]
+    assert decide_retrain(cfg, stream, "2", T0, False).trigger is False

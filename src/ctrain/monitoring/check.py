@@ -21,6 +21,7 @@ from ctrain.ingest.labels import attach_labels
 from ctrain.metrics import greater_is_better, metric_value
 from ctrain.model_io import features, positive_scores
 from ctrain.monitoring.drift import detect_drift, evidently_report
+from ctrain.promotion.compare import two_sample_bootstrap
 from ctrain.records import Performance, WindowCheck
 from ctrain.registry import current_champion, load_model, version_uri
 from ctrain.settings import Settings
@@ -37,6 +38,7 @@ class ChampionReference:
     holdout_metric: float  # the champion's metric on its own held-out rows
     reference: pd.DataFrame  # its training rows
     holdout_scores: pd.DataFrame  # its scores on its held-out rows, column "score"
+    holdout_positive: np.ndarray  # its held-out rows' labels, True for the positive class
 
 
 def load_reference(settings: Settings, client, version: str) -> ChampionReference:
@@ -48,12 +50,14 @@ def load_reference(settings: Settings, client, version: str) -> ChampionReferenc
     holdout = pd.read_parquet(folder / "holdout.parquet")
     model = load_model(version_uri(name, version))
     scores = positive_scores(model, features(holdout, spec), spec.positive_class)
+    positive = holdout[spec.target].astype(type(spec.positive_class)) == spec.positive_class
     return ChampionReference(
         version=version,
         metric=metric,
         holdout_metric=float(tags[f"holdout_{metric}"]),
         reference=pd.read_parquet(folder / "train.parquet"),
         holdout_scores=pd.DataFrame({"score": scores}),
+        holdout_positive=positive.to_numpy(),
     )
 
 
@@ -65,33 +69,48 @@ def champion_version(settings: Settings, client) -> str:
     return version
 
 
-def windows_to_check(settings: Settings, champion: str) -> list[str]:
-    """Scored batches never checked, or checked before their labels matured, under this champion."""
+def scored_by(settings: Settings, batch_id: str) -> str:
+    """The model version whose predictions for ``batch_id`` were written."""
+    path = settings.predictions_dir / f"{batch_id}.parquet"
+    versions = pd.read_parquet(path, columns=["model_version"])["model_version"].unique()
+    return str(versions[0])
+
+
+def windows_to_check(settings: Settings) -> list[tuple[str, str]]:
+    """(batch id, the version that scored it) for scored batches never checked, checked for
+    another version (they were scored again), or checked before their labels matured.
+
+    A window is judged for the model that scored it: labels that arrive after a promotion
+    still measure the version that made those predictions.
+    """
     if not settings.predictions_dir.is_dir():
         return []
     out = []
     for p in sorted(settings.predictions_dir.glob("*.parquet")):
+        version = scored_by(settings, p.stem)
         summary = settings.monitor_dir / p.stem / "summary.json"
-        if not summary.exists():
-            out.append(p.stem)
-            continue
-        s = WindowCheck.from_xcom(read_json(summary))
-        if s.champion_version == champion and s.performance.status != "matured":
-            out.append(p.stem)
+        if summary.exists():
+            s = WindowCheck.from_xcom(read_json(summary))
+            if s.champion_version == version and s.performance.status == "matured":
+                continue
+        out.append((p.stem, version))
     return out
 
 
 def check_due_windows(settings: Settings, client) -> list[WindowCheck]:
-    """Check every window due under the current champion, reading the champion once."""
-    version = champion_version(settings, client)
-    due = windows_to_check(settings, version)
-    if not due:
-        return []
-    ref = load_reference(settings, client, version)
-    return [
-        check_window(settings, batch_id, ref, client, html_report=settings.monitoring.html_reports)
-        for batch_id in due
-    ]
+    """Check every due window for the version that scored it, reading each version once."""
+    champion_version(settings, client)  # nothing to monitor before a first champion
+    refs: dict[str, ChampionReference] = {}
+    out = []
+    for batch_id, version in windows_to_check(settings):
+        if version not in refs:
+            refs[version] = load_reference(settings, client, version)
+        out.append(
+            check_window(
+                settings, batch_id, refs[version], client, settings.monitoring.html_reports
+            )
+        )
+    return out
 
 
 def _performance(settings: Settings, preds: pd.DataFrame, ref: ChampionReference) -> Performance:
@@ -116,12 +135,27 @@ def _performance(settings: Settings, preds: pd.DataFrame, ref: ChampionReference
     value = metric_value(ref.metric, y, labeled.loc[mask, "score"].to_numpy())
     sign = 1.0 if greater_is_better(ref.metric) else -1.0
     drop = sign * (ref.holdout_metric - value)
+    # How sure the drop is: the window's rows and the champion's held-out rows resampled apart.
+    gap = two_sample_bootstrap(
+        y,
+        labeled.loc[mask, "score"].to_numpy(),
+        ref.holdout_positive,
+        ref.holdout_scores["score"].to_numpy(),
+        ref.metric,
+        cfg.n_bootstrap,
+        cfg.decisive_confidence,
+        seed=0,
+    )
+    low, high = -gap.ci_high, -gap.ci_low  # the interval of the drop, not of the difference
     return Performance(
         **base,
         status="matured",
         value=value,
         drop=drop,
         degraded=bool(drop > cfg.performance_drop),
+        drop_low=None if np.isnan(low) else float(low),
+        drop_high=None if np.isnan(high) else float(high),
+        decisive=bool(low > cfg.performance_drop),
     )
 
 

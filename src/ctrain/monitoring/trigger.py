@@ -3,7 +3,8 @@
 A window is flagged when its data drifted (share of drifted features past ``drift_share``, on at
 least ``min_rows`` rows) or its matured performance dropped past ``performance_drop``. Retraining is
 requested when ``debounce_k`` of the last ``debounce_n`` windows checked under the current champion
-are flagged, unless the last request is younger than the cooldown, a request already covered these
+are flagged, or at once when one window's drop is decisive (its whole interval at
+``decisive_confidence`` past the tolerance: marginal signals wait, decisive ones do not), unless the last request is younger than the cooldown, a request already covered these
 windows, or ct_training is queued or running. Every request is logged with its evidence.
 """
 
@@ -32,8 +33,21 @@ def trigger_log(settings: Settings) -> list[RetrainVerdict]:
     return [RetrainVerdict.from_xcom(e) for e in read_json(path)] if path.exists() else []
 
 
-def _reason(drift: list[WindowCheck], n: int, perf: list[WindowCheck], m: int) -> str:
+def _reason(
+    drift: list[WindowCheck], n: int, perf: list[WindowCheck], m: int, settings: Settings
+) -> str:
     parts = []
+    decisive = [w for w in perf if w.performance.decisive]
+    if decisive:
+        w = max(decisive, key=lambda w: w.performance.drop or 0.0)
+        p = w.performance
+        parts.append(
+            f"decisive performance drop on {w.batch_id} ({p.metric} {p.value:.4f} vs champion "
+            f"{p.champion_value:.4f}, drop {p.drop:+.4f} "
+            f"[{p.drop_low:+.4f}, {p.drop_high:+.4f}] at "
+            f"{settings.monitoring.decisive_confidence:.0%} on {p.labeled_rows} labeled rows, "
+            f"past the {settings.monitoring.performance_drop} tolerance)"
+        )
     if drift:
         cols = sorted({c for w in drift for c in w.drifted_columns})
         share = max(w.share_drifted for w in drift)
@@ -49,6 +63,19 @@ def _reason(drift: list[WindowCheck], n: int, perf: list[WindowCheck], m: int) -
             f"on {worst.labeled_rows} labeled rows)"
         )
     return "; ".join(parts)
+
+
+def _marginal(perf: list[WindowCheck]) -> str:
+    """Why a window that dropped did not act alone: its interval reaches back to the tolerance."""
+    if not perf:
+        return ""
+    p = perf[-1].performance
+    if p.drop_low is None:
+        return ""
+    return (
+        f" (the drop on {perf[-1].batch_id}, {p.drop:+.4f} [{p.drop_low:+.4f}, "
+        f"{p.drop_high:+.4f}] on {p.labeled_rows} labeled rows, is not decisive)"
+    )
 
 
 def decide_retrain(
@@ -81,18 +108,20 @@ def decide_retrain(
         decided_at=now.isoformat(),
         window=cfg.retrain_window_batches,
     )
-    drift_fires, perf_fires = len(drift) >= k, len(perf) >= k
+    decisive = [s for s in perf if s.performance.decisive]
+    drift_fires, perf_fires = len(drift) >= k, len(perf) >= k or bool(decisive)
     if not (drift_fires or perf_fires):
         return dataclasses.replace(
             verdict,
             reason=(
                 f"data drift in {len(drift)} of the last {len(recent)} windows, performance drop "
                 f"in {len(perf)} of the last {len(matured)} label-matured windows; {k} needed"
+                + _marginal(perf)
             ),
         )
     # Every signal that fired is named, also one short of its own debounce: a person reading
     # why the model was retrained on drift wants to know its performance fell as well.
-    reason = _reason(drift, len(recent), perf, len(matured))
+    reason = _reason(drift, len(recent), perf, len(matured), settings)
     log = trigger_log(settings)
     last = log[-1] if log else None
     suppressed_by = None

@@ -64,6 +64,38 @@ def paired_bootstrap(
     return PairedResult(new, old, sign * (new - old), float(lo), float(hi), n, len(diffs))
 
 
+def two_sample_bootstrap(
+    y_new: np.ndarray,
+    s_new: np.ndarray,
+    y_old: np.ndarray,
+    s_old: np.ndarray,
+    metric: str,
+    n_boot: int,
+    confidence: float,
+    seed: int,
+) -> PairedResult:
+    """Percentile interval of ``metric(new) - metric(old)`` measured on two different sets of rows
+    (one model on a live window, against its own held-out figure): each side is resampled on its
+    own, so the interval carries the uncertainty of both figures.
+    """
+    sign = 1.0 if greater_is_better(metric) else -1.0
+    new, old = metric_value(metric, y_new, s_new), metric_value(metric, y_old, s_old)
+    on_new, on_old = ResampleMetric(metric, y_new, s_new), ResampleMetric(metric, y_old, s_old)
+    y_new, y_old = np.asarray(y_new, dtype=bool), np.asarray(y_old, dtype=bool)
+    rng = np.random.default_rng(seed)
+    n_new, n_old = len(y_new), len(y_old)
+    diffs = []
+    for _ in range(n_boot):
+        c_new = np.bincount(rng.integers(0, n_new, n_new), minlength=n_new)
+        c_old = np.bincount(rng.integers(0, n_old, n_old), minlength=n_old)
+        if not (0 < c_new @ y_new < n_new and 0 < c_old @ y_old < n_old):
+            continue  # one class only: no AUC on this draw
+        diffs.append(sign * (on_new(c_new) - on_old(c_old)))
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(diffs, [alpha, 1 - alpha]) if diffs else (np.nan, np.nan)
+    return PairedResult(new, old, sign * (new - old), float(lo), float(hi), n_new, len(diffs))
+
+
 def slice_metrics(
     frame: pd.DataFrame,
     y: np.ndarray,
