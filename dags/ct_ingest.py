@@ -6,19 +6,42 @@ Great Expectations. Passing rows go to `accepted/`; failing batches or rows go t
 `quarantine/<batch>/` with the GX result and a one-line reason. The input file is moved to
 `processed/` only after its outcome is written. When anything was accepted, the task
 `publish_accepted` emits the `ctrain_accepted` asset, which starts `ct_batch_inference` (and
-`ct_training`, unless `train_on_new_data` is false). Runs every 15 minutes (`schedules.ingest`). Label files arriving later in the labels
+`ct_training`, unless `train_on_new_data` is false). Label files arriving later in the labels
 landing folder are validated by `ingest_labels`, which emits `ctrain_labels` for the monitor.
+
+Starts within seconds of a file landing in either folder (watchers in Airflow's triggerer,
+`schedules.watch_seconds`), and every 15 minutes (`schedules.ingest`) as a safety net. Each run
+lists the folders itself and moves every file out once its outcome is written, so a file is
+ingested once however many runs see it.
 """
 
 from __future__ import annotations
 
-from airflow.sdk import CronTriggerTimetable, dag, task
-from ctrain_common import ACCEPTED, DEFAULT_ARGS, INGEST, LABELS, NOTE_KEY, settings
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from ctrain_common import (
+    ACCEPTED,
+    DEFAULT_ARGS,
+    INGEST,
+    LABELS,
+    NOTE_KEY,
+    landing_assets,
+    settings,
+)
+
+
+def _schedule():
+    """On arrival (the landing folders' watchers), and on the cron as a safety net."""
+    cron = CronTriggerTimetable(settings().schedules.ingest, timezone="UTC")
+    watched = landing_assets()
+    if not watched:
+        return cron
+    batches, labels = watched
+    return AssetOrTimeSchedule(timetable=cron, assets=batches | labels)
 
 
 @dag(
     dag_id=INGEST,
-    schedule=CronTriggerTimetable(settings().schedules.ingest, timezone="UTC"),
+    schedule=_schedule(),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

@@ -27,6 +27,33 @@ LABELS = Asset(name="ctrain_labels", uri="file:///ctrain/labels")
 # ct_batch_inference -> ct_drift_monitor
 PREDICTIONS = Asset(name="ctrain_predictions", uri="file:///ctrain/predictions")
 
+
+def landing_assets():
+    """The landing folders as assets that a watcher in the triggerer updates when something lands
+    there (``plugins/ctrain_watch.py``); None when ``schedules.watch_seconds`` is 0."""
+    every = settings().schedules.watch_seconds
+    if not every:
+        return None
+    from airflow.sdk import AssetWatcher
+    from ctrain_watch import LandedFilesTrigger
+
+    s = settings()
+    folders = {"ctrain_landing": s.landing_dir, "ctrain_labels_landing": s.labels_landing_dir}
+    return [
+        Asset(
+            name=name,
+            uri=f"file:///ctrain/{name.removeprefix('ctrain_')}",
+            watchers=[
+                AssetWatcher(
+                    name=f"{name}_watcher",
+                    trigger=LandedFilesTrigger(directory=str(folder), poll_seconds=every),
+                )
+            ],
+        )
+        for name, folder in folders.items()
+    ]
+
+
 DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(seconds=20)}
 
 # A task leaves its DAG run's one-line outcome under this XCom key; the plugin writes it on the run.

@@ -349,6 +349,12 @@ class SchedulesConfig(_Strict):
         "people start it",
     )
     monitoring: str = Field("0 * * * *", description="ct_drift_monitor checks due windows")
+    watch_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="Airflow's triggerer looks at the landing folders this often and starts "
+        "ct_ingest when something lands (the ingest cron stays as a safety net); 0: the cron only",
+    )
 
     @field_validator("training", mode="before")
     @classmethod

@@ -115,7 +115,7 @@ def test_schedules_and_the_new_data_trigger_come_from_the_settings(tmp_path):
         "print(json.dumps({\n"
         "  'errors': list(bag.import_errors),\n"
         "  'training': [type(tt['ct_training']).__name__, tt['ct_training'].expression],\n"
-        "  'ingest': tt['ct_ingest'].expression,\n"
+        "  'ingest': tt['ct_ingest'].timetable.expression,\n"
         "  'monitor': tt['ct_drift_monitor'].timetable.expression,\n"
         "}))\n"
     )
