@@ -75,6 +75,7 @@ def ct_drift_monitor():
             "reason": "{{ ti.xcom_pull(task_ids='decide')['reason'] }}",
             "evidence_uri": "{{ ti.xcom_pull(task_ids='decide')['evidence_uri'] }}",
             "window": "{{ ti.xcom_pull(task_ids='decide')['window'] }}",
+            "since_batch": "{{ ti.xcom_pull(task_ids='decide')['change_from'] }}",
         },
         wait_for_completion=True,
         deferrable=True,

@@ -56,6 +56,13 @@ PARAMS = {
         minimum=0,
         description="Most recent accepted batches to train on; 0 = all.",
     ),
+    "since_batch": Param(
+        "",
+        type="string",
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,99}(-[0-9a-f]{8})?(-[0-9a-f]{6})?)?$",
+        description="Train from this accepted batch on (where a change began; the monitor sets "
+        "it), topped up from before it only if too few rows came after; empty = the window.",
+    ),
     "dry_run": Param(
         False, type="boolean", description="Compare and record, but never move champion."
     ),

@@ -141,6 +141,18 @@ def _wait(what: str, done, services, timeout: float) -> None:
         time.sleep(2)
 
 
+def _judged(settings: Settings, batch_id: str) -> bool:
+    """Whether the monitor has checked ``batch_id`` and decided on retraining since. (The
+    verdict need not list it: a window scored by the champion before a promotion is judged for
+    that model, not for the new one.)"""
+    summary = settings.monitor_dir / batch_id / "summary.json"
+    verdict = settings.monitor_dir / "last_verdict.json"
+    if not (summary.exists() and verdict.exists()):
+        return False
+    checked = json.loads(summary.read_text())["checked_at"]
+    return json.loads(verdict.read_text())["decided_at"] >= checked
+
+
 def stream_services(settings: Settings, log_dir: Path, approval: bool = False):
     """Airflow's services for ``run_stream`` (a context manager); with ``approval``, ct_training
     waits for a person before each promotion."""
@@ -170,8 +182,8 @@ def run_stream(
     """Feed batches one at a time through the real scheduler of ``af`` (``stream_services``);
     return the timeline.
 
-    Each batch lands with the previous batch's labels; ``ct_ingest`` is triggered, and the assets
-    chain it to ``ct_batch_inference`` and ``ct_drift_monitor``, which asks ``ct_training`` to run
+    Each batch lands with the previous batch's labels; the landing folders' watchers start
+    ``ct_ingest``, and the assets chain it to ``ct_batch_inference`` and ``ct_drift_monitor``, which asks ``ct_training`` to run
     when drift persists. Covariate shift and a changed label rule start at batch ``drift_from``.
     With ``approve`` (``Approve`` or ``Reject``), a promotion waiting for approval is answered
     through Airflow's REST API as the admin user, as a person would in the UI.
@@ -194,6 +206,7 @@ def run_stream(
         t0 = time.monotonic()
         n_decisions = len(list_decisions(client, settings, limit=100))
         n_requests = len(trigger_log(settings))
+        landed_at = time.time()
         if i in broken:
             write_parquet_atomic(
                 settings.landing_dir / f"batch_{i:04d}.parquet", _broken_rows(src, i)
@@ -201,17 +214,16 @@ def run_stream(
         else:
             src.write_batch(i, settings.landing_dir, with_labels=False)
         src.write_labels(i - 1, settings.labels_landing_dir)
-        af.trigger(dag_ids.INGEST)
-        verdict = settings.monitor_dir / "last_verdict.json"
+        # Nothing is triggered: the landing folders' watchers start ct_ingest on arrival.
         batch_id = f"batch_{i:04d}"
         _wait(
-            f"the monitor's verdict on batch {i}",
-            lambda v=verdict, b=batch_id: v.exists() and b in json.loads(v.read_text())["windows"],
-            af,
-            600,
+            f"the monitor's verdict on batch {i}", lambda b=batch_id: _judged(settings, b), af, 600
         )
         requested = len(trigger_log(settings)) > n_requests
         entry = {"batch": i, "drift_from": drift_from, "seconds": 0.0, "requested": requested}
+        predictions = settings.predictions_dir / f"{batch_id}.parquet"
+        if predictions.exists():
+            entry["landing_to_predictions"] = predictions.stat().st_mtime - landed_at
         if requested:
             print(
                 f"    batch {i}: the monitor asked for retraining; waiting for ct_training",
@@ -229,7 +241,9 @@ def run_stream(
             entry["decision"] = list_decisions(client, settings, limit=1)[0]
         entry["seconds"] = time.monotonic() - t0
         timeline.append(entry)
-        print(f"    batch {i} done in {entry['seconds']:.0f}s", flush=True)
+        scored = entry.get("landing_to_predictions")
+        scored_in = f"; predictions {scored:.0f}s after it landed" if scored is not None else ""
+        print(f"    batch {i} done in {entry['seconds']:.0f}s{scored_in}", flush=True)
     return timeline
 
 

@@ -90,6 +90,7 @@ class RunContext(Record):
     force: bool = False
     evidence_uri: str = ""
     window: int | None = None  # most recent accepted batches to train on; None = the settings'
+    since_batch: str = ""  # train from this batch on (where the monitor saw the change begin)
     started_by: str = ""  # who or what asked: a user name, "schedule", "ct_drift_monitor", ...
 
     def __post_init__(self) -> None:
@@ -134,8 +135,10 @@ class DatasetWindow(Record):
     window_start: str
     window_end: str
     holdout_start: str
-    window: str  # one line for people: the time span and the number of batches
+    window: str  # one line for people: the time span, the number of batches, and why those
     rows_superseded: int = 0  # rows whose id came again in a later batch (the latest arrival wins)
+    since_batch: str | None = None  # trained from this batch on (a detected change), if asked
+    topped_up: tuple[str, ...] = ()  # batches from before the change added to reach the minimum
 
     @property
     def dataset_id(self) -> str:
@@ -343,3 +346,4 @@ class RetrainVerdict(Record):
     evidence_uri: str | None = None  # the request's evidence (an MLflow artifact), when it triggers
     evidence_run_id: str | None = None  # the monitoring experiment's run that holds it
     window: int = 0  # the retrain trains on this many recent batches (0 = all)
+    change_from: str = ""  # the first flagged window: the retrain's data starts there

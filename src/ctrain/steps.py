@@ -86,6 +86,7 @@ def run_context(
         dry_run=bool(params["dry_run"]),
         force=bool(params["force"]),
         window=int(params["window"]) or None,
+        since_batch=str(params.get("since_batch") or ""),
         started_by=started_by,
     ).to_xcom()
 
@@ -143,7 +144,8 @@ def assemble(ctx: XCom, settings: Settings | None = None) -> XCom:
 
     s = _settings(settings)
     clean_temp_files(s.datasets_dir)
-    return assemble_window(s, RunContext.from_xcom(ctx).window).to_xcom()
+    run = RunContext.from_xcom(ctx)
+    return assemble_window(s, run.window, since_batch=run.since_batch or None).to_xcom()
 
 
 def skip_if_trained(dataset: XCom, ctx: XCom, settings: Settings | None = None) -> XCom | None:

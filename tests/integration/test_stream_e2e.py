@@ -86,6 +86,23 @@ def _wait_for_run(api, dag_id, run_id, timeout=300):
     raise TimeoutError(f"{dag_id} {run_id} did not finish in {timeout}s")
 
 
+def test_files_that_land_start_ingest_and_each_is_ingested_once(stream, api):
+    from ctrain.ingest.batches import batch_outcomes
+    from ctrain.storage import landed
+
+    settings = stream.settings
+    kinds = [str(getattr(r.run_type, "value", r.run_type)) for r in _runs(api, "ct_ingest")]
+    # No one triggered ct_ingest: the stream only wrote files into the landing folders.
+    assert "asset_triggered" in kinds and "manual" not in kinds, kinds
+    assert landed(settings.landing_dir) == [] and landed(settings.labels_landing_dir) == []
+    processed = sorted(p.name for p in settings.processed_dir.glob("batch_*"))
+    assert processed == [f"batch_{i:04d}.parquet" for i in range(7)]
+    assert sorted(o.batch_id for o in batch_outcomes(settings)) == [
+        f"batch_{i:04d}" for i in range(7)
+    ]
+    assert all("landing_to_predictions" in e for e in stream.timeline), stream.timeline
+
+
 def test_drift_in_the_stream_retrains_and_promotes_with_the_reason(stream):
     settings, client, timeline = stream.settings, stream.client, stream.timeline
     by_batch = {e["batch"]: e for e in timeline}
@@ -95,12 +112,18 @@ def test_drift_in_the_stream_retrains_and_promotes_with_the_reason(stream):
     decision = fired[0]["decision"]
     assert decision.decision == "promoted", decision
     assert decision.airflow_dag_id == "ct_training"
-    assert decision.trigger_reason.startswith("data drift in")
+    # The first labeled changed window is decisive on its own; the drift is named beside it.
+    assert decision.trigger_reason.startswith("decisive performance drop on batch_0005")
+    assert "; data drift in " in decision.trigger_reason
     assert decision.started_by == "ct_drift_monitor"
     record = list_decisions(client, settings, limit=1)[0]
     assert record.record_run_id == decision.record_run_id
     mv = client.get_model_version_by_alias(settings.model_name, "champion")
     assert mv.tags["trigger_reason"] == decision.trigger_reason
+    # Trained from the change on: the window starts at the first flagged batch.
+    assert mv.tags["data_window"].endswith(
+        "(1 batch), from batch_0005 on, where the monitor saw the change begin"
+    ), mv.tags["data_window"]
     # The evidence is an MLflow artifact, not a path on some worker's disk.
     assert not mv.tags["trigger_evidence"].startswith("/")
     evidence = json.loads(mlflow.artifacts.load_text(mv.tags["trigger_evidence"]))
@@ -128,7 +151,7 @@ def test_each_run_says_what_it_decided_on_the_run_and_in_the_promote_log(stream,
     notes = [r.note for r in monitors]
     odd = [n for n in notes if not (n and n.startswith(("no retrain", "retrain requested: ")))]
     assert not odd, odd
-    assert sum(n.startswith("retrain requested: data drift in") for n in notes) == 1
+    assert sum(n.startswith("retrain requested: decisive performance drop") for n in notes) == 1
     log = api.tis.get_log(
         "ct_training",
         training.dag_run_id,
@@ -167,10 +190,9 @@ def test_the_official_client_reads_every_tasks_links(stream, api):
 def test_the_client_triggers_with_conf_and_an_unknown_key_is_refused(stream, api):
     body = api.models.TriggerDAGRunPostBody
     # The same window as the drift retrain: nothing new to train, recorded as skipped.
-    window = trigger_log(stream.settings)[-1].window
-    run = api.dag_runs.trigger_dag_run(
-        "ct_training", body(logical_date=None, conf={"reason": "client", "window": window})
-    )
+    request = trigger_log(stream.settings)[-1]
+    conf = {"reason": "client", "window": request.window, "since_batch": request.change_from}
+    run = api.dag_runs.trigger_dag_run("ct_training", body(logical_date=None, conf=conf))
     done = _wait_for_run(api, "ct_training", run.dag_run_id)
     assert str(done.state.value) == "success"
     assert done.note == "skipped (identical_window): same window and training config as v2"

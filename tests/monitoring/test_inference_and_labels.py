@@ -136,3 +136,40 @@ def test_a_window_of_n_batches_is_n_labeled_batches(delayed, source):
     assert dataset["window"].endswith("(2 batches)")
     one = steps.assemble(RunContext(window=1).to_xcom(), delayed)
     assert one["batches"] == ["batch_0001"] and one["window"].endswith("(1 batch)")
+
+
+def test_a_retrain_after_a_change_trains_from_the_change_on(delayed, source):
+    from ctrain.ingest.batches import UnknownBatch
+    from ctrain.training.assemble import assemble_window
+
+    for i in range(5):
+        source.write_batch(i, delayed.landing_dir, with_labels=False)
+        source.write_labels(i, delayed.labels_landing_dir)
+    [steps.ingest_one(p, delayed) for p in steps.list_landed(delayed)]
+    steps.ingest_labels(delayed)
+
+    after = steps.assemble(RunContext(window=2, since_batch="batch_0003").to_xcom(), delayed)
+    assert after["batches"] == ["batch_0003", "batch_0004"] and after["topped_up"] == []
+    assert after["since_batch"] == "batch_0003"
+    assert after["window"].endswith(
+        "(2 batches), from batch_0003 on, where the monitor saw the change begin"
+    )
+    # The held-out rows the challenger is compared on come after the change too.
+    holdout = pd.read_parquet(after["holdout_uri"])
+    changed = pd.read_parquet(delayed.accepted_dir / "batch_0003.parquet")
+    assert holdout["event_time"].min() >= changed["event_time"].min()
+
+    # Too few rows after the change for min_train_rows: topped up from just before it.
+    few = assemble_window(delayed, 2, since_batch="batch_0004")
+    assert few.batches == ("batch_0004",)  # 1500 rows: enough for 500 training rows
+    need_more = delayed.model_copy(
+        update={"training": delayed.training.model_copy(update={"min_train_rows": 2000})}
+    )
+    topped = assemble_window(need_more, 2, since_batch="batch_0004")
+    assert topped.batches == ("batch_0003", "batch_0004") and topped.topped_up == ("batch_0003",)
+    assert "; topped up with batch_0003 from before it to reach 3000 labeled rows" in topped.window
+
+    with pytest.raises(UnknownBatch, match="not a batch id ingest makes"):
+        assemble_window(delayed, 2, since_batch="../accepted/batch_0001")
+    with pytest.raises(UnknownBatch, match="no accepted data"):
+        assemble_window(delayed, 2, since_batch="batch_0099")

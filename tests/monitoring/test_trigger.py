@@ -158,3 +158,9 @@ def test_a_marginal_drop_waits_for_the_debounce_and_says_why(cfg):
 def test_a_decisive_drop_of_an_earlier_champion_does_not_retrain_the_new_one(cfg):
     stream = [window(0, ["performance"], version="1", low=0.2), window(1, version="2")]
     assert decide_retrain(cfg, stream, "2", T0, False).trigger is False
+
+
+def test_the_retrain_starts_where_the_change_began(cfg):
+    stream = [window(0), window(1), window(2, ["data_drift"]), window(3, ["data_drift"])]
+    verdict = decide_retrain(cfg, stream, "1", T0, False)
+    assert verdict.trigger and verdict.change_from == "b02"

@@ -55,7 +55,7 @@ def _reason(
             f"data drift in {len(drift)} of the last {n} windows "
             f"(up to {share:.0%} of features; drifted: {', '.join(cols)})"
         )
-    if perf:
+    if perf and not decisive:
         worst = max(perf, key=lambda w: w.performance.drop or 0.0).performance
         parts.append(
             f"performance drop in {len(perf)} of the last {m} label-matured windows "
@@ -139,8 +139,15 @@ def decide_retrain(
         and set(verdict.flagged_windows) <= set(last.flagged_windows)
     ):
         suppressed_by = "already requested for these windows"
+    # The change began at the first flagged window: the retrain trains from there on.
+    flagged = set(verdict.flagged_windows)
+    change_from = next(s.batch_id for s in mine if s.batch_id in flagged)
     return dataclasses.replace(
-        verdict, trigger=suppressed_by is None, reason=reason, suppressed_by=suppressed_by
+        verdict,
+        trigger=suppressed_by is None,
+        reason=reason,
+        suppressed_by=suppressed_by,
+        change_from=change_from,
     )
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from ctrain.ingest.batches import accepted_batches, read_accepted
+from ctrain.ingest.batches import accepted_batches, accepted_path, read_accepted
 from ctrain.ingest.labels import attach_labels
 from ctrain.records import DatasetWindow
 from ctrain.settings import Settings
@@ -24,19 +25,48 @@ class NoTrainingData(Exception):
     """There is nothing accepted to train on."""
 
 
-def assemble_window(settings: Settings, window_batches: int | None = None) -> DatasetWindow:
+def assemble_window(
+    settings: Settings, window_batches: int | None = None, since_batch: str | None = None
+) -> DatasetWindow:
     """Write the window's train and held-out Parquet files, addressed by content hash.
 
     The last ``holdout_fraction`` of rows by event time is held out, so evaluation and the
     champion comparison look at the newest data. Re-running on the same accepted data finds the
     same hash and returns the existing files.
+
+    With ``since_batch`` (where the monitor saw a change begin) the window starts at that batch:
+    a model for the new regime is trained and compared on rows from after the change. Batches
+    from before it are added, newest first, only when too few labeled rows came after it for
+    ``min_train_rows`` training rows.
+
+    Raises:
+        NoTrainingData: nothing accepted, or nothing labeled yet.
+        UnknownBatch: ``since_batch`` is not a batch ingest accepted.
     """
     window = settings.training.window_batches if window_batches is None else window_batches
     paths = accepted_batches(settings)
     if not paths:
         raise NoTrainingData(f"no accepted batches in {settings.accepted_dir}: ingest data first")
     spec = settings.dataset
+    before: list[Path] = []
+    if since_batch:
+        start = accepted_path(settings, since_batch)  # checked: a name from a trigger's conf
+        at = [p.name for p in paths].index(start.name)
+        before, paths = paths[:at], paths[at:]
     paths, df, unlabeled = _labeled_batches(paths, window, settings)
+    topped_up: list[Path] = []
+    if since_batch:
+        need = math.ceil(
+            settings.training.min_train_rows / (1 - settings.training.holdout_fraction)
+        )
+        for path in reversed(before):
+            if len(df) >= need:
+                break
+            _, extra, _ = _labeled_batches([path], 0, settings)
+            if not extra.empty:
+                topped_up.insert(0, path)
+                df = pd.concat([extra, df], ignore_index=True)
+        paths = topped_up + paths
     if df.empty:
         raise NoTrainingData(f"none of the {unlabeled} accepted rows has a label yet")
     if all(isinstance(c, int) for c in spec.classes):
@@ -51,26 +81,34 @@ def assemble_window(settings: Settings, window_batches: int | None = None) -> Da
     )
     content_hash = frame_hash(df)
     folder = settings.datasets_dir / content_hash
+    times = df[spec.event_time_column]
+    fmt = "%Y-%m-%d %H:%M"
+    # How these rows were chosen: said for this request, also when the same rows were chosen
+    # before (the files are addressed by their content and written once).
+    how = {
+        "rows_unlabeled": unlabeled,
+        "batches": tuple(p.stem for p in paths),
+        "window": f"{times.min():{fmt}}..{times.max():{fmt}} UTC ({_batches(len(paths))})"
+        + _why(since_batch, topped_up, len(df)),
+        "since_batch": since_batch,
+        "topped_up": tuple(p.stem for p in topped_up),
+    }
     if (folder / "meta.json").exists():
-        return DatasetWindow.from_xcom(read_json(folder / "meta.json"))
+        return dataclasses.replace(DatasetWindow.from_xcom(read_json(folder / "meta.json")), **how)
 
     n_hold = math.ceil(len(df) * settings.training.holdout_fraction)
     train, holdout = df.iloc[:-n_hold], df.iloc[-n_hold:]
-    times = df[spec.event_time_column]
-    fmt = "%Y-%m-%d %H:%M"
     meta = DatasetWindow(
         content_hash=content_hash,
         train_uri=str(write_parquet_atomic(folder / "train.parquet", train)),
         holdout_uri=str(write_parquet_atomic(folder / "holdout.parquet", holdout)),
         rows_train=len(train),
         rows_holdout=len(holdout),
-        rows_unlabeled=unlabeled,
-        batches=tuple(p.stem for p in paths),
         window_start=times.min().isoformat(),
         window_end=times.max().isoformat(),
         holdout_start=holdout[spec.event_time_column].min().isoformat(),
-        window=f"{times.min():{fmt}}..{times.max():{fmt}} UTC ({_batches(len(paths))})",
         rows_superseded=superseded,
+        **how,
     )
     write_json_atomic(folder / "meta.json", meta.to_xcom())
     return meta
@@ -101,6 +139,17 @@ def _labeled_batches(paths: list[Path], window: int, settings: Settings):
     frames.reverse()  # arrival order: a later arrival of an id replaces an earlier one
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return chosen, df, unlabeled
+
+
+def _why(since_batch: str | None, topped_up: list[Path], rows: int) -> str:
+    """Why the window starts where it does, for the version's tags and the decision."""
+    if not since_batch:
+        return ""
+    why = f", from {since_batch} on, where the monitor saw the change begin"
+    if topped_up:
+        names = ", ".join(p.stem for p in topped_up)
+        why += f"; topped up with {names} from before it to reach {rows} labeled rows"
+    return why
 
 
 def _batches(n: int) -> str:
