@@ -45,23 +45,7 @@ def paired_bootstrap(
     seed: int,
 ) -> PairedResult:
     """Percentile interval of ``metric(new) - metric(old)`` over paired row resamples."""
-    sign = 1.0 if greater_is_better(metric) else -1.0
-    new, old = metric_value(metric, y, s_new), metric_value(metric, y, s_old)
-    on_new, on_old = ResampleMetric(metric, y, s_new), ResampleMetric(metric, y, s_old)
-    y = np.asarray(y, dtype=bool)
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    diffs = []
-    for _ in range(n_boot):
-        # One draw of row indices, as counts per row, scores both models: the pairing.
-        counts = np.bincount(rng.integers(0, n, n), minlength=n)
-        drawn_pos = counts @ y
-        if drawn_pos == 0 or drawn_pos == n:  # one class only: no AUC; draw again next round
-            continue
-        diffs.append(sign * (on_new(counts) - on_old(counts)))
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(diffs, [alpha, 1 - alpha]) if diffs else (np.nan, np.nan)
-    return PairedResult(new, old, sign * (new - old), float(lo), float(hi), n, len(diffs))
+    return _bootstrap((y, s_new), (y, s_old), metric, n_boot, confidence, seed, paired=True)
 
 
 def two_sample_bootstrap(
@@ -78,7 +62,14 @@ def two_sample_bootstrap(
     (one model on a live window, against its own held-out figure): each side is resampled on its
     own, so the interval carries the uncertainty of both figures.
     """
+    return _bootstrap(
+        (y_new, s_new), (y_old, s_old), metric, n_boot, confidence, seed, paired=False
+    )
+
+
+def _bootstrap(new_side, old_side, metric, n_boot, confidence, seed, paired) -> PairedResult:
     sign = 1.0 if greater_is_better(metric) else -1.0
+    (y_new, s_new), (y_old, s_old) = new_side, old_side
     new, old = metric_value(metric, y_new, s_new), metric_value(metric, y_old, s_old)
     on_new, on_old = ResampleMetric(metric, y_new, s_new), ResampleMetric(metric, y_old, s_old)
     y_new, y_old = np.asarray(y_new, dtype=bool), np.asarray(y_old, dtype=bool)
@@ -86,8 +77,9 @@ def two_sample_bootstrap(
     n_new, n_old = len(y_new), len(y_old)
     diffs = []
     for _ in range(n_boot):
+        # A resample as counts per row; paired, one draw of rows scores both models.
         c_new = np.bincount(rng.integers(0, n_new, n_new), minlength=n_new)
-        c_old = np.bincount(rng.integers(0, n_old, n_old), minlength=n_old)
+        c_old = c_new if paired else np.bincount(rng.integers(0, n_old, n_old), minlength=n_old)
         if not (0 < c_new @ y_new < n_new and 0 < c_old @ y_old < n_old):
             continue  # one class only: no AUC on this draw
         diffs.append(sign * (on_new(c_new) - on_old(c_old)))
