@@ -178,6 +178,7 @@ def run_stream(
     stop: int = STREAM_END,
     broken: frozenset[int] | set[int] = frozenset(),
     approve: str | None = None,
+    src: DemoSource | None = None,
 ) -> list[dict]:
     """Feed batches one at a time through the real scheduler of ``af`` (``stream_services``);
     return the timeline.
@@ -186,13 +187,14 @@ def run_stream(
     ``ct_ingest``, and the assets chain it to ``ct_batch_inference`` and ``ct_drift_monitor``, which asks ``ct_training`` to run
     when drift persists. Covariate shift and a changed label rule start at batch ``drift_from``.
     With ``approve`` (``Approve`` or ``Reject``), a promotion waiting for approval is answered
-    through Airflow's REST API as the admin user, as a person would in the UI.
+    through Airflow's REST API as the admin user, as a person would in the UI. ``src`` replaces
+    the demo's stream (its drift settings then say where the change is).
     """
     from ctrain.monitoring.trigger import trigger_log
     from ctrain.promotion.decisions import list_decisions
     from ctrain.tracking import configure
 
-    src = DemoSource(
+    src = src or DemoSource(
         **settings.demo.model_dump()
         | {
             "covariate_shift_from": drift_from,

@@ -119,6 +119,7 @@ class IngestOutcome(Record):
     failed_checks: tuple[dict[str, Any], ...] = ()
     columns_dropped: int = 0  # undeclared columns left out of the accepted file
     config_hash: str = ""  # the validation config it was judged under; a replay needs the same
+    reference: str = ""  # the learned reference it was judged under: a version, or "bootstrap"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,6 +295,26 @@ class Performance(Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class Estimate(Record):
+    """The champion's metric on one window estimated from its scores alone, before labels (CBPE).
+
+    ``harmful``: the whole interval of the estimated drop is past the tolerance, so the window
+    alone asks for a retrain; ``harmless``: all of it is within the tolerance, so the window's data
+    drift does not count towards one.
+    """
+
+    metric: str
+    value: float
+    low: float
+    high: float
+    drop: float
+    drop_low: float
+    drop_high: float
+    harmful: bool
+    harmless: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class WindowCheck(Record):
     """The monitor's verdict on one window (a scored batch).
 
@@ -312,6 +333,14 @@ class WindowCheck(Record):
     prediction_drift: float  # the statistic of the champion's scores against its held-out scores
     performance: Performance
     flags: tuple[str, ...]  # data_drift, performance
+    # Share of the window's rows outside the champion's learned reference, and on which columns.
+    outside_reference: float = 0.0
+    outside_columns: tuple[str, ...] = ()
+    # The share of the champion's feature importance on the drifted columns; severe: at least
+    # monitoring.severe_drift_importance, and the estimate does not call the shift harmless.
+    drift_severity: float = 0.0
+    severe_drift: bool = False
+    estimate: Estimate | None = None
     summary_uri: str = ""
     report_uri: str | None = None
     mlflow_run_id: str | None = None
@@ -325,9 +354,13 @@ class WindowCheck(Record):
 
     @classmethod
     def from_xcom(cls, data: dict[str, Any]) -> Self:
-        perf = data["performance"]
+        perf, est = data["performance"], data.get("estimate")
         return super().from_xcom(
-            data | {"performance": perf if isinstance(perf, Performance) else Performance(**perf)}
+            data
+            | {
+                "performance": perf if isinstance(perf, Performance) else Performance(**perf),
+                "estimate": Estimate(**est) if isinstance(est, dict) else est,
+            }
         )
 
 

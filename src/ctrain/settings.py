@@ -191,6 +191,12 @@ class DatasetConfig(_Strict):
         return [f.name for f in self.features]
 
 
+# Checks against what ctrain learned from data (ranges, category sets), not what a person said:
+# they warn by default (the rows are scored, flagged and counted as drift evidence), because a
+# learned range is only as wide as the data it was learned from.
+LEARNED_CHECKS = frozenset({"range", "category"})
+
+
 class ValidationConfig(_Strict):
     """How batches are judged."""
 
@@ -201,7 +207,8 @@ class ValidationConfig(_Strict):
     severity: dict[str, Severity] = Field(
         default_factory=dict,
         description="per built-in check (schema, not_null, unique_id, range, category, target, "
-        "row_count, type) severity override; all block by default",
+        "row_count, type, finite, future) severity override; the checks on learned references "
+        "(range, category) warn by default, every other check blocks",
     )
     row_split_max_fraction: float = Field(
         0.5,
@@ -218,6 +225,10 @@ class ValidationConfig(_Strict):
     future_tolerance_hours: float = Field(
         24.0, ge=0, description="a row whose event time is later than now plus this fails"
     )
+
+    def severity_of(self, check: str) -> Severity:
+        """The severity of built-in ``check``: the project's override, else its default."""
+        return self.severity.get(check, "warn" if check in LEARNED_CHECKS else "block")
 
 
 # The estimators a candidate may name: scikit-learn classifiers with predict_proba whose fitted
@@ -306,6 +317,13 @@ class MonitoringConfig(_Strict):
         0.3, gt=0, le=1, description="share of drifted features that counts as data drift"
     )
     min_rows: int = Field(200, ge=1, description="a window with fewer rows is not judged")
+    outside_reference_share: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="share of a window's rows outside the champion's learned reference (its "
+        "training window's ranges and category sets) that counts as data drift",
+    )
     performance_drop: float = Field(
         0.05, gt=0, description="absolute drop of the metric below the champion's held-out figure"
     )
@@ -318,6 +336,20 @@ class MonitoringConfig(_Strict):
         "asks for a retrain alone, without waiting for debounce_k windows",
     )
     n_bootstrap: int = Field(1000, ge=100, description="resamples behind each drop's interval")
+    severe_drift_importance: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="a window whose drifted columns carry at least this share of the champion's "
+        "permutation importance drifted severely: it asks for a retrain alone, unless the "
+        "performance estimate calls the shift harmless",
+    )
+    estimate_performance: bool = Field(
+        True,
+        description="estimate the champion's metric on each window from its scores before labels "
+        "arrive (CBPE); an estimated drop past performance_drop at decisive_confidence asks for a "
+        "retrain, and drift the estimate calls harmless does not count towards one",
+    )
     label_maturity: float = Field(
         0.8, gt=0, le=1, description="share of a window's rows that must have labels"
     )

@@ -114,6 +114,9 @@ def _window_entry(w: WindowCheck, requested: set[str], links, exp_id: str | None
         "drifted_columns": list(w.drifted_columns),
         "prediction_drift": w.prediction_drift,
         "performance": perf.to_xcom(),
+        "estimate": w.estimate.to_xcom() if w.estimate else None,
+        "outside_reference": w.outside_reference,
+        "drift_severity": w.drift_severity,
         "flags": list(w.flags),
         "retrain_requested": w.batch_id in requested,
         "mlflow_run_url": links.run(exp_id, w.mlflow_run_id)

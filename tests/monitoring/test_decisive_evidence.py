@@ -25,6 +25,7 @@ def _reference(rng, n=1000, separation=1.0) -> ChampionReference:
         reference=pd.DataFrame(),
         holdout_scores=pd.DataFrame({"score": s}),
         holdout_positive=y,
+        profile={"numeric": {}, "categorical": {}},
     )
 
 

@@ -51,7 +51,9 @@ def test_a_long_stable_stream_never_triggers(delayed):
 
 
 def test_covariate_shift_triggers_by_data_drift_and_names_the_columns(delayed):
-    settings = delayed()
+    # Without the performance estimate (and with severe drift out of reach), drift alone is
+    # debounced over windows.
+    settings = delayed(estimate_performance=False, severe_drift_importance=1.0)
     src = DemoSource(**settings.demo.model_dump() | {"covariate_shift_from": 5})
     bootstrap_champion(settings, src)
     verdicts = _stream(settings, src, 3, 7)
@@ -63,6 +65,20 @@ def test_covariate_shift_triggers_by_data_drift_and_names_the_columns(delayed):
     drifted = evidence["evidence"][0]["data_drift"]["drifted_columns"]
     assert "tenure_months" in drifted and "region" in drifted
     assert evidence["evidence"][0]["data_drift"]["dataset_drift"] is True
+
+
+def test_a_shift_the_estimate_calls_harmless_does_not_retrain_and_the_labels_agree(delayed):
+    settings = delayed()
+    src = DemoSource(**settings.demo.model_dump() | {"covariate_shift_from": 5})
+    bootstrap_champion(settings, src)
+    verdicts = _stream(settings, src, 3, 8)
+    assert not any(v["trigger"] for v in verdicts.values())
+    assert "the estimate calls the shift harmless" in verdicts[7]["reason"]
+    s = json.loads((settings.monitor_dir / "batch_0005" / "summary.json").read_text())
+    assert s["dataset_drift"] and s["estimate"]["harmless"] and not s["severe_drift"]
+    # Once its labels matured, the realised figure is within the tolerance too.
+    assert s["performance"]["status"] == "matured" and not s["performance"]["degraded"]
+    assert abs(s["performance"]["value"] - s["estimate"]["value"]) < 0.05
 
 
 def test_a_decisive_concept_change_retrains_on_its_first_labeled_window(delayed):

@@ -164,3 +164,61 @@ def test_the_retrain_starts_where_the_change_began(cfg):
     stream = [window(0), window(1), window(2, ["data_drift"]), window(3, ["data_drift"])]
     verdict = decide_retrain(cfg, stream, "1", T0, False)
     assert verdict.trigger and verdict.change_from == "b02"
+
+
+def _estimated(w, drop, low, high, tolerance=0.05):
+    """``w`` with a performance estimate whose drop is ``drop`` [``low``, ``high``]."""
+    from dataclasses import replace
+
+    from ctrain.records import Estimate
+
+    est = Estimate(
+        metric="roc_auc",
+        value=0.87 - drop,
+        low=0.87 - high,
+        high=0.87 - low,
+        drop=drop,
+        drop_low=low,
+        drop_high=high,
+        harmful=low > tolerance,
+        harmless=high <= tolerance,
+    )
+    flags = (*w.flags, "estimated_drop") if est.harmful else w.flags
+    return replace(w, estimate=est, flags=flags)
+
+
+def test_an_estimated_drop_past_the_tolerance_retrains_before_any_label(cfg):
+    stream = [window(0), _estimated(window(1, ["data_drift"]), 0.15, 0.11, 0.19)]
+    v = decide_retrain(cfg, stream, "1", T0, False)
+    assert v.trigger and v.change_from == "b01"
+    assert v.reason.startswith(
+        "estimated performance drop on b01 before its labels (roc_auc ~0.7200 vs champion 0.8700,"
+        " drop +0.1500 [+0.1100, +0.1900] at 99% on 1500 rows"
+    )
+
+
+def test_drift_the_estimate_calls_harmless_does_not_count(cfg):
+    stream = [
+        window(0),
+        _estimated(window(1, ["data_drift"]), 0.0, -0.02, 0.02),
+        _estimated(window(2, ["data_drift"]), 0.01, -0.01, 0.03),
+    ]
+    v = decide_retrain(cfg, stream, "1", T0, False)
+    assert v.trigger is False
+    assert "data drift in 0 of the last 3 windows" in v.reason
+    assert "2 drifted window(s) not counted: the estimate calls the shift harmless" in v.reason
+    # An estimate that cannot rule the harm out leaves the drift counted.
+    unsure = [window(0), *(_estimated(w, 0.04, 0.0, 0.08) for w in stream[1:])]
+    assert decide_retrain(cfg, unsure, "1", T0, False).trigger is True
+
+
+def test_severe_drift_retrains_on_its_window_unless_the_estimate_calls_it_harmless(cfg):
+    from dataclasses import replace
+
+    severe = replace(window(1, ["data_drift"]), drift_severity=0.8, severe_drift=True)
+    v = decide_retrain(cfg, [window(0), severe], "1", T0, False)
+    assert v.trigger and v.change_from == "b01"
+    assert "severe drift on b01 (features carrying 80% of the champion's importance" in v.reason
+    # check_window marks nothing severe that the estimate calls harmless; a mild drift waits.
+    mild = replace(window(1, ["data_drift"]), drift_severity=0.1)
+    assert decide_retrain(cfg, [window(0), mild], "1", T0, False).trigger is False

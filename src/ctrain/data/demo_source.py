@@ -3,7 +3,8 @@
 Churn-like binary classification: numeric and categorical features, correlated inputs, noise, an
 imbalanced target, a missing-value column. Deterministic by (seed, batch index). Two knobs drive
 drift from a chosen batch on: ``covariate_shift_from`` moves feature distributions (the label rule
-is unchanged), ``concept_drift_from`` changes the label rule (feature distributions unchanged).
+is unchanged), ``concept_drift_from`` changes the label rule (feature distributions unchanged),
+at once or, with ``concept_drift_over`` > 1, row by row over that many batches (a gradual change).
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ class DemoSource:
     covariate_shift_from: int | None = None
     covariate_shift: float = 1.5
     concept_drift_from: int | None = None
+    concept_drift_over: int = 1
     label_delay_days: float = 2.0
+
+    def concept_share(self, index: int) -> float:
+        """The share of batch ``index``'s rows labelled by the new rule."""
+        if self.concept_drift_from is None or index < self.concept_drift_from:
+            return 0.0
+        return min(1.0, (index - self.concept_drift_from + 1) / max(1, self.concept_drift_over))
 
     def batch(self, index: int) -> pd.DataFrame:
         rng = np.random.default_rng([self.seed, index])
@@ -67,6 +75,7 @@ class DemoSource:
         )
         if concept:
             # The label rule changes: tenure and support calls swap roles, usage flips sign.
+            old_rule = z
             z = (
                 0.04 * tenure
                 - 0.5 * calls
@@ -75,6 +84,12 @@ class DemoSource:
                 - 2.0 * discount
                 - 0.6 * (region == "west")
             )
+            share = self.concept_share(index)
+            if share < 1:
+                # A gradual change: a growing share of rows follows the new rule (drawn apart,
+                # so the batch's other values are those of an abrupt change).
+                mix = np.random.default_rng([self.seed, index, 1]).random(n) < share
+                z = np.where(mix, z, old_rule)
         z = z + rng.normal(0, 0.6, n)
         # Centre the logit so the positive rate is close to the chosen one (class imbalance).
         z = z - np.quantile(z, 1 - self.positive_rate)

@@ -12,7 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from ctrain.ingest.route import Destinations, is_batch_id, outcomes, route_file
+from ctrain.ingest.profile import reference_name
+from ctrain.ingest.route import PLAIN_NAME, Destinations, is_batch_id, outcomes, route_file
 from ctrain.ingest.validate import validate_batch
 from ctrain.records import IngestOutcome
 from ctrain.settings import Settings
@@ -33,18 +34,35 @@ def pending_files(settings: Settings) -> list[Path]:
     return landed(settings.landing_dir)
 
 
+def requeue_record(settings: Settings, stem: str) -> Path | None:
+    """Where the record of a file ctrain landed again (``ingest/revalidate.py``) named ``stem``
+    is kept; None for a stem that is not a plain name (it cannot be one of ctrain's)."""
+    if not PLAIN_NAME.fullmatch(stem):
+        return None
+    return settings.profile_path.parent / "requeued" / f"{stem}.json"
+
+
 def ingest_file(path: Path, settings: Settings, profile: dict[str, Any] | None) -> IngestOutcome:
-    """Validate one landed batch against the reference ``profile`` and route its rows."""
+    """Validate one landed batch against the reference ``profile`` and route its rows.
+
+    Rows ctrain landed again after the reference changed are a part of a batch that passed the
+    row-count check once: they are not held to ``validation.min_rows`` again."""
+    cfg = settings.validation
+    record = requeue_record(settings, Path(path).stem)
+    if record is not None and record.is_file():
+        cfg = cfg.model_copy(update={"min_rows": 1})
 
     def validate(df: pd.DataFrame, name: str):
-        return validate_batch(df, name, settings.dataset, settings.validation, profile)
+        return validate_batch(df, name, settings.dataset, cfg, profile)
 
     config = config_hash(
         settings.dataset.model_dump(mode="json"),
-        settings.validation.model_dump(mode="json"),
+        cfg.model_dump(mode="json"),
         profile,
     )
-    return route_file(Path(path), destinations(settings), validate, config)
+    return route_file(
+        Path(path), destinations(settings), validate, config, reference=reference_name(profile)
+    )
 
 
 def batch_outcomes(settings: Settings) -> list[IngestOutcome]:

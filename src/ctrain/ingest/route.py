@@ -26,7 +26,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ctrain.ingest.validate import REASON_COLUMN, Verdict, row_reasons
+from ctrain.ingest.validate import (
+    LEARNED_ONLY_COLUMN,
+    REASON_COLUMN,
+    Verdict,
+    learned_only,
+    row_reasons,
+)
 from ctrain.records import IngestOutcome
 from ctrain.storage import (
     SUPPORTED_SUFFIXES,
@@ -92,12 +98,13 @@ def route_file(
     validate: Validator,
     config_hash: str,
     columns: list[str] | None = None,
+    reference: str = "",
 ) -> IngestOutcome:
     """Validate ``path`` and route its rows; returns the outcome (also written to ``outcomes``).
 
     ``config_hash`` names the validation config: an earlier outcome of the same bytes is replayed
     only if it was judged under the same one. ``columns``, when given, are the columns the
-    accepted file keeps.
+    accepted file keeps; ``reference`` names the learned reference the file is judged under.
     """
     path = Path(path)
     if not is_regular_file(path):
@@ -116,6 +123,7 @@ def route_file(
         "sha256": sha,
         "validated_at": datetime.now(UTC).isoformat(),
         "config_hash": config_hash,
+        "reference": reference,
     }
     renamed = (
         ()
@@ -136,6 +144,7 @@ def route_file(
     if len(bad):
         reasons = row_reasons(verdict.checks, len(typed))
         bad[REASON_COLUMN] = [r for r, b in zip(reasons, verdict.bad_rows, strict=True) if b]
+        bad[LEARNED_ONLY_COLUMN] = learned_only(verdict.checks, len(typed))[verdict.bad_rows]
         # Keep the rows as they arrived (strings where the types were wrong), so nothing is lost.
         for c in bad.columns:
             if bad[c].dtype == object:

@@ -18,9 +18,11 @@ import numpy as np
 import pandas as pd
 
 from ctrain.expectations import Check, Expectation, examples, run_expectations
-from ctrain.settings import DatasetConfig, Severity, ValidationConfig
+from ctrain.settings import LEARNED_CHECKS, DatasetConfig, ValidationConfig
 
 REASON_COLUMN = "_ctrain_reasons"
+# Marks quarantined rows whose only blocking failures were on learned references (``learned_only``).
+LEARNED_ONLY_COLUMN = "_ctrain_learned_only"
 # A reason is one line of at most this many characters; the detail is in validation.json.
 REASON_MAX = 600
 
@@ -101,9 +103,7 @@ def build_expectations(
 ) -> list[Expectation]:
     """The built-in and user expectations for this dataset, for the columns ``df`` has."""
 
-    def sev(check: str) -> Severity:
-        return cfg.severity.get(check, "block")
-
+    sev = cfg.severity_of
     inline = spec.labels == "inline"
     # With delayed labels the target arrives in label files; a batch may still carry some.
     required = [
@@ -251,13 +251,38 @@ def _future(typed: pd.DataFrame, spec: DatasetConfig, cfg: ValidationConfig) -> 
         check="future",
         expectation="event_time_not_in_future",
         column=col,
-        severity=cfg.severity.get("future", "block"),
+        severity=cfg.severity_of("future"),
         success=False,
         unexpected_count=int(late.sum()),
         rows=np.flatnonzero(late).tolist(),
         detail=f"later than {limit:%Y-%m-%d %H:%M} UTC, "
         + examples(typed.loc[late, col].astype(str).head(3).tolist()),
     )
+
+
+def _infinite(typed: pd.DataFrame, spec: DatasetConfig, cfg: ValidationConfig) -> list[Check]:
+    """Rows with an infinite number: no range was said to allow them, and no model scores them.
+
+    Checked apart from the learned ranges, which only warn by default."""
+    out = []
+    for col in spec.numeric:
+        if col not in typed.columns:
+            continue
+        inf = np.isinf(typed[col].to_numpy(dtype=float, na_value=np.nan))
+        if inf.any():
+            out.append(
+                Check(
+                    check="finite",
+                    expectation="values_are_finite",
+                    column=col,
+                    severity=cfg.severity_of("finite"),
+                    success=False,
+                    unexpected_count=int(inf.sum()),
+                    rows=np.flatnonzero(inf).tolist(),
+                    detail=examples(typed.loc[inf, col].astype(str).head(3).tolist()),
+                )
+            )
+    return out
 
 
 def _undeclared(df: pd.DataFrame, spec: DatasetConfig) -> list[str]:
@@ -278,8 +303,8 @@ def validate_batch(
     typed, type_checks = coerce_types(df.drop(columns=extra), spec)
     checks, gx_result = run_expectations(typed, build_expectations(typed, spec, cfg, profile))
     for c in type_checks:
-        c.severity = cfg.severity.get("type", "block")
-    own = [c for c in (_future(typed, spec, cfg),) if c is not None]
+        c.severity = cfg.severity_of("type")
+    own = [c for c in (_future(typed, spec, cfg), *_infinite(typed, spec, cfg)) if c is not None]
     if extra and cfg.undeclared_columns == "quarantine":
         own.append(
             Check(
@@ -317,6 +342,20 @@ def validate_labels(
     verdict = judge(type_checks + checks, len(typed), name, cfg.row_split_max_fraction)
     verdict.gx_result = gx_result
     return typed, verdict
+
+
+def learned_only(checks: list[Check], n: int) -> np.ndarray:
+    """Per row, whether every blocking check it failed is one on a learned reference (range,
+    category): such a row may pass once the reference is learned again. False for every row
+    when a file-level check failed."""
+    blocking = [c for c in checks if not c.success and c.severity == "block"]
+    ok = np.ones(n, dtype=bool)
+    for c in blocking:
+        if c.rows is None:
+            return np.zeros(n, dtype=bool)
+        if c.check not in LEARNED_CHECKS:
+            ok[c.rows] = False
+    return ok
 
 
 def row_reasons(checks: list[Check], n: int) -> list[str]:

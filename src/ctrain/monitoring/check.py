@@ -1,28 +1,34 @@
 """Check scored windows (accepted batches) against the champion's own training reference.
 
-Three measurements: data drift per feature (the fast path in ``drift.py`` decides; Evidently's
-report is kept as the evidence a person reads), prediction drift (champion scores on the window vs
-on its held-out rows), and performance once enough labels have arrived (vs the champion's held-out
-figure). The summary JSON and the HTML report go under ``monitor/<batch>/`` and into an MLflow run
+The measurements: data drift per feature (the fast path in ``drift.py`` decides; Evidently's
+report is kept as the evidence a person reads) and the rows outside the champion's learned
+reference, weighed by how much the champion leans on the drifted features (``severity.py``);
+prediction drift (champion scores on the window vs on its held-out rows); the champion's metric
+estimated from its scores before labels arrive (``estimate.py``); and the realised metric once
+enough labels have arrived (vs the champion's held-out figure). The summary JSON and the HTML report go under ``monitor/<batch>/`` and into an MLflow run
 of the monitoring experiment. The champion's model, training rows and held-out scores are read
 once per run (``load_reference``) and shared by every window that run checks.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ctrain.ingest.batches import accepted_path
 from ctrain.ingest.labels import attach_labels
+from ctrain.ingest.profile import outside, window_profile
 from ctrain.metrics import greater_is_better, metric_value
 from ctrain.model_io import features, positive_scores
 from ctrain.monitoring.drift import detect_drift, evidently_report
+from ctrain.monitoring.estimate import estimate_drop, fit_calibrator
+from ctrain.monitoring.severity import drift_severity, feature_importance
 from ctrain.promotion.compare import two_sample_bootstrap
-from ctrain.records import Performance, WindowCheck
+from ctrain.records import Estimate, Performance, WindowCheck
 from ctrain.registry import current_champion, load_model, version_uri
 from ctrain.settings import Settings
 from ctrain.storage import read_json, write_json_atomic
@@ -39,6 +45,9 @@ class ChampionReference:
     reference: pd.DataFrame  # its training rows
     holdout_scores: pd.DataFrame  # its scores on its held-out rows, column "score"
     holdout_positive: np.ndarray  # its held-out rows' labels, True for the positive class
+    profile: dict  # the ranges and category sets learned from its training window
+    calibrator: Any = None  # its score -> chance of the positive class, on its held-out rows
+    importance: dict = field(default_factory=dict)  # each feature's share of its importance
 
 
 def load_reference(settings: Settings, client, version: str) -> ChampionReference:
@@ -58,6 +67,9 @@ def load_reference(settings: Settings, client, version: str) -> ChampionReferenc
         reference=pd.read_parquet(folder / "train.parquet"),
         holdout_scores=pd.DataFrame({"score": scores}),
         holdout_positive=positive.to_numpy(),
+        profile=window_profile(settings, folder),
+        calibrator=fit_calibrator(scores, positive.to_numpy()),
+        importance=feature_importance(model, holdout, spec, metric),
     )
 
 
@@ -159,6 +171,31 @@ def _performance(settings: Settings, preds: pd.DataFrame, ref: ChampionReference
     )
 
 
+def _estimate(settings: Settings, preds: pd.DataFrame, ref: ChampionReference) -> Estimate:
+    """The champion's metric on the window estimated from its scores (CBPE), with the drop."""
+    cfg = settings.monitoring
+    e = estimate_drop(
+        ref.metric,
+        ref.calibrator,
+        preds["score"].to_numpy(),
+        ref.holdout_positive,
+        ref.holdout_scores["score"].to_numpy(),
+        cfg.n_bootstrap,
+        cfg.decisive_confidence,
+    )
+    return Estimate(
+        metric=ref.metric,
+        value=e.value,
+        low=e.low,
+        high=e.high,
+        drop=e.drop,
+        drop_low=e.drop_low,
+        drop_high=e.drop_high,
+        harmful=bool(e.drop_low > cfg.performance_drop),
+        harmless=bool(e.drop_high <= cfg.performance_drop),
+    )
+
+
 def check_window(
     settings: Settings,
     batch_id: str,
@@ -180,9 +217,25 @@ def check_window(
     )
     perf = _performance(settings, preds, ref)
 
+    # Rows the champion never saw the like of (outside its training window's learned ranges and
+    # categories) are drift evidence of their own: ingest scored them with a warning.
+    out_mask, out_columns = outside(current, ref.profile)
+    out_share = float(out_mask.mean()) if len(current) else 0.0
+    judged = len(current) >= cfg.min_rows
+    outside_counts = out_share >= cfg.outside_reference_share
+    drifted = judged and (data.dataset_drift or outside_counts)
+    est = _estimate(settings, preds, ref) if cfg.estimate_performance and judged else None
+    severity = drift_severity(
+        ref.importance, [*data.drifted_columns(), *(out_columns if outside_counts else [])]
+    )
+    severe = bool(
+        drifted and severity >= cfg.severe_drift_importance and not (est and est.harmless)
+    )
     flags = []
-    if data.dataset_drift and len(current) >= cfg.min_rows:
+    if drifted:
         flags.append("data_drift")
+    if est is not None and est.harmful:
+        flags.append("estimated_drop")
     if perf.degraded:
         flags.append("performance")
 
@@ -206,6 +259,11 @@ def check_window(
         prediction_drift=float(pred.columns[0].statistic),
         performance=perf,
         flags=tuple(flags),
+        outside_reference=out_share,
+        outside_columns=tuple(out_columns),
+        drift_severity=severity,
+        severe_drift=severe,
+        estimate=est,
         summary_uri=str(summary_path),
         report_uri=str(report) if report.exists() else None,
     )
@@ -238,9 +296,12 @@ def check_window(
     rid = run.info.run_id
     client.log_metric(rid, "share_drifted", data.share_drifted)
     client.log_metric(rid, "prediction_drift", check.prediction_drift)
+    client.log_metric(rid, "outside_reference", out_share)
     client.log_metric(rid, "labeled_share", perf.labeled_share)
     if perf.value is not None:
         client.log_metric(rid, f"live_{ref.metric}", perf.value)
+    if est is not None:
+        client.log_metric(rid, f"estimated_{ref.metric}", est.value)
     client.log_artifact(rid, str(summary_path))
     if check.report_uri:
         client.log_artifact(rid, check.report_uri)

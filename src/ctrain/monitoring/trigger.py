@@ -1,11 +1,17 @@
 """Decide whether to retrain, with hygiene: debounce, cooldown, one request at a time.
 
-A window is flagged when its data drifted (share of drifted features past ``drift_share``, on at
-least ``min_rows`` rows) or its matured performance dropped past ``performance_drop``. Retraining is
-requested when ``debounce_k`` of the last ``debounce_n`` windows checked under the current champion
-are flagged, or at once when one window's drop is decisive (its whole interval at
-``decisive_confidence`` past the tolerance: marginal signals wait, decisive ones do not), unless the last request is younger than the cooldown, a request already covered these
-windows, or ct_training is queued or running. Every request is logged with its evidence.
+A window is flagged when its data drifted (share of drifted features past ``drift_share``, or of
+rows outside the champion's learned reference past ``outside_reference_share``, on at least
+``min_rows`` rows) or its matured performance dropped past ``performance_drop``. Drift that the
+performance estimate calls harmless (its whole estimated drop within the tolerance) does not
+count. Retraining is requested when ``debounce_k`` of the last ``debounce_n`` windows checked
+under the current champion are flagged, or at once on one window whose evidence is decisive:
+a realised or estimated drop whose whole interval at ``decisive_confidence`` is past the
+tolerance, or severe drift (drifted features carrying ``severe_drift_importance`` of the
+champion's importance) the estimate does not call harmless. Marginal signals wait, decisive ones
+do not. A request is held back when the last one is younger than the cooldown, a request already
+covered these windows, or ct_training is queued or running. Every request is logged with its
+evidence.
 """
 
 from __future__ import annotations
@@ -33,10 +39,44 @@ def trigger_log(settings: Settings) -> list[RetrainVerdict]:
     return [RetrainVerdict.from_xcom(e) for e in read_json(path)] if path.exists() else []
 
 
+def _harmless(w: WindowCheck) -> bool:
+    """Whether the performance estimate says the window's shift costs less than the tolerance."""
+    return w.estimate is not None and w.estimate.harmless
+
+
+def _estimated(w: WindowCheck, settings: Settings) -> str:
+    e = w.estimate
+    return (
+        f"estimated performance drop on {w.batch_id} before its labels ({e.metric} "
+        f"~{e.value:.4f} vs champion {w.performance.champion_value:.4f}, drop {e.drop:+.4f} "
+        f"[{e.drop_low:+.4f}, {e.drop_high:+.4f}] at "
+        f"{settings.monitoring.decisive_confidence:.0%} on {w.rows} rows, past the "
+        f"{settings.monitoring.performance_drop} tolerance)"
+    )
+
+
+def _severe(w: WindowCheck) -> str:
+    return (
+        f"severe drift on {w.batch_id} (features carrying {w.drift_severity:.0%} of the "
+        f"champion's importance drifted: {', '.join(w.drifted_columns or w.outside_columns)})"
+    )
+
+
 def _reason(
-    drift: list[WindowCheck], n: int, perf: list[WindowCheck], m: int, settings: Settings
+    drift: list[WindowCheck],
+    n: int,
+    perf: list[WindowCheck],
+    m: int,
+    settings: Settings,
+    at_once: list[WindowCheck] = (),
 ) -> str:
     parts = []
+    estimated = [w for w in at_once if "estimated_drop" in w.flags]
+    if estimated:
+        parts.append(_estimated(estimated[0], settings))
+    severe = [w for w in at_once if w.severe_drift and w not in estimated]
+    if severe:
+        parts.append(_severe(severe[0]))
     decisive = [w for w in perf if w.performance.decisive]
     if decisive:
         w = max(decisive, key=lambda w: w.performance.drop or 0.0)
@@ -51,9 +91,18 @@ def _reason(
     if drift:
         cols = sorted({c for w in drift for c in w.drifted_columns})
         share = max(w.share_drifted for w in drift)
+        out = max(w.outside_reference for w in drift)
+        outside = sorted({c for w in drift for c in w.outside_columns})
         parts.append(
             f"data drift in {len(drift)} of the last {n} windows "
-            f"(up to {share:.0%} of features; drifted: {', '.join(cols)})"
+            f"(up to {share:.0%} of features; drifted: {', '.join(cols) or 'none'}"
+            + (
+                f"; up to {out:.0%} of rows outside the champion's learned reference on "
+                f"{', '.join(outside)}"
+                if out >= settings.monitoring.outside_reference_share
+                else ""
+            )
+            + ")"
         )
     if perf and not decisive:
         worst = max(perf, key=lambda w: w.performance.drop or 0.0).performance
@@ -78,6 +127,19 @@ def _marginal(perf: list[WindowCheck]) -> str:
     )
 
 
+def _calls_harmless(harmless: list[WindowCheck]) -> str:
+    """Why drifted windows did not count: the estimate says the shift costs little."""
+    if not harmless:
+        return ""
+    w = harmless[-1]
+    e = w.estimate
+    return (
+        f" ({len(harmless)} drifted window(s) not counted: the estimate calls the shift "
+        f"harmless, e.g. {w.batch_id} {e.metric} ~{e.value:.4f}, drop {e.drop:+.4f} "
+        f"[{e.drop_low:+.4f}, {e.drop_high:+.4f}])"
+    )
+
+
 def decide_retrain(
     settings: Settings,
     summaries: list[WindowCheck],
@@ -96,13 +158,18 @@ def decide_retrain(
     mine = [s for s in summaries if s.champion_version == champion_version]
     recent = mine[-n:]
     matured = [s for s in mine if s.performance.status == "matured"][-n:]
-    drift = [s for s in recent if "data_drift" in s.flags]
+    # Drift the performance estimate calls harmless is logged, and does not count.
+    drift = [s for s in recent if "data_drift" in s.flags and not _harmless(s)]
+    harmless = [s for s in recent if "data_drift" in s.flags and _harmless(s)]
     perf = [s for s in matured if s.performance.degraded]
+    # Evidence one window is enough for: an estimated drop wholly past the tolerance, or severe
+    # drift on the features the champion leans on (both before labels).
+    at_once = [s for s in recent if "estimated_drop" in s.flags or s.severe_drift]
     verdict = RetrainVerdict(
         trigger=False,
         champion_version=champion_version,
         windows=tuple(s.batch_id for s in recent),
-        flagged_windows=tuple(sorted({s.batch_id for s in [*drift, *perf]})),
+        flagged_windows=tuple(sorted({s.batch_id for s in [*drift, *perf, *at_once]})),
         reason="",
         suppressed_by=None,
         decided_at=now.isoformat(),
@@ -110,18 +177,19 @@ def decide_retrain(
     )
     decisive = [s for s in perf if s.performance.decisive]
     drift_fires, perf_fires = len(drift) >= k, len(perf) >= k or bool(decisive)
-    if not (drift_fires or perf_fires):
+    if not (drift_fires or perf_fires or at_once):
         return dataclasses.replace(
             verdict,
             reason=(
                 f"data drift in {len(drift)} of the last {len(recent)} windows, performance drop "
                 f"in {len(perf)} of the last {len(matured)} label-matured windows; {k} needed"
                 + _marginal(perf)
+                + _calls_harmless(harmless)
             ),
         )
     # Every signal that fired is named, also one short of its own debounce: a person reading
     # why the model was retrained on drift wants to know its performance fell as well.
-    reason = _reason(drift, len(recent), perf, len(matured), settings)
+    reason = _reason(drift, len(recent), perf, len(matured), settings, at_once)
     log = trigger_log(settings)
     last = log[-1] if log else None
     suppressed_by = None
