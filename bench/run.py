@@ -1,11 +1,13 @@
 """``make bench``: measure what the platform costs and write ``docs/benchmarks.md``.
 
-Five sections, each run by its own script in its own process (``bench/*.py --help``):
+Six sections, each run by its own script in its own process (``bench/*.py --help``):
 orchestration overhead of ``ct_training`` under the scheduler, the drift check, batch scoring,
-DAG parse time, and the demo's wall time. Every figure is a median of several runs with min and
+DAG parse time, the demo's wall time, and how fast ctrain adapts to streams that change
+(``bench/adaptation.py``). Running some sections rewrites theirs in the document and keeps the
+others as they were. Every figure is a median of several runs with min and
 max; ratios are taken in the same run. Nothing here is a test: tests never depend on speed.
 
-    python bench/run.py [--sections orchestration,drift,scoring,parse,demo] [--quick]
+    python bench/run.py [--sections orchestration,drift,scoring,parse,demo,adaptation] [--quick]
 
 ``--quick`` runs every section small and once, to check that the benchmarks work (its figures
 are not the document's).
@@ -31,7 +33,7 @@ from _stats import stats
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
-SECTIONS = ("orchestration", "drift", "scoring", "parse", "demo")
+SECTIONS = ("orchestration", "drift", "scoring", "parse", "demo", "adaptation")
 
 
 def fmt(s: dict, digits: int = 2) -> str:
@@ -108,6 +110,13 @@ def collect(sections: list[str], quick: bool) -> dict[str, Any]:
         results["parse"] = run_script("parse", "--repeat", "2" if quick else "5")
     if "demo" in sections:
         results["demo"] = demo(1 if quick else 3)
+    if "adaptation" in sections:
+        args = (
+            ["--windows", "4", "--stable-windows", "4", "--change-after", "1"]
+            if quick
+            else ["--repeat", "2"]
+        )
+        results["adaptation"] = run_script("adaptation", *args)
     return results
 
 
@@ -341,28 +350,193 @@ def _demo(d: dict) -> tuple[list[str], list[tuple[str, bool, str]]]:
     return lines, []
 
 
+STREAMS = {
+    "stable": "stable (no change)",
+    "covariate": "covariate shift",
+    "concept": "concept change (abrupt)",
+    "gradual": "concept change (gradual, over 4 windows)",
+}
+
+
+def _med(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def _f(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _adaptation(runs: list[dict]) -> tuple[list[str], list[tuple[str, bool, str]]]:
+    by: dict[str, list[dict]] = {}
+    for r in runs:
+        by.setdefault(r["summary"]["stream"], []).append(r["summary"])
+    n = max(len(v) for v in by.values())
+    lines = [
+        "## 6. Adaptation: prequential evaluation of changing streams (`bench/adaptation.py`)",
+        "",
+        "Each stream runs through the real DAGs in a fresh `CTRAIN_HOME`: the first champion from",
+        "batches 0-2, then one 1,500-row batch a window under the real scheduler, each landing with",
+        "the previous batch's labels (labels one window late). Per window, the predictions ctrain",
+        "wrote (the champion of that moment) are scored against the true labels, beside models",
+        "computed in the same run on the same rows: `static` (the first champion, never replaced),",
+        "`every window` (retrained before every window on the last 3 labeled batches) and `best`",
+        "(the model that knew the change point: retrained before every window on the labeled",
+        "batches from the change on; the best achievable with labels one window late). The",
+        "baselines refit the first champion's pipeline, so they differ from ctrain only in when and",
+        f"on what they train. Medians over {n} runs per stream; accuracy and ROC AUC are means over",
+        "the windows from the change on (all windows for the stable stream).",
+        "",
+        "| stream | windows | retrain requests | training runs | false retrains before the change "
+        "| detection delay (windows) | arrival to predictions p50 (s) | rows scored |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, ss in by.items():
+        lines.append(
+            f"| {STREAMS.get(kind, kind)} | {ss[0]['windows']} | "
+            f"{_f(_med([s['retrain_requests'] for s in ss]), 0)} | "
+            f"{_f(_med([s['training_runs'] for s in ss]), 0)} | "
+            f"{_f(_med([s['false_retrains'] for s in ss]), 0)} | "
+            f"{_f(_med([s['detection_delay'] for s in ss]), 0)} | "
+            f"{_f(_med([s['latency_p50_s'] for s in ss]), 1)} | "
+            f"{_f(_med([s['scored_share'] for s in ss]) * 100, 1)} % |"
+        )
+    lines += [
+        "",
+        "| stream | metric | ctrain | static | every window | best achievable |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, ss in by.items():
+        for metric in ("accuracy", "roc_auc"):
+            cells = [
+                _f(_med([s[f"{k}_{metric}_after_change"] for s in ss]))
+                for k in ("ctrain", "static", "every_window", "best")
+            ]
+            lines.append(f"| {STREAMS.get(kind, kind)} | {metric} | " + " | ".join(cells) + " |")
+    lines += ["", "Why each retrain was asked for (first run of each stream):", ""]
+    for kind, ss in by.items():
+        for reason in ss[0]["reasons"] or ["(no retrain requested)"]:
+            lines.append(f"- {STREAMS.get(kind, kind)}: {reason}")
+    lines.append("")
+    verdict = []
+    if "stable" in by:
+        v = _med([s["retrain_requests"] for s in by["stable"]])
+        verdict.append(("Adaptation: stable stream, 0 retrain requests", v == 0, _f(v, 0)))
+    if "concept" in by:
+        ss = by["concept"]
+        ours = _med([s["ctrain_accuracy_after_change"] for s in ss])
+        every = _med([s["every_window_accuracy_after_change"] for s in ss])
+        runs_ = _med([s["training_runs"] for s in ss])
+        delay = _med([s["detection_delay"] for s in ss])
+        verdict += [
+            (
+                "Adaptation: concept change, accuracy after it >= retrain-every-window",
+                ours is not None and every is not None and ours >= every,
+                f"{_f(ours)} vs {_f(every)}",
+            ),
+            ("Adaptation: concept change, at most 2 training runs", runs_ <= 2, _f(runs_, 0)),
+            (
+                "Adaptation: concept change detected at the first labeled drifted window",
+                delay is not None and delay <= 1,
+                f"{_f(delay, 0)} window(s) after the change",
+            ),
+        ]
+    if "covariate" in by:
+        ss = by["covariate"]
+        delay = _med([s["detection_delay"] for s in ss])
+        hurt = _med([s["static_accuracy_after_change"] for s in ss])
+        best = _med([s["best_accuracy_after_change"] for s in ss])
+        verdict.append(
+            (
+                "Adaptation: covariate shift, a retrain on its first window when it hurts, none "
+                "when it does not",
+                (delay == 0) if (best or 0) - (hurt or 0) > 0.02 else delay is None,
+                f"delay {_f(delay, 0)}; static {_f(hurt)} vs best {_f(best)} accuracy",
+            )
+        )
+    shares = [s["scored_share_after_retrain"] for ss in by.values() for s in ss]
+    share = _med(shares)
+    if share is not None:
+        verdict.append(
+            (
+                "Adaptation: >= 99 % of rows scored from the window after a retrain on",
+                share >= 0.99,
+                f"{share * 100:.1f} %",
+            )
+        )
+    p50 = _med([s["latency_p50_s"] for ss in by.values() for s in ss])
+    if p50 is not None:
+        verdict.append(("Adaptation: arrival to predictions p50 < 30 s", p50 < 30, f"{p50:.1f} s"))
+    return lines, verdict
+
+
+RENDERERS = {
+    "orchestration": _orchestration,
+    "drift": _drift,
+    "scoring": _scoring,
+    "parse": _parse,
+    "demo": _demo,
+    "adaptation": _adaptation,
+}
+
+
+def _sections_of(text: str) -> tuple[list[str], dict[str, list[str]]]:
+    """An existing document's target rows and its sections by their heading number."""
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and " | " in ln]
+    rows = [r for r in rows if not r.startswith(("| target", "|---"))]
+    sections: dict[str, list[str]] = {}
+    current = None
+    for ln in text.splitlines():
+        m = re.match(r"## (\d+)\. ", ln)
+        if m:
+            current = m.group(1)
+            sections[current] = []
+        if current:
+            sections[current].append(ln)
+    table_end = text.find("\n## ")
+    head_rows = [r for r in rows if text.find(r) < table_end]
+    return head_rows, sections
+
+
 def write_doc(results: dict[str, Any], path: Path) -> None:
-    body: list[str] = []
+    """Write the document; sections not in ``results`` keep their text and target rows."""
+    new_sections: dict[str, list[str]] = {}
     verdicts: list[tuple[str, bool, str]] = []
-    for key, render in (
-        ("orchestration", _orchestration),
-        ("drift", _drift),
-        ("scoring", _scoring),
-        ("parse", _parse),
-        ("demo", _demo),
-    ):
+    for i, (key, render) in enumerate(RENDERERS.items(), start=1):
         if key in results:
             lines, verdict = render(results[key])
-            body += lines
+            new_sections[str(i)] = lines
             verdicts += verdict
+    old_rows: list[str] = []
+    old_sections: dict[str, list[str]] = {}
+    partial = len(new_sections) < len(RENDERERS) and path.exists()
+    if partial:
+        old_rows, old_sections = _sections_of(path.read_text())
+        names = {name for name, _, _ in verdicts}
+        ran = {k for k in RENDERERS if k in results}
+        old_rows = [
+            r
+            for r in old_rows
+            if r.split(" | ")[0][2:] not in names
+            and not ("adaptation" in ran and r.startswith("| Adaptation:"))
+        ]
+    sections = old_sections | new_sections
+    body = [ln for k in sorted(sections, key=int) for ln in sections[k]]
+    when = f"Written by `make bench` on {results['when']}. Machine: {results['machine']}."
+    if partial:
+        when = (
+            f"Sections {', '.join(sorted(new_sections, key=int))} written by `make bench` on "
+            f"{results['when']} (the others earlier, as dated in git). Machine: {results['machine']}."
+        )
     head = [
         "# Benchmarks",
         "",
-        f"Written by `make bench` on {results['when']}. Machine: {results['machine']}.",
+        when,
         "Figures are medians (min-max, n runs). Ratios are taken in the same run.",
         "",
         "| target | met | measured |",
         "|---|---|---|",
+        *old_rows,
         *[f"| {name} | {'yes' if ok else '**no**'} | {value} |" for name, ok, value in verdicts],
         "",
     ]
