@@ -222,3 +222,16 @@ def test_severe_drift_retrains_on_its_window_unless_the_estimate_calls_it_harmle
     # check_window marks nothing severe that the estimate calls harmless; a mild drift waits.
     mild = replace(window(1, ["data_drift"]), drift_severity=0.1)
     assert decide_retrain(cfg, [window(0), mild], "1", T0, False).trigger is False
+
+
+def test_a_retrain_reason_says_which_drift_the_estimate_called_harmless(cfg):
+    stream = [
+        window(0, ["performance"], low=0.2),
+        _estimated(window(1, ["data_drift"]), 0.0, -0.02, 0.02),
+    ]
+    v = decide_retrain(cfg, stream, "1", T0, False)
+    assert v.trigger and v.reason.startswith("decisive performance drop on b00")
+    assert v.reason.endswith(
+        "; 1 drifted window(s) not counted: the estimate calls the shift harmless, e.g. b01 "
+        "roc_auc ~0.8700, drop +0.0000 [-0.0200, +0.0200]"
+    )

@@ -190,6 +190,8 @@ def decide_retrain(
     # Every signal that fired is named, also one short of its own debounce: a person reading
     # why the model was retrained on drift wants to know its performance fell as well.
     reason = _reason(drift, len(recent), perf, len(matured), settings, at_once)
+    if harmless:
+        reason += "; " + _calls_harmless(harmless).strip(" ()")
     log = trigger_log(settings)
     last = log[-1] if log else None
     suppressed_by = None
