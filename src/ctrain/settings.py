@@ -344,6 +344,13 @@ class MonitoringConfig(_Strict):
         "permutation importance drifted severely: it asks for a retrain alone, unless the "
         "performance estimate calls the shift harmless",
     )
+    settle_batches: int = Field(
+        3,
+        ge=0,
+        description="after a retrain that started at a change, once this many labeled batches "
+        "have come from the change on, a champion that learned from fewer is retrained once on "
+        "all of them (the first retrain had to act on one batch); 0 = never",
+    )
     estimate_performance: bool = Field(
         True,
         description="estimate the champion's metric on each window from its scores before labels "

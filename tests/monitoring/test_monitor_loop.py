@@ -81,6 +81,18 @@ def test_a_shift_the_estimate_calls_harmless_does_not_retrain_and_the_labels_agr
     assert abs(s["performance"]["value"] - s["estimate"]["value"]) < 0.05
 
 
+def test_a_shift_the_estimate_calls_harmful_retrains_on_its_first_window_before_labels(delayed):
+    settings = delayed()
+    src = DemoSource(**settings.demo.model_dump() | {"boundary_shift_from": 5})
+    bootstrap_champion(settings, src)
+    verdicts = _stream(settings, src, 3, 6)
+    assert [i for i, v in verdicts.items() if v["trigger"]] == [5]
+    assert verdicts[5]["reason"].startswith("estimated performance drop on batch_0005 before")
+    assert verdicts[5]["change_from"] == "batch_0005"
+    s = json.loads((settings.monitor_dir / "batch_0005" / "summary.json").read_text())
+    assert s["performance"]["status"] == "no_labels" and s["estimate"]["harmful"]
+
+
 def test_a_decisive_concept_change_retrains_on_its_first_labeled_window(delayed):
     settings = delayed(performance_drop=0.05)
     src = DemoSource(**settings.demo.model_dump() | {"concept_drift_from": 5})

@@ -235,3 +235,31 @@ def test_a_retrain_reason_says_which_drift_the_estimate_called_harmless(cfg):
         "; 1 drifted window(s) not counted: the estimate calls the shift harmless, e.g. b01 "
         "roc_auc ~0.8700, drop +0.0000 [-0.0200, +0.0200]"
     )
+
+
+def _matured(i, version):
+    from dataclasses import replace
+
+    w = window(i, version=version)
+    return replace(w, performance=replace(w.performance, status="matured", degraded=False))
+
+
+def test_a_champion_trained_on_one_batch_after_a_change_is_retrained_once_more_data_matured(cfg):
+    # v2 was trained on b05 alone (the change began there); b05, b06 were scored by v1.
+    stream = [_matured(i, "1") for i in range(5)] + [_matured(5, "1"), _matured(6, "1")]
+    learned = ("b05", 1)
+    assert decide_retrain(cfg, stream, "2", T0, False, learned).trigger is False  # 2 of 3
+    stream.append(_matured(7, "2"))
+    v = decide_retrain(cfg, stream, "2", T0, False, learned)
+    assert v.trigger and v.change_from == "b05" and v.flagged_windows == ("b05", "b06", "b07")
+    assert v.reason == (
+        "the window after the change has grown: v2 learned from 1 labeled batch from b05 on, "
+        "3 have matured since (monitoring.settle_batches=3)"
+    )
+    # Asked once per champion: a rejected follow-up is not asked for again and again.
+    record_request(cfg, v, "t/1", stream)
+    stream.append(_matured(8, "2"))
+    assert decide_retrain(cfg, stream, "2", T0 + timedelta(days=1), False, learned).trigger is False
+    # A champion that learned from enough batches, or not at a change, is left alone.
+    assert not decide_retrain(cfg, stream, "3", T0, False, ("b05", 3)).trigger
+    assert not decide_retrain(cfg, stream, "3", T0, False, None).trigger

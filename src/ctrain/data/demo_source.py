@@ -5,11 +5,13 @@ imbalanced target, a missing-value column. Deterministic by (seed, batch index).
 drift from a chosen batch on: ``covariate_shift_from`` moves feature distributions (the label rule
 is unchanged), ``concept_drift_from`` changes the label rule (feature distributions unchanged),
 at once or, with ``concept_drift_over`` > 1, row by row over that many batches (a gradual change).
+``boundary_shift_from`` is a covariate shift that hurts: rows crowd towards the decision boundary
+(chosen by their features alone, so the label rule is unchanged), where no model ranks well.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,6 +36,7 @@ class DemoSource:
     covariate_shift: float = 1.5
     concept_drift_from: int | None = None
     concept_drift_over: int = 1
+    boundary_shift_from: int | None = None
     label_delay_days: float = 2.0
 
     def concept_share(self, index: int) -> float:
@@ -43,6 +46,8 @@ class DemoSource:
         return min(1.0, (index - self.concept_drift_from + 1) / max(1, self.concept_drift_over))
 
     def batch(self, index: int) -> pd.DataFrame:
+        if self.boundary_shift_from is not None and index >= self.boundary_shift_from:
+            return self._near_the_boundary(index)
         rng = np.random.default_rng([self.seed, index])
         n = self.batch_rows
         shifted = self.covariate_shift_from is not None and index >= self.covariate_shift_from
@@ -112,6 +117,26 @@ class DemoSource:
                 "label": label,
             }
         )
+
+    def _near_the_boundary(self, index: int) -> pd.DataFrame:
+        """Batch ``index`` as the ``batch_rows`` rows, of four times as many drawn as usual, whose
+        features put them nearest the decision boundary. The choice looks at the features only,
+        so each row's label follows the same rule as before: the model is not wrong, the rows are
+        harder."""
+        pool = replace(self, batch_rows=4 * self.batch_rows, boundary_shift_from=None).batch(index)
+        z = (
+            -0.045 * pool["tenure_months"]
+            + 0.55 * pool["support_calls"]
+            - 0.04 * pool["usage_hours"]
+            + 0.02 * (pool["monthly_spend"] - 40)
+            - 2.0 * pool["discount_rate"]
+            + 0.08 * pool["payment_delay_days"].fillna(3.0)
+            + 0.6 * (pool["region"] == "west")
+            - 0.3 * (pool["plan"] == "premium")
+        )
+        edge = np.quantile(z, 1 - self.positive_rate)
+        nearest = np.argsort(np.abs(z.to_numpy() - edge), kind="stable")[: self.batch_rows]
+        return pool.iloc[np.sort(nearest)].reset_index(drop=True)
 
     def labels(self, index: int) -> pd.DataFrame:
         """Batch ``index``'s labels as they arrive later: (row_id, label, label_time)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ctrain.monitoring.check import load_summaries
-from ctrain.records import RetrainVerdict, WindowCheck
+from ctrain.records import DatasetWindow, RetrainVerdict, WindowCheck
 from ctrain.registry import current_champion
 from ctrain.settings import Settings
 from ctrain.storage import read_json, write_json_atomic
@@ -140,18 +140,54 @@ def _calls_harmless(harmless: list[WindowCheck]) -> str:
     )
 
 
+GROWN = "the window after the change has grown"
+
+
+def _grown(
+    settings: Settings,
+    summaries: list[WindowCheck],
+    champion_version: str | None,
+    learned: tuple[str, int] | None,
+) -> tuple[list[WindowCheck], str]:
+    """The labeled windows from the change on, and the reason, when the champion was trained at a
+    change on fewer than ``settle_batches`` of them and that many have matured since; once per
+    champion (a rejected follow-up is not asked for again)."""
+    settle = settings.monitoring.settle_batches
+    if not learned or not settle or learned[1] >= settle:
+        return [], ""
+    since, n_learned = learned
+    ids = [s.batch_id for s in summaries]
+    if since not in ids:
+        return [], ""
+    after = [s for s in summaries[ids.index(since) :] if s.performance.status == "matured"]
+    if len(after) < settle:
+        return [], ""
+    if any(
+        e.champion_version == champion_version and e.reason.startswith(GROWN)
+        for e in trigger_log(settings)
+    ):
+        return [], ""
+    return after, (
+        f"{GROWN}: v{champion_version} learned from {n_learned} labeled batch"
+        f"{'' if n_learned == 1 else 'es'} from {since} on, {len(after)} have matured since "
+        f"(monitoring.settle_batches={settle})"
+    )
+
+
 def decide_retrain(
     settings: Settings,
     summaries: list[WindowCheck],
     champion_version: str | None,
     now: datetime,
     training_active: bool,
+    learned: tuple[str, int] | None = None,
 ) -> RetrainVerdict:
     """The verdict on the recent windows: ``trigger`` true with a reason, or why not.
 
     Each signal is debounced over its own windows: data drift over the last ``debounce_n``
     windows, performance over the last ``debounce_n`` windows whose labels have matured (labels
-    arrive late, so those are older windows).
+    arrive late, so those are older windows). ``learned`` is where the champion's training window
+    started at a change, and how many labeled batches it had from there (``_grown``).
     """
     cfg = settings.monitoring
     k, n = cfg.debounce_k, cfg.debounce_n
@@ -177,7 +213,11 @@ def decide_retrain(
     )
     decisive = [s for s in perf if s.performance.decisive]
     drift_fires, perf_fires = len(drift) >= k, len(perf) >= k or bool(decisive)
-    if not (drift_fires or perf_fires or at_once):
+    grown, grown_reason = _grown(settings, summaries, champion_version, learned)
+    if grown and not (drift_fires or perf_fires or at_once):
+        # No new evidence against the champion: it learned the new regime from too little.
+        verdict = dataclasses.replace(verdict, flagged_windows=tuple(s.batch_id for s in grown))
+    elif not (drift_fires or perf_fires or at_once):
         return dataclasses.replace(
             verdict,
             reason=(
@@ -189,7 +229,11 @@ def decide_retrain(
         )
     # Every signal that fired is named, also one short of its own debounce: a person reading
     # why the model was retrained on drift wants to know its performance fell as well.
-    reason = _reason(drift, len(recent), perf, len(matured), settings, at_once)
+    reason = (
+        grown_reason
+        if grown and not (drift_fires or perf_fires or at_once)
+        else _reason(drift, len(recent), perf, len(matured), settings, at_once)
+    )
     if harmless:
         reason += "; " + _calls_harmless(harmless).strip(" ()")
     log = trigger_log(settings)
@@ -211,7 +255,7 @@ def decide_retrain(
         suppressed_by = "already requested for these windows"
     # The change began at the first flagged window: the retrain trains from there on.
     flagged = set(verdict.flagged_windows)
-    change_from = next(s.batch_id for s in mine if s.batch_id in flagged)
+    change_from = next(s.batch_id for s in summaries if s.batch_id in flagged)
     return dataclasses.replace(
         verdict,
         trigger=suppressed_by is None,
@@ -283,12 +327,34 @@ def decide(settings: Settings, client, key: str, training_active: bool) -> Retra
     logged once per key. The latest verdict is kept in ``monitor/last_verdict.json``."""
     version = current_champion(client, settings.model_name)
     summaries = load_summaries(settings)
-    verdict = decide_retrain(settings, summaries, version, now_utc(), training_active)
+    verdict = decide_retrain(
+        settings,
+        summaries,
+        version,
+        now_utc(),
+        training_active,
+        _learned(settings, client, version),
+    )
     verdict = dataclasses.replace(verdict, key=key)
     if verdict.trigger:
         verdict = record_request(settings, verdict, key, summaries, client)
     write_json_atomic(settings.monitor_dir / "last_verdict.json", verdict.to_xcom())
     return verdict
+
+
+def _learned(settings: Settings, client, version: str | None) -> tuple[str, int] | None:
+    """Where champion ``version``'s training window started at a change, and how many labeled
+    batches from there on it learned from; None when it did not start at a change."""
+    if version is None:
+        return None
+    data_hash = client.get_model_version(settings.model_name, version).tags.get("data_content_hash")
+    meta = settings.datasets_dir / str(data_hash) / "meta.json"
+    if not data_hash or not meta.is_file():
+        return None
+    window = DatasetWindow.from_xcom(read_json(meta))
+    if not window.since_batch:
+        return None
+    return window.since_batch, len(window.batches) - len(window.topped_up)
 
 
 def describe(verdict: RetrainVerdict) -> str:
