@@ -263,3 +263,32 @@ def test_a_champion_trained_on_one_batch_after_a_change_is_retrained_once_more_d
     # A champion that learned from enough batches, or not at a change, is left alone.
     assert not decide_retrain(cfg, stream, "3", T0, False, ("b05", 3)).trigger
     assert not decide_retrain(cfg, stream, "3", T0, False, None).trigger
+
+
+def test_retrains_that_do_not_replace_the_champion_back_off(cfg):
+    # Every window is flagged decisively, and no retrain beats the champion (v1 stays).
+    cfg = cfg.model_copy(
+        update={"monitoring": cfg.monitoring.model_copy(update={"cooldown_minutes": 0})}
+    )
+    stream, asked = [], []
+    for i in range(12):
+        stream.append(window(i, ["performance"], low=0.2))
+        v = decide_retrain(cfg, stream, "1", T0 + timedelta(minutes=i), False)
+        if v.trigger:
+            asked.append(i)
+            record_request(cfg, v, f"t/{i}", stream)
+    # Asked at the first window, then after 1, 2 and 4 more newly flagged windows.
+    assert asked == [0, 1, 3, 7]
+    v = decide_retrain(cfg, stream, "1", T0 + timedelta(hours=1), False)
+    assert v.suppressed_by == (
+        "backing off: 4 retrain(s) asked for while v1 stayed champion did not replace it; the "
+        "next needs 8 newly flagged windows (5 so far)"
+    )
+    # A new champion starts afresh.
+    assert decide_retrain(
+        cfg,
+        [*stream, window(12, ["performance"], version="2", low=0.2)],
+        "2",
+        T0 + timedelta(hours=2),
+        False,
+    ).trigger

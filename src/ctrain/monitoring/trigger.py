@@ -10,8 +10,9 @@ a realised or estimated drop whose whole interval at ``decisive_confidence`` is 
 tolerance, or severe drift (drifted features carrying ``severe_drift_importance`` of the
 champion's importance) the estimate does not call harmless. Marginal signals wait, decisive ones
 do not. A request is held back when the last one is younger than the cooldown, a request already
-covered these windows, or ct_training is queued or running. Every request is logged with its
-evidence.
+covered these windows, ct_training is queued or running, or earlier requests did not replace
+the champion and too few windows were flagged since (``_backing_off``). Every request is logged
+with its evidence.
 """
 
 from __future__ import annotations
@@ -127,6 +128,30 @@ def _marginal(perf: list[WindowCheck]) -> str:
     )
 
 
+def _backing_off(
+    log: list[RetrainVerdict], champion_version: str | None, flagged: tuple[str, ...]
+) -> str | None:
+    """Why no request now, when earlier requests did not replace the champion.
+
+    Each retrain asked for while ``champion_version`` stayed champion is evidence that retraining
+    does not help on this data (the challengers lost their comparison). After n of them, the next
+    needs 2**(n-1) flagged windows newer than the earlier requests': on data no model does
+    better on, a stream of one batch a window costs a few trainings, not one per window.
+    """
+    mine = [e for e in log if e.champion_version == champion_version]
+    if not mine:
+        return None
+    need = 2 ** (len(mine) - 1)
+    new = set(flagged) - {w for e in mine for w in e.flagged_windows}
+    if len(new) >= need:
+        return None
+    return (
+        f"backing off: {len(mine)} retrain(s) asked for while v{champion_version} stayed "
+        f"champion did not replace it; the next needs {need} newly flagged windows "
+        f"({len(new)} so far)"
+    )
+
+
 def _calls_harmless(harmless: list[WindowCheck]) -> str:
     """Why drifted windows did not count: the estimate says the shift costs little."""
     if not harmless:
@@ -216,7 +241,10 @@ def decide_retrain(
     grown, grown_reason = _grown(settings, summaries, champion_version, learned)
     if grown and not (drift_fires or perf_fires or at_once):
         # No new evidence against the champion: it learned the new regime from too little.
-        verdict = dataclasses.replace(verdict, flagged_windows=tuple(s.batch_id for s in grown))
+        # Trained on all of them: the window of a request after drift is capped, this one not.
+        verdict = dataclasses.replace(
+            verdict, flagged_windows=tuple(s.batch_id for s in grown), window=0
+        )
     elif not (drift_fires or perf_fires or at_once):
         return dataclasses.replace(
             verdict,
@@ -253,6 +281,9 @@ def decide_retrain(
         and set(verdict.flagged_windows) <= set(last.flagged_windows)
     ):
         suppressed_by = "already requested for these windows"
+    else:
+        flagged_since = tuple(s.batch_id for s in mine if s.flags or s.severe_drift)
+        suppressed_by = _backing_off(log, champion_version, flagged_since)
     # The change began at the first flagged window: the retrain trains from there on.
     flagged = set(verdict.flagged_windows)
     change_from = next(s.batch_id for s in summaries if s.batch_id in flagged)
