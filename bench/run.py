@@ -541,7 +541,8 @@ def write_doc(results: dict[str, Any], path: Path) -> None:
     when = f"Written by `make bench` on {results['when']}. Machine: {results['machine']}."
     if partial:
         when = (
-            f"Sections {', '.join(sorted(new_sections, key=int))} written by `make bench` on "
+            f"Section{'s' if len(new_sections) > 1 else ''} "
+            f"{', '.join(sorted(new_sections, key=int))} written by `make bench` on "
             f"{results['when']} (the others earlier, as dated in git). Machine: {results['machine']}."
         )
     head = [
