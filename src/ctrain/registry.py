@@ -70,6 +70,14 @@ def current_champion(client, name: str) -> str | None:
     return None if mv is None else str(mv.version)
 
 
+def training_window(client, name: str, version: str, datasets_dir: Path) -> Path | None:
+    """The folder of the rows ``version`` was trained on (its ``data_content_hash`` tag under
+    ``datasets_dir``), or None when it names none that exists."""
+    data_hash = client.get_model_version(name, version).tags.get("data_content_hash")
+    folder = Path(datasets_dir) / str(data_hash)
+    return folder if data_hash and (folder / "meta.json").is_file() else None
+
+
 def version_uri(name: str, version: str) -> str:
     return f"models:/{name}/{version}"
 

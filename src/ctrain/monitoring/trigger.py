@@ -24,7 +24,7 @@ from typing import Any
 
 from ctrain.monitoring.check import load_summaries
 from ctrain.records import DatasetWindow, RetrainVerdict, WindowCheck
-from ctrain.registry import current_champion
+from ctrain.registry import current_champion, training_window
 from ctrain.settings import Settings
 from ctrain.storage import read_json, write_json_atomic
 from ctrain.tracking import ensure_experiment
@@ -378,11 +378,10 @@ def _learned(settings: Settings, client, version: str | None) -> tuple[str, int]
     batches from there on it learned from; None when it did not start at a change."""
     if version is None:
         return None
-    data_hash = client.get_model_version(settings.model_name, version).tags.get("data_content_hash")
-    meta = settings.datasets_dir / str(data_hash) / "meta.json"
-    if not data_hash or not meta.is_file():
+    folder = training_window(client, settings.model_name, version, settings.datasets_dir)
+    if folder is None:
         return None
-    window = DatasetWindow.from_xcom(read_json(meta))
+    window = DatasetWindow.from_xcom(read_json(folder / "meta.json"))
     if not window.since_batch:
         return None
     return window.since_batch, len(window.batches) - len(window.topped_up)

@@ -16,6 +16,7 @@ happen (the record's ``move``), so the history is theirs, not the order records 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from ctrain.registry import (
     UnsafeModel,
     check_model,
     current_champion,
+    training_window,
     version_uri,
 )
 from ctrain.settings import Settings
@@ -117,6 +119,43 @@ def _close_move(settings: Settings, client, run_id: str, record: dict[str, Any])
     return decision
 
 
+def follow_reference(settings: Settings, client) -> str | None:
+    """Make the champion's learned reference the one batches are validated against, and send
+    rows only the old one quarantined through ingest again; returns the champion's version."""
+    from ctrain.ingest.profile import follow_champion
+    from ctrain.ingest.revalidate import requeue_learned_only
+
+    version = current_champion(client, settings.model_name)
+    if version is None:
+        return None
+    folder = training_window(client, settings.model_name, version, settings.datasets_dir)
+    if folder is None:
+        log.warning(
+            "champion %s has no training window in %s: the learned reference stays as it is",
+            version,
+            settings.datasets_dir,
+        )
+        return version
+    if follow_champion(settings, version, folder):
+        log.info("learned reference now that of champion %s (%s)", version, folder.name)
+    requeue_learned_only(settings, version)
+    return version
+
+
+def _then_follow_reference(move):
+    """Whatever ``move`` decided, the learned reference ingest validates against then follows
+    the champion (also on a retry after a crash past the move)."""
+
+    @functools.wraps(move)
+    def moved(settings: Settings, client, **kwargs) -> Decision:
+        decision = move(settings, client, **kwargs)
+        follow_reference(settings, client)
+        return decision
+
+    return moved
+
+
+@_then_follow_reference
 def move_champion(
     settings: Settings,
     client,
@@ -135,61 +174,8 @@ def move_champion(
     ``action`` is the decision to record when the move happens (one of ``MOVES_CHAMPION``), or
     ``rejected`` / ``dry_run`` (nothing moves). Retrying with the same ``key`` returns the
     finished record instead of deciding twice. Whatever was decided, the learned reference ingest
-    validates against then follows the champion (also on a retry after a crash past the move).
+    validates against then follows the champion.
     """
-    decision = _decide_move(
-        settings,
-        client,
-        key=key,
-        action=action,
-        expected=expected,
-        new_version=new_version,
-        rule=rule,
-        reason=reason,
-        ctx=ctx,
-        evidence=evidence,
-    )
-    follow_reference(settings, client)
-    return decision
-
-
-def follow_reference(settings: Settings, client) -> str | None:
-    """Make the champion's learned reference the one batches are validated against, and send
-    rows only the old one quarantined through ingest again; returns the champion's version."""
-    from ctrain.ingest.profile import follow_champion
-    from ctrain.ingest.revalidate import requeue_learned_only
-
-    version = current_champion(client, settings.model_name)
-    if version is None:
-        return None
-    data_hash = client.get_model_version(settings.model_name, version).tags.get("data_content_hash")
-    folder = settings.datasets_dir / str(data_hash)
-    if not data_hash or not (folder / "train.parquet").is_file():
-        log.warning(
-            "champion %s has no training window in %s: the learned reference stays as it is",
-            version,
-            settings.datasets_dir,
-        )
-        return version
-    if follow_champion(settings, version, folder):
-        log.info("learned reference now that of champion %s (%s)", version, folder.name)
-    requeue_learned_only(settings, version)
-    return version
-
-
-def _decide_move(
-    settings: Settings,
-    client,
-    *,
-    key: str,
-    action: DecisionKind,
-    expected: str | None,
-    new_version: str,
-    rule: str,
-    reason: str,
-    ctx: RunContext,
-    evidence: dict[str, Any] | None = None,
-) -> Decision:
     name = settings.model_name
     done = find_record(client, settings, key)
     if done is not None and done.info.status == "FINISHED":
