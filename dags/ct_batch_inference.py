@@ -3,15 +3,24 @@
 
 Starts when `ct_ingest` publishes accepted data (the `ctrain_accepted` asset), or by hand with a
 `batch_id` to re-score one batch. Each batch is scored by the model that is `champion` at that
-moment; predictions go to `predictions/<batch>.parquet`, keyed by (batch id, row id, model version),
-written atomically, so retries and re-runs leave exactly one prediction per row. Emits the
+moment. While labels just in show the champion's metric past the tolerance and the monitor has not
+decided, or a retrain the monitor asked for is running, new batches wait for its outcome (for at
+most `monitoring.hold_scoring_seconds`, without holding a worker slot). Predictions go to `predictions/<batch>.parquet`, keyed by
+(batch id, row id, model version), written atomically, so retries and re-runs leave exactly one prediction per row. Emits the
 `ctrain_predictions` asset for `ct_drift_monitor`.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
-from ctrain_common import ACCEPTED, BATCH_INFERENCE, DEFAULT_ARGS, PREDICTIONS
+from ctrain_common import (
+    ACCEPTED,
+    BATCH_INFERENCE,
+    DEFAULT_ARGS,
+    DRIFT_MONITOR,
+    NOTE_KEY,
+    PREDICTIONS,
+)
 
 
 @dag(
@@ -41,6 +50,23 @@ def ct_batch_inference():
 
         return [params["batch_id"]] if params.get("batch_id") else steps.unscored()
 
+    # Rescheduled between looks: a held batch occupies no worker slot while the retrain runs.
+    @task.sensor(poke_interval=5, timeout=3600, mode="reschedule")
+    def await_verdict(batch_ids: list[str], params=None, ti=None):
+        """Wait while labels just in condemn the champion or its retrain runs (bounded)."""
+        from airflow.sdk import PokeReturnValue
+
+        from ctrain import steps
+
+        if params.get("batch_id"):  # a re-score asked for by hand uses today's champion
+            return PokeReturnValue(is_done=True)
+        busy = ti.get_dr_count(dag_id=DRIFT_MONITOR, states=["queued", "running"]) > 0
+        hold = steps.scoring_hold(list(batch_ids), monitor_busy=busy)
+        if hold["note"]:  # every look clears the task's XComs: each says it again
+            print(hold["note"])
+            ti.xcom_push(key=NOTE_KEY, value=hold["note"])
+        return PokeReturnValue(is_done=not hold["wait"])
+
     @task(map_index_template="{{ task.op_kwargs['batch_id'] }}")
     def score_batch(batch_id: str) -> dict:
         """Score one batch with the current champion (skipped while there is none)."""
@@ -63,7 +89,10 @@ def ct_batch_inference():
         done = [s for s in scored if s]
         return {"batches": [s["batch_id"] for s in done], "rows": sum(s["rows"] for s in done)}
 
-    publish_predictions(score_batch.expand(batch_id=batches_to_score()))
+    batch_ids = batches_to_score()
+    scored = score_batch.expand(batch_id=batch_ids)
+    await_verdict(batch_ids) >> scored
+    publish_predictions(scored)
 
 
 ct_batch_inference()

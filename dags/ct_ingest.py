@@ -6,8 +6,8 @@ Great Expectations. Passing rows go to `accepted/`; failing batches or rows go t
 `quarantine/<batch>/` with the GX result and a one-line reason. The input file is moved to
 `processed/` only after its outcome is written. When anything was accepted, the task
 `publish_accepted` emits the `ctrain_accepted` asset, which starts `ct_batch_inference` (and
-`ct_training`, unless `train_on_new_data` is false). Label files arriving later in the labels
-landing folder are validated by `ingest_labels`, which emits `ctrain_labels` for the monitor.
+`ct_training`, unless `train_on_new_data` is false). Label files in the labels landing
+folder are validated first, by `ingest_labels`, which emits `ctrain_labels` for the monitor.
 
 Starts within seconds of a file landing in either folder (watchers in Airflow's triggerer,
 `schedules.watch_seconds`), and every 15 minutes (`schedules.ingest`) as a safety net. Each run
@@ -49,7 +49,9 @@ def _schedule():
     doc_md=__doc__,
 )
 def ct_ingest():
-    @task
+    # After the labels, whatever became of them: labels that land with a batch are in the store
+    # before the batch is published, so ct_batch_inference can wait for the monitor's verdict.
+    @task(trigger_rule="all_done")
     def list_new_batches() -> list[str]:
         """Files waiting in the landing folder; learns the reference profile on first use."""
         from ctrain import steps
@@ -99,8 +101,9 @@ def ct_ingest():
             )
         return {"files": [o["source_file"] for o in out], "rows_accepted": accepted}
 
-    publish_accepted(validate_batch.expand(path=list_new_batches()))
-    ingest_labels()
+    paths = list_new_batches()
+    ingest_labels() >> paths
+    publish_accepted(validate_batch.expand(path=paths))
 
 
 ct_ingest()

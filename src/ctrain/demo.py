@@ -141,18 +141,6 @@ def _wait(what: str, done, services, timeout: float) -> None:
         time.sleep(2)
 
 
-def _judged(settings: Settings, batch_id: str) -> bool:
-    """Whether the monitor has checked ``batch_id`` and decided on retraining since. (The
-    verdict need not list it: a window scored by the champion before a promotion is judged for
-    that model, not for the new one.)"""
-    summary = settings.monitor_dir / batch_id / "summary.json"
-    verdict = settings.monitor_dir / "last_verdict.json"
-    if not (summary.exists() and verdict.exists()):
-        return False
-    checked = json.loads(summary.read_text())["checked_at"]
-    return json.loads(verdict.read_text())["decided_at"] >= checked
-
-
 def stream_services(settings: Settings, log_dir: Path, approval: bool = False):
     """Airflow's services for ``run_stream`` (a context manager); with ``approval``, ct_training
     waits for a person before each promotion."""
@@ -190,6 +178,7 @@ def run_stream(
     through Airflow's REST API as the admin user, as a person would in the UI. ``src`` replaces
     the demo's stream (its drift settings then say where the change is).
     """
+    from ctrain.monitoring.hold import decided
     from ctrain.monitoring.trigger import trigger_log
     from ctrain.promotion.decisions import list_decisions
     from ctrain.tracking import configure
@@ -209,17 +198,18 @@ def run_stream(
         n_decisions = len(list_decisions(client, settings, limit=100))
         n_requests = len(trigger_log(settings))
         landed_at = time.time()
+        # The labels first, as a labelling system that delivers with the next batch would.
+        src.write_labels(i - 1, settings.labels_landing_dir)
         if i in broken:
             write_parquet_atomic(
                 settings.landing_dir / f"batch_{i:04d}.parquet", _broken_rows(src, i)
             )
         else:
             src.write_batch(i, settings.landing_dir, with_labels=False)
-        src.write_labels(i - 1, settings.labels_landing_dir)
         # Nothing is triggered: the landing folders' watchers start ct_ingest on arrival.
         batch_id = f"batch_{i:04d}"
         _wait(
-            f"the monitor's verdict on batch {i}", lambda b=batch_id: _judged(settings, b), af, 600
+            f"the monitor's verdict on batch {i}", lambda b=batch_id: decided(settings, b), af, 600
         )
         requested = len(trigger_log(settings)) > n_requests
         entry = {"batch": i, "drift_from": drift_from, "seconds": 0.0, "requested": requested}

@@ -357,6 +357,14 @@ class MonitoringConfig(_Strict):
         "arrive (CBPE); an estimated drop past performance_drop at decisive_confidence asks for a "
         "retrain, and drift the estimate calls harmless does not count towards one",
     )
+    hold_scoring_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="ct_batch_inference holds a batch for at most this long (from its "
+        "acceptance) while labels just in show the champion's metric past performance_drop and "
+        "the monitor has not decided, or while a retrain the monitor asked for runs: the batch "
+        "is then scored by the retrain's outcome; 0 = score at once",
+    )
     label_maturity: float = Field(
         0.8, gt=0, le=1, description="share of a window's rows that must have labels"
     )

@@ -287,6 +287,22 @@ def unscored(settings: Settings | None = None) -> list[str]:
     return unscored_batches(s)
 
 
+def scoring_hold(
+    batch_ids: list[str], monitor_busy: bool, settings: Settings | None = None
+) -> XCom:
+    """Whether scoring ``batch_ids`` waits for the monitor (``monitoring.hold``), and a note on
+    the hold so far (kept across looks: the first reason and since when), or None."""
+    from ctrain.monitoring.hold import describe_hold, hold_reason, record_hold
+    from ctrain.monitoring.trigger import now_utc
+
+    s = _settings(settings)
+    now = now_utc()
+    reason = hold_reason(s, _client(s), batch_ids, monitor_busy, now)
+    if reason:
+        record_hold(s, batch_ids, reason, now)
+    return {"wait": reason is not None, "note": describe_hold(s, batch_ids, now)}
+
+
 def score(batch_id: str, settings: Settings | None = None) -> XCom:
     from ctrain.monitoring.score import score_batch
 

@@ -22,7 +22,7 @@ from tests_support import REPO, bootstrap_champion, browser
 
 from ctrain.data.demo_source import DemoSource
 from ctrain.demo import run_stream, stream_services
-from ctrain.monitoring.check import load_summaries
+from ctrain.monitoring.check import load_summaries, scored_by
 from ctrain.monitoring.trigger import trigger_log
 from ctrain.promotion.decisions import list_decisions
 from ctrain.registry import current_champion
@@ -108,9 +108,13 @@ def test_drift_in_the_stream_retrains_and_promotes_with_the_reason(stream):
     by_batch = {e["batch"]: e for e in timeline}
     assert not by_batch[3]["requested"] and not by_batch[4]["requested"]  # stable: nothing fires
     fired = [e for e in timeline if e["requested"]]
-    assert len(fired) == 1 and fired[0]["batch"] in (5, 6)
+    # Batch 5's labels land with batch 6: the first labeled changed window.
+    assert len(fired) == 1 and fired[0]["batch"] == 6
     decision = fired[0]["decision"]
     assert decision.decision == "promoted", decision
+    # Batch 6 waited for the retrain those labels asked for, and was scored by its outcome.
+    assert scored_by(settings, "batch_0006") == decision.challenger_version == "2"
+    assert scored_by(settings, "batch_0005") == "1"
     assert decision.airflow_dag_id == "ct_training"
     # The first labeled changed window is decisive on its own. The features drifted too, but
     # the estimate (blind to a change of concept) called that harmless, and the reason says so.
@@ -153,6 +157,9 @@ def test_each_run_says_what_it_decided_on_the_run_and_in_the_promote_log(stream,
     odd = [n for n in notes if not (n and n.startswith(("no retrain", "retrain requested: ")))]
     assert not odd, odd
     assert sum(n.startswith("retrain requested: decisive performance drop") for n in notes) == 1
+    # The scoring run that waited for that retrain says why on its run.
+    held = [r.note for r in _runs(api, "ct_batch_inference") if (r.note or "").startswith("held")]
+    assert len(held) == 1 and "batch_0005" in held[0] and "batch_0006" in held[0], held
     log = api.tis.get_log(
         "ct_training",
         training.dag_run_id,

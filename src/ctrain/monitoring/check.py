@@ -125,11 +125,38 @@ def check_due_windows(settings: Settings, client) -> list[WindowCheck]:
     return out
 
 
-def _performance(settings: Settings, preds: pd.DataFrame, ref: ChampionReference) -> Performance:
+@dataclass(frozen=True)
+class Labeled:
+    """A window's predictions joined with the labels that have arrived for them."""
+
+    rows: int
+    labeled_rows: int
+    matured: bool  # enough of its rows have labels to judge it (label_maturity, min_rows)
+    positive: np.ndarray  # the labeled rows' labels, True for the positive class
+    scores: np.ndarray  # the labeled rows' scores
+
+
+def labeled(settings: Settings, preds: pd.DataFrame) -> Labeled:
+    """The labeled part of a window's predictions, and whether its labels have matured."""
     spec, cfg = settings.dataset, settings.monitoring
-    labeled = attach_labels(preds, settings)
-    mask = labeled[spec.target].notna().to_numpy()
-    n, n_lab = len(labeled), int(mask.sum())
+    frame = attach_labels(preds, settings)
+    mask = frame[spec.target].notna().to_numpy()
+    n, n_lab = len(frame), int(mask.sum())
+    matured = n_lab >= max(1, int(np.ceil(cfg.label_maturity * n))) and n_lab >= cfg.min_rows
+    y = frame.loc[mask, spec.target].astype(type(spec.positive_class)).to_numpy()
+    return Labeled(
+        rows=n,
+        labeled_rows=n_lab,
+        matured=bool(matured),
+        positive=y == spec.positive_class,
+        scores=frame.loc[mask, "score"].to_numpy(),
+    )
+
+
+def _performance(settings: Settings, preds: pd.DataFrame, ref: ChampionReference) -> Performance:
+    cfg = settings.monitoring
+    lab = labeled(settings, preds)
+    n, n_lab = lab.rows, lab.labeled_rows
     base = {
         "metric": ref.metric,
         "rows": n,
@@ -138,19 +165,15 @@ def _performance(settings: Settings, preds: pd.DataFrame, ref: ChampionReference
         "champion_value": ref.holdout_metric,
         "required_share": cfg.label_maturity,
     }
-    if n_lab < max(1, int(np.ceil(cfg.label_maturity * n))) or n_lab < cfg.min_rows:
+    if not lab.matured:
         return Performance(**base, status="immature" if n_lab else "no_labels")
-    y = (
-        labeled.loc[mask, spec.target].astype(type(spec.positive_class)).to_numpy()
-        == spec.positive_class
-    )
-    value = metric_value(ref.metric, y, labeled.loc[mask, "score"].to_numpy())
+    value = metric_value(ref.metric, lab.positive, lab.scores)
     sign = 1.0 if greater_is_better(ref.metric) else -1.0
     drop = sign * (ref.holdout_metric - value)
     # How sure the drop is: the window's rows and the champion's held-out rows resampled apart.
     gap = two_sample_bootstrap(
-        y,
-        labeled.loc[mask, "score"].to_numpy(),
+        lab.positive,
+        lab.scores,
         ref.holdout_positive,
         ref.holdout_scores["score"].to_numpy(),
         ref.metric,
