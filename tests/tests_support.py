@@ -1,6 +1,7 @@
 """Paths and helpers shared by tests."""
 
 import contextlib
+import os
 import shutil
 from pathlib import Path
 
@@ -74,3 +75,28 @@ def browser():
         yield d
     finally:
         d.quit()
+
+
+class Payload:
+    """Unpickling this object runs ``touch <marker>``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def register_crafted(client, settings, log):
+    """Log a model with ``log(mlflow)``, register it, and tag it as if it had passed validation
+    and come from ctrain's training (an attacker can write tags too)."""
+    import mlflow
+
+    mlflow.set_experiment(settings.experiment)
+    with mlflow.start_run() as run:
+        info = log(mlflow)
+        mlflow.set_tags({"ctrain_stage": "trained", "model_uri": info.model_uri})
+    version = str(mlflow.register_model(info.model_uri, settings.model_name).version)
+    client.set_model_version_tag(settings.model_name, version, "validation_status", "passed")
+    assert client.get_model_version(settings.model_name, version).run_id == run.info.run_id
+    return version

@@ -147,6 +147,12 @@ def cmd_train(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_serve(settings: Settings, args) -> int:
+    from ctrain.serving.app import run
+
+    return run(settings, _client(settings), host=args.host, port=args.port)
+
+
 def cmd_generate(settings: Settings, args) -> int:
     from ctrain.data.demo_source import DemoSource
 
@@ -318,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--out", required=True, help="the project file to write")
     s.add_argument("--force", action="store_true", help="replace --out if it exists")
     s.set_defaults(fn=cmd_new_project)
+    s = sub.add_parser("serve", help="score rows online with @champion over HTTP (hot reload)")
+    s.add_argument("--host", default=None, help="address to bind (default serving.host)")
+    s.add_argument("--port", type=int, default=None, help="port (default serving.port)")
+    s.set_defaults(fn=cmd_serve)
     s = sub.add_parser("generate", help="write demo batches into the landing folder")
     s.add_argument("--start", type=int, default=0)
     s.add_argument("--count", type=int, default=1)

@@ -409,6 +409,41 @@ class SchedulesConfig(_Strict):
         return None if str(value).strip().lower() in ("", "none", "off", "null") else value
 
 
+class ServingConfig(_Strict):
+    """``ctrain serve``: the online service that scores rows with ``@champion``."""
+
+    host: str = Field(
+        "127.0.0.1",
+        description="address to bind; anything but loopback needs the token (token_env set)",
+    )
+    port: int = Field(8000, ge=1, le=65535)
+    token_env: str = Field(
+        "CTRAIN_SERVE_TOKEN",
+        description="environment variable holding the bearer token callers must send; when it "
+        "is set, every route but /health and /ready needs it",
+    )
+    reload_seconds: float = Field(
+        2.0, gt=0, description="how often the service looks where @champion points"
+    )
+    max_rows: int = Field(1000, ge=1, description="rows per request, at most")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="request body size, at most")
+    max_in_flight: int = Field(
+        64,
+        ge=1,
+        description="requests in progress at once; past it the service answers 503 with "
+        "Retry-After instead of queueing without bound",
+    )
+    log_window_rows: int = Field(
+        1000,
+        ge=1,
+        description="the inference log lands a window (a batch in the landing folder, its "
+        "predictions beside it) after this many rows",
+    )
+    log_window_seconds: float = Field(
+        300.0, gt=0, description="... or when its oldest row is this old"
+    )
+
+
 class DemoConfig(_Strict):
     seed: int = 7
     batch_rows: int = 1500
@@ -449,6 +484,7 @@ class Settings(BaseSettings):
     promotion: PromotionConfig = PromotionConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     schedules: SchedulesConfig = SchedulesConfig()
+    serving: ServingConfig = ServingConfig()
     demo: DemoConfig = DemoConfig()
 
     @classmethod

@@ -13,6 +13,7 @@ import pytest
 import skops.io
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
+from tests_support import Payload, register_crafted
 
 from ctrain import steps
 from ctrain.data.demo_source import DemoSource
@@ -30,16 +31,6 @@ from ctrain.registry import (
 )
 from ctrain.settings import ALLOWED_ESTIMATORS, CandidateSpec
 from ctrain.training.pipeline import build_pipeline
-
-
-class _Payload:
-    """Unpickling this object runs ``touch <marker>``."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_the_trusted_types_are_exactly_what_the_allowed_estimators_need(settings):
@@ -66,21 +57,6 @@ def test_an_estimator_outside_the_allow_list_is_refused_when_settings_load(make_
         )
 
 
-def _register(client, settings, log):
-    """Log a model with ``log(mlflow)``, register it, and tag it as if it had passed validation
-    and come from ctrain's training (an attacker can write tags too)."""
-    import mlflow
-
-    mlflow.set_experiment(settings.experiment)
-    with mlflow.start_run() as run:
-        info = log(mlflow)
-        mlflow.set_tags({"ctrain_stage": "trained", "model_uri": info.model_uri})
-    version = str(mlflow.register_model(info.model_uri, settings.model_name).version)
-    client.set_model_version_tag(settings.model_name, version, "validation_status", "passed")
-    assert client.get_model_version(settings.model_name, version).run_id == run.info.run_id
-    return version
-
-
 @pytest.fixture
 def champion(settings, client, ingested):
     ingested(3)
@@ -94,11 +70,11 @@ def test_a_pickled_model_is_refused_everywhere_and_its_payload_never_runs(
     import mlflow
 
     marker = tmp_path / "pwned"
-    version = _register(
+    version = register_crafted(
         client,
         settings,
         lambda m: m.sklearn.log_model(
-            _Payload(marker), name="model", serialization_format="cloudpickle"
+            Payload(marker), name="model", serialization_format="cloudpickle"
         ),
     )
     uri = version_uri(settings.model_name, version)
@@ -126,7 +102,7 @@ def test_a_skops_model_is_judged_by_ctrains_type_list_not_its_own(settings, clie
     X = features(df, settings.dataset)[settings.dataset.numeric]
     evil = Pipeline([("run", FunctionTransformer(func=os.system))]).fit(X)
     needed = skops.io.get_untrusted_types(data=skops.io.dumps(evil))
-    version = _register(
+    version = register_crafted(
         client,
         settings,
         lambda m: m.sklearn.log_model(

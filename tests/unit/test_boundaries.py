@@ -67,7 +67,13 @@ SHARED = {
     "ctrain.dag_ids",
     "ctrain.data",
 }
-LOOP = ["ctrain.ingest", "ctrain.training", "ctrain.promotion", "ctrain.monitoring"]
+LOOP = [
+    "ctrain.ingest",
+    "ctrain.training",
+    "ctrain.promotion",
+    "ctrain.monitoring",
+    "ctrain.serving",
+]
 ENTRY = {
     "ctrain.steps",
     "ctrain.status",

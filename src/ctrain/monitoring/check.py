@@ -99,6 +99,8 @@ def windows_to_check(settings: Settings) -> list[tuple[str, str]]:
         return []
     out = []
     for p in sorted(settings.predictions_dir.glob("*.parquet")):
+        if not (settings.accepted_dir / p.name).exists():
+            continue  # an online window ingest has not validated yet (serving/log.py)
         version = scored_by(settings, p.stem)
         summary = settings.monitor_dir / p.stem / "summary.json"
         if summary.exists():

@@ -1,0 +1,1 @@
+"""Online serving: the champion over HTTP, hot reload, and the inference log."""

@@ -1,0 +1,137 @@
+"""Every online prediction, logged; the log lands as batches the rest of the loop already reads.
+
+Rows are kept in memory per (version, arm) and land as a *window* after
+``serving.log_window_rows`` rows or ``log_window_seconds`` seconds, when the version changes and
+when the service stops:
+
+- ``predictions/<window>.parquet`` first: the columns batch scoring writes (batch id, row id,
+  event time, model version, score, prediction) plus the arm, the request id, the time it was
+  answered and the latency. ``ct_batch_inference`` never scores a batch that has predictions.
+- then the rows themselves (id, event time, features) in the landing folder as
+  ``<window>.parquet``: ``ct_ingest`` validates them like any batch (its watcher starts it
+  within seconds), so ``ct_drift_monitor`` checks the window for drift, prediction drift and,
+  once delayed labels join by id, performance, exactly as it checks a scored batch, and labeled
+  online rows become training data like any other.
+
+Both files are written atomically. A window's id is ``online-<time>-<source>-<n>``: unique per
+service process, and a name ingest accepts as a batch id.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from ctrain.settings import Settings
+from ctrain.storage import write_parquet_atomic
+
+
+@dataclass
+class _Window:
+    opened: float
+    frames: list[pd.DataFrame] = field(default_factory=list)
+    rows: int = 0
+
+
+class InferenceLog:
+    """The open windows of one service process, and where they land."""
+
+    def __init__(self, settings: Settings, source: str):
+        self.settings = settings
+        self.source = re.sub(r"[^A-Za-z0-9]+", "-", source).strip("-")[:40] or "serve"
+        self._open: dict[tuple[str, str], _Window] = {}
+        self._lock = threading.Lock()
+        self._seq = 0
+        self.landed: list[str] = []  # window ids this process landed, oldest first
+
+    def add(
+        self,
+        rows: pd.DataFrame,
+        scores: np.ndarray,
+        version: str,
+        arm: str,
+        request_id: str,
+        latency_ms: float,
+    ) -> None:
+        """Log one request's rows and answers (``rows``: id, event time, features)."""
+        spec = self.settings.dataset
+        negative = next(c for c in spec.classes if c != spec.positive_class)
+        frame = rows.assign(
+            score=scores,
+            prediction=np.where(scores >= 0.5, spec.positive_class, negative),
+            arm=arm,
+            request_id=request_id,
+            answered_at=pd.Timestamp.now(tz=UTC),
+            latency_ms=latency_ms,
+        )
+        with self._lock:
+            w = self._open.setdefault((version, arm), _Window(opened=time.monotonic()))
+            w.frames.append(frame)
+            w.rows += len(frame)
+            full = w.rows >= self.settings.serving.log_window_rows
+        if full:
+            self.flush(version=version)
+
+    def flush(self, version: str | None = None, due_only: bool = False) -> list[str]:
+        """Land the open windows (of ``version`` only, or only those due by size or age)."""
+        cfg = self.settings.serving
+        now = time.monotonic()
+        with self._lock:
+            keys = [
+                k
+                for k, w in self._open.items()
+                if (version is None or k[0] == version)
+                and (
+                    not due_only
+                    or w.rows >= cfg.log_window_rows
+                    or now - w.opened >= cfg.log_window_seconds
+                )
+            ]
+            taken = [(k, self._open.pop(k)) for k in keys]
+        out = []
+        for (v, arm), w in taken:
+            if w.rows:
+                out.append(self._land(pd.concat(w.frames, ignore_index=True), v, arm))
+        return out
+
+    def open_rows(self) -> int:
+        with self._lock:
+            return sum(w.rows for w in self._open.values())
+
+    def _land(self, frame: pd.DataFrame, version: str, arm: str) -> str:
+        spec, s = self.settings.dataset, self.settings
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        window = f"online-{stamp}-{self.source}-{seq:04d}"
+        if arm != "champion":
+            window += f"-{arm}"
+        preds = pd.DataFrame(
+            {
+                "batch_id": window,
+                spec.id_column: frame[spec.id_column].astype(str),
+                spec.event_time_column: frame[spec.event_time_column],
+                "model_version": version,
+                "score": frame["score"],
+                "prediction": frame["prediction"],
+                "arm": arm,
+                "request_id": frame["request_id"],
+                "answered_at": frame["answered_at"],
+                "latency_ms": frame["latency_ms"],
+            }
+        )
+        # Predictions first: batch scoring never scores a batch that has them.
+        write_parquet_atomic(s.predictions_dir / f"{window}.parquet", preds)
+        if arm == "champion":  # the rows land once, with the answers callers were given
+            rows = frame[[spec.id_column, spec.event_time_column, *spec.feature_names]]
+            write_parquet_atomic(s.landing_dir / f"{window}.parquet", rows)
+        with self._lock:
+            self.landed.append(window)
+        return window

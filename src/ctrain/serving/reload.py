@@ -1,0 +1,136 @@
+"""The model that answers, and how it changes: load, check, warm, then swap whole.
+
+``ModelSlot.refresh`` looks where an alias points. When it has moved, the new version is loaded
+through the registry's safe loader, its signature is checked against the project's features,
+and it scores a few rows (warm-up) before one assignment makes it the answering model. Requests
+already running finish on the model they started with; none is dropped or fails. A version
+that fails any of those steps never answers: the slot keeps the previous one, remembers the
+failure (``/health`` shows it) and does not try that version again until the alias moves.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from ctrain.model_io import features, positive_scores
+from ctrain.registry import aliased_version, load_model, version_uri
+from ctrain.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A loaded, checked and warmed version."""
+
+    version: str
+    model: Any
+    loaded_at: str
+    warmed_rows: int
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why the slot is not serving what the alias points at."""
+
+    version: str | None
+    error: str
+    at: str
+
+
+class NotServable(Exception):
+    """A version that loaded but cannot answer this project's rows."""
+
+
+def check_signature(uri: str, settings: Settings) -> None:
+    """Raise ``NotServable`` unless the model's input signature holds the project's features."""
+    import mlflow
+
+    signature = mlflow.models.get_model_info(uri).signature
+    if signature is None:
+        return
+    names = set(signature.inputs.input_names())
+    missing = [c for c in settings.dataset.feature_names if c not in names]
+    extra = sorted(names - set(settings.dataset.feature_names))
+    if missing or extra:
+        raise NotServable(
+            f"{uri}: its signature does not match dataset.features of the project "
+            f"(missing {missing}, not in the project {extra})"
+        )
+
+
+class ModelSlot:
+    """The version ``alias`` pointed at when last looked, loaded; swapped only when ready.
+
+    ``warm_rows`` gives rows to warm a new version with (the last rows served, or its training
+    window's held-out rows); ``before_swap(old, new)`` runs before the swap (the inference log
+    closes the old version's window there).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        client,
+        alias: str,
+        warm_rows: Callable[[str], pd.DataFrame | None] = lambda version: None,
+        before_swap: Callable[[Served | None, Served], None] = lambda old, new: None,
+    ):
+        self.settings, self.client, self.alias = settings, client, alias
+        self.warm_rows, self.before_swap = warm_rows, before_swap
+        self.current: Served | None = None
+        self.failure: Failure | None = None
+        self._failed: set[str] = set()
+        self._lock = threading.Lock()  # one refresh at a time
+
+    def refresh(self) -> bool:
+        """Look at the alias; load, check, warm and swap in a version it moved to. True if the
+        answering version changed. Never raises: a failure is kept in ``failure``."""
+        with self._lock:
+            now = datetime.now(UTC).isoformat()
+            try:
+                mv = aliased_version(self.client, self.settings.model_name, self.alias)
+            except Exception as exc:  # the registry is down: keep answering with what we have
+                self.failure = Failure(None, f"registry unreachable: {exc}"[:500], now)
+                return False
+            if mv is None:
+                if self.current is None:
+                    self.failure = Failure(None, f"no version has the alias {self.alias}", now)
+                return False
+            version = str(mv.version)
+            if self.current and self.current.version == version:
+                self.failure = None
+                return False
+            if version in self._failed:
+                return False
+            try:
+                new = self._load(version, now)
+            except Exception as exc:  # whatever went wrong, this version does not answer
+                self._failed.add(version)
+                self.failure = Failure(version, f"{type(exc).__name__}: {exc}"[:500], now)
+                log.error("v%s of %s not served: %s", version, self.settings.model_name, exc)
+                return False
+            self.before_swap(self.current, new)
+            self.current, self.failure = new, None
+            log.info("now serving v%s of %s", version, self.settings.model_name)
+            return True
+
+    def _load(self, version: str, now: str) -> Served:
+        uri = version_uri(self.settings.model_name, version)
+        model = load_model(uri)
+        check_signature(uri, self.settings)
+        spec = self.settings.dataset
+        rows = self.warm_rows(version)
+        warmed = 0
+        if rows is not None and len(rows):
+            scores = positive_scores(model, features(rows, spec), spec.positive_class)
+            if not (len(scores) == len(rows) and pd.Series(scores).between(0, 1).all()):
+                raise NotServable(f"{uri}: warm-up scores are not probabilities")
+            warmed = len(rows)
+        return Served(version=version, model=model, loaded_at=now, warmed_rows=warmed)

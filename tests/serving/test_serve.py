@@ -1,0 +1,257 @@
+"""``ctrain serve`` over real HTTP: a real model from a real MLflow store, uvicorn on a free port.
+
+Every call goes through a socket to uvicorn, as a caller's would: validation errors, auth, hot
+reload while requests run, a version that must never answer, and the inference log that the
+monitor then reads like any scored batch.
+"""
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import uvicorn
+from tests_support import Payload, bootstrap_champion, register_crafted
+
+from ctrain import steps
+from ctrain.data.demo_source import DemoSource
+from ctrain.promotion.promote import manual_promote
+from ctrain.records import RunContext
+from ctrain.registry import CHAMPION, current_champion
+from ctrain.runtime import free_port
+from ctrain.serving.app import create_app
+
+TOKEN = "t0ken-for-tests-only-0123456789"
+
+
+@pytest.fixture
+def project(make_settings):
+    base = make_settings()
+    settings = make_settings(
+        dataset={**base.dataset.model_dump(mode="json"), "labels": "delayed"},
+        monitoring={"html_reports": False},
+        serving={"reload_seconds": 0.2, "log_window_rows": 300, "max_rows": 500},
+    )
+    src = DemoSource(**settings.demo.model_dump())
+    bootstrap_champion(settings, src)
+    return settings, src
+
+
+class _Server:
+    """uvicorn serving ``app`` on a free loopback port, in a thread of the test process."""
+
+    def __init__(self, app):
+        self.port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+@pytest.fixture
+def served(project, client):
+    settings, src = project
+    app = create_app(settings, client, source="test")
+    with _Server(app) as server:
+        yield settings, src, server, app
+
+
+def _wait_serving(server, version, timeout=30):
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{server.url}/health").json()["serving_version"] != version:
+        assert time.monotonic() < deadline, f"v{version} never served"
+        time.sleep(0.1)
+
+
+def _rows(src, batch=20, n=5, start=0):
+    """Rows of a demo batch as a caller would send them (JSON types, no label)."""
+    df = src.batch(batch).iloc[start : start + n].drop(columns=["label"])
+    df["event_time"] = df["event_time"].astype(str)
+    df = df.astype(object).where(df.notna(), None)  # a missing value is JSON's null
+    return df.to_dict(orient="records")
+
+
+def test_rows_are_scored_by_the_champion_with_the_request_id(served):
+    settings, src, server, _ = served
+    rows = _rows(src)
+    r = httpx.post(f"{server.url}/predict", json={"rows": rows}, headers={"X-Request-ID": "abc-1"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert r.headers["x-request-id"] == body["request_id"] == "abc-1"
+    assert body["model_version"] == "1"
+    assert [p["row_id"] for p in body["predictions"]] == [str(x["row_id"]) for x in rows]
+    for p in body["predictions"]:
+        assert 0 <= p["score"] <= 1 and p["prediction"] == (1 if p["score"] >= 0.5 else 0)
+        assert p["model_version"] == "1" and p["arm"] == "champion"
+    assert httpx.get(f"{server.url}/ready").json() == {"ready": True, "serving_version": "1"}
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'ctrain_serve_rows_total{arm="champion",version="1"} 5.0' in metrics
+
+
+def test_bad_rows_get_a_422_that_names_the_row_and_column(served):
+    settings, src, server, _ = served
+    rows = _rows(src, n=3)
+    rows[1]["tenure_months"] = "about ten"
+    del rows[2]["region"]
+    r = httpx.post(f"{server.url}/predict", json={"rows": rows})
+    assert r.status_code == 422, r.text
+    errors = r.json()["errors"]
+    assert {(e["row"], e["row_id"], e["column"]) for e in errors} == {
+        (1, str(rows[1]["row_id"]), "tenure_months"),
+        (2, str(rows[2]["row_id"]), "region"),
+    }
+    assert "nothing was scored" in r.json()["error"]
+    # Not a number in JSON, a number where text is expected, no rows, too many rows.
+    row = json.dumps(_rows(src, n=1)[0]).replace('"usage_hours": ', '"usage_hours": NaN, "x": ')
+    nan = '{"rows": [' + row + "]}"
+    cases = {
+        "nan": httpx.post(
+            f"{server.url}/predict", content=nan, headers={"content-type": "application/json"}
+        ),
+        "type": httpx.post(f"{server.url}/predict", json={"rows": [rows[0] | {"region": 3}]}),
+        "empty": httpx.post(f"{server.url}/predict", json={"rows": []}),
+        "many": httpx.post(f"{server.url}/predict", json={"rows": [rows[0]] * 501}),
+        "not json": httpx.post(
+            f"{server.url}/predict", content=b"{", headers={"content-type": "application/json"}
+        ),
+    }
+    assert {k: r.status_code for k, r in cases.items()} == dict.fromkeys(cases, 422)
+    assert cases["nan"].json()["errors"][0]["column"] == "usage_hours"
+    assert cases["type"].json()["errors"][0]["column"] == "region"
+    assert cases["empty"].json()["errors"][0]["field"] == "rows"
+    # Past the body limit: refused before it is read.
+    big = httpx.post(f"{server.url}/predict", content=b" " * 2_000_000)
+    assert big.status_code == 413 and "over 1048576 bytes" in big.json()["error"]
+    # None of it was logged: only scored rows are.
+    assert (
+        server.url and httpx.get(f"{server.url}/health").json()["inference_log"]["open_rows"] == 0
+    )
+
+
+def test_a_token_is_required_when_configured(project, client):
+    settings, src = project
+    with _Server(create_app(settings, client, token=TOKEN, source="auth")) as server:
+        rows = {"rows": _rows(src, n=1)}
+        assert httpx.post(f"{server.url}/predict", json=rows).status_code == 401
+        wrong = {"Authorization": "Bearer " + "x" * len(TOKEN)}
+        assert httpx.post(f"{server.url}/predict", json=rows, headers=wrong).status_code == 401
+        assert httpx.get(f"{server.url}/metrics").status_code == 401
+        ok = httpx.post(
+            f"{server.url}/predict", json=rows, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert ok.status_code == 200
+        # Probes stay open: an orchestrator checks them without the token.
+        assert httpx.get(f"{server.url}/health").status_code == 200
+        assert httpx.get(f"{server.url}/ready").status_code == 200
+
+
+def test_a_promotion_under_traffic_switches_every_request_without_a_failure(served, client):
+    settings, src, server, _ = served
+    steps.run_training(RunContext(run_id="second", force=True, window=2), settings=settings)
+    if current_champion(client, settings.model_name) == "2":  # it won on its own; go back
+        manual_promote(settings, "1", RunContext(trigger_reason="test"), client)
+    _wait_serving(server, "1")
+    stop, seen, failures = threading.Event(), [], []
+    pool_rows = _rows(src, n=200)
+
+    def traffic(k):
+        with httpx.Client(base_url=server.url) as c:
+            i = 0
+            while not stop.is_set():
+                r = c.post("/predict", json={"rows": [pool_rows[(k * 50 + i) % 200]]})
+                if r.status_code != 200:
+                    failures.append(r.text)
+                else:
+                    seen.append((time.monotonic(), r.json()["model_version"]))
+                i += 1
+
+    with ThreadPoolExecutor(4) as pool:
+        running = [pool.submit(traffic, k) for k in range(4)]
+        time.sleep(1.0)
+        rec = manual_promote(settings, "2", RunContext(trigger_reason="test: hot reload"), client)
+        assert rec.moved, rec
+        moved = time.monotonic()
+        _wait_serving(server, "2")
+        time.sleep(1.0)
+        stop.set()
+    for r in running:
+        r.result()  # a client thread that died would hide requests
+    assert not failures, failures[:3]
+    versions = [v for _, v in seen]
+    assert versions[0] == "1" and versions[-1] == "2"
+    # Once a request saw v2, none saw v1 again; and v2 answered within the bound.
+    first_v2 = versions.index("2")
+    assert set(versions[first_v2:]) == {"2"}
+    assert seen[first_v2][0] - moved < settings.serving.reload_seconds + 2.0
+    health = httpx.get(f"{server.url}/health").json()
+    assert health["serving_version"] == "2" and health["warmed_rows"] > 0
+
+
+def test_a_version_that_does_not_load_safely_never_answers(served, client, tmp_path):
+    settings, src, server, _ = served
+    marker = tmp_path / "pwned"
+    bad = register_crafted(
+        client,
+        settings,
+        lambda m: m.sklearn.log_model(
+            Payload(marker), name="model", serialization_format="cloudpickle"
+        ),
+    )
+    # Someone moves the alias in MLflow directly, past promotion's checks.
+    client.set_registered_model_alias(settings.model_name, CHAMPION, bad)
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{server.url}/health").json()["not_serving"] is None:
+        assert time.monotonic() < deadline, "the failure was never reported"
+        r = httpx.post(f"{server.url}/predict", json={"rows": _rows(src, n=1)})
+        assert r.status_code == 200 and r.json()["model_version"] == "1"
+        time.sleep(0.1)
+    health = httpx.get(f"{server.url}/health").json()
+    assert health["status"] == "degraded" and health["serving_version"] == "1"
+    assert health["not_serving"]["version"] == bad
+    assert "cloudpickle" in health["not_serving"]["error"]
+    r = httpx.post(f"{server.url}/predict", json={"rows": _rows(src, n=2)})
+    assert r.status_code == 200 and r.json()["model_version"] == "1"
+    assert "ctrain_serve_reload_failures_total 1.0" in httpx.get(f"{server.url}/metrics").text
+    assert not marker.exists()
+
+
+def test_the_inference_log_lands_windows_the_monitor_checks_like_batches(served, client):
+    settings, src, server, app = served
+    rows = _rows(src, batch=20, n=300)
+    for i in range(0, 300, 100):
+        assert httpx.post(f"{server.url}/predict", json={"rows": rows[i : i + 100]}).is_success
+    # 300 rows fill a window: predictions first, then the rows in the landing folder.
+    (window,) = app.app.state.log.landed
+    assert window.startswith("online-") and window.endswith("-test-0001")
+    assert (settings.predictions_dir / f"{window}.parquet").exists()
+    # ct_ingest validates it like any batch; the monitor then checks it like a scored batch.
+    for p in steps.list_landed(settings):
+        steps.ingest_one(p, settings)
+    assert window not in steps.unscored(settings)  # it has predictions: batch scoring skips it
+    (check,) = [c for c in steps.check_windows(settings) if c["batch_id"] == window]
+    assert check["rows"] == 300 and check["champion_version"] == "1"
+    assert check["performance"]["status"] == "no_labels"
+    # Delayed labels join by id: the window's performance is measured for the version that
+    # answered.
+    labels = src.labels(20).iloc[:300]
+    settings.labels_landing_dir.mkdir(parents=True, exist_ok=True)
+    labels.to_parquet(settings.labels_landing_dir / "online-labels.parquet")
+    steps.ingest_labels(settings)
+    (check,) = [c for c in steps.check_windows(settings) if c["batch_id"] == window]
+    assert check["performance"]["status"] == "matured"
+    assert check["performance"]["labeled_rows"] == 300 and check["performance"]["value"] > 0.7
