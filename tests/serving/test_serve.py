@@ -17,9 +17,10 @@ from tests_support import Payload, bootstrap_champion, register_crafted
 
 from ctrain import steps
 from ctrain.data.demo_source import DemoSource
+from ctrain.model_io import features, positive_scores
 from ctrain.promotion.promote import manual_promote
 from ctrain.records import RunContext
-from ctrain.registry import CHAMPION, current_champion
+from ctrain.registry import CHAMPION, current_champion, load_model
 from ctrain.runtime import free_port
 from ctrain.serving.app import create_app
 
@@ -99,6 +100,13 @@ def test_rows_are_scored_by_the_champion_with_the_request_id(served):
         assert 0 <= p["score"] <= 1 and p["prediction"] == (1 if p["score"] >= 0.5 else 0)
         assert p["model_version"] == "1" and p["arm"] == "champion"
     assert httpx.get(f"{server.url}/ready").json() == {"ready": True, "serving_version": "1"}
+    # The NumPy path answered, and it gives the pipeline's own scores.
+    assert httpx.get(f"{server.url}/health").json()["fast_path"] is True
+    frame = src.batch(20).iloc[:5]
+    model = load_model(f"models:/{settings.model_name}/1")
+    expected = positive_scores(model, features(frame, settings.dataset), 1)
+    got = [p["score"] for p in body["predictions"]]
+    assert max(abs(a - b) for a, b in zip(got, expected, strict=True)) < 1e-12
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'ctrain_serve_rows_total{arm="champion",version="1"} 5.0' in metrics
 

@@ -31,7 +31,6 @@ import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 
 import pandas as pd
 from fastapi import FastAPI, Request
@@ -46,11 +45,10 @@ from prometheus_client import (
     generate_latest,
 )
 
-from ctrain.model_io import features, positive_scores
 from ctrain.registry import CHAMPION, training_window
 from ctrain.serving.log import InferenceLog
 from ctrain.serving.reload import ModelSlot, Served
-from ctrain.serving.rows import as_frame, explain, request_model
+from ctrain.serving.rows import explain, request_model, rows_from_frame
 from ctrain.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -162,16 +160,17 @@ async def _send(send, status: int, body: dict, headers: list | None = None) -> N
     await send({"type": "http.response.body", "body": data})
 
 
-def _warm_rows(settings: Settings, client, recent: list[pd.DataFrame]):
+def _warm_rows(settings: Settings, client, recent: list[list]):
     """Rows to warm a new version with: the last rows served, else its held-out rows."""
 
-    def rows(version: str) -> pd.DataFrame | None:
+    def rows(version: str) -> list:
         if recent:
             return recent[-1]
         folder = training_window(client, settings.model_name, version, settings.datasets_dir)
         if folder is None or not (folder / "holdout.parquet").exists():
-            return None
-        return pd.read_parquet(folder / "holdout.parquet").head(WARM_ROWS)
+            return []
+        holdout = pd.read_parquet(folder / "holdout.parquet").head(WARM_ROWS)
+        return rows_from_frame(holdout, settings.dataset)
 
     return rows
 
@@ -187,7 +186,7 @@ def create_app(
     only, as ``ctrain serve`` enforces); ``source`` names this process in the inference log."""
     cfg, spec = settings.serving, settings.dataset
     metrics = _Metrics()
-    recent: list[pd.DataFrame] = []
+    recent: list[list] = []
     inference_log = InferenceLog(settings, source or f"{socket.gethostname()}-{os.getpid()}")
 
     def before_swap(old: Served | None, new: Served) -> None:
@@ -252,24 +251,22 @@ def create_app(
                 content={"error": _not_ready(slot), "request_id": rid},
                 headers={"Retry-After": str(int(cfg.reload_seconds) + 1)},
             )
-        rows = as_frame(body.rows, spec, datetime.now(UTC))
-        scores = positive_scores(served.model, features(rows, spec), spec.positive_class)
+        rows = body.rows
+        scores = served.score(rows)
         negative = next(c for c in spec.classes if c != spec.positive_class)
-        ids = rows[spec.id_column].tolist()
         out = [
             {
-                spec.id_column: i,
+                spec.id_column: str(getattr(r, spec.id_column)),
                 "score": float(s),
                 "prediction": spec.positive_class if s >= 0.5 else negative,
                 "model_version": served.version,
                 "arm": "champion",
             }
-            for i, s in zip(ids, scores, strict=True)
+            for r, s in zip(rows, scores, strict=True)
         ]
         latency = time.perf_counter() - started
         inference_log.add(rows, scores, served.version, "champion", rid, latency * 1000)
-        if not recent:
-            recent.append(rows.head(WARM_ROWS))
+        recent[:] = [rows[:WARM_ROWS]]  # what the next version warms up on
         metrics.requests.labels(served.version, "champion", "200").inc()
         metrics.rows.labels(served.version, "champion").inc(len(out))
         metrics.latency.labels(served.version, "champion").observe(latency)
@@ -288,6 +285,7 @@ def create_app(
             "serving_version": served.version if served else None,
             "loaded_at": served.loaded_at if served else None,
             "warmed_rows": served.warmed_rows if served else 0,
+            "fast_path": served.fast if served else None,
             "not_serving": failure.__dict__ if failure else None,
             "inference_log": {
                 "open_rows": inference_log.open_rows(),

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from ctrain.serving.rows import as_frame
 from ctrain.settings import Settings
 from ctrain.storage import write_parquet_atomic
 
@@ -35,8 +36,10 @@ from ctrain.storage import write_parquet_atomic
 @dataclass
 class _Window:
     opened: float
-    frames: list[pd.DataFrame] = field(default_factory=list)
-    rows: int = 0
+    rows: list = field(default_factory=list)  # validated request rows
+    scores: list[np.ndarray] = field(default_factory=list)
+    meta: list[tuple[str, datetime, float, int]] = field(default_factory=list)  # per request
+    count: int = 0
 
 
 class InferenceLog:
@@ -52,29 +55,23 @@ class InferenceLog:
 
     def add(
         self,
-        rows: pd.DataFrame,
+        rows: list,
         scores: np.ndarray,
         version: str,
         arm: str,
         request_id: str,
         latency_ms: float,
     ) -> None:
-        """Log one request's rows and answers (``rows``: id, event time, features)."""
-        spec = self.settings.dataset
-        negative = next(c for c in spec.classes if c != spec.positive_class)
-        frame = rows.assign(
-            score=scores,
-            prediction=np.where(scores >= 0.5, spec.positive_class, negative),
-            arm=arm,
-            request_id=request_id,
-            answered_at=pd.Timestamp.now(tz=UTC),
-            latency_ms=latency_ms,
-        )
+        """Log one request's rows (validated row objects) and answers. Cheap: the frame is
+        built when the window lands, not on the request's path."""
+        now = datetime.now(UTC)
         with self._lock:
             w = self._open.setdefault((version, arm), _Window(opened=time.monotonic()))
-            w.frames.append(frame)
-            w.rows += len(frame)
-            full = w.rows >= self.settings.serving.log_window_rows
+            w.rows.extend(rows)
+            w.scores.append(scores)
+            w.meta.append((request_id, now, latency_ms, len(rows)))
+            w.count += len(rows)
+            full = w.count >= self.settings.serving.log_window_rows
         if full:
             self.flush(version=version)
 
@@ -89,20 +86,34 @@ class InferenceLog:
                 if (version is None or k[0] == version)
                 and (
                     not due_only
-                    or w.rows >= cfg.log_window_rows
+                    or w.count >= cfg.log_window_rows
                     or now - w.opened >= cfg.log_window_seconds
                 )
             ]
             taken = [(k, self._open.pop(k)) for k in keys]
         out = []
         for (v, arm), w in taken:
-            if w.rows:
-                out.append(self._land(pd.concat(w.frames, ignore_index=True), v, arm))
+            if w.count:
+                out.append(self._land(self._frame(w), v, arm))
         return out
+
+    def _frame(self, w: _Window) -> pd.DataFrame:
+        spec = self.settings.dataset
+        negative = next(c for c in spec.classes if c != spec.positive_class)
+        times = pd.to_datetime([t for _, t, _, n in w.meta for _ in range(n)], utc=True)
+        frame = as_frame(w.rows, spec, times)
+        scores = np.concatenate(w.scores)
+        return frame.assign(
+            score=scores,
+            prediction=np.where(scores >= 0.5, spec.positive_class, negative),
+            request_id=[rid for rid, _, _, n in w.meta for _ in range(n)],
+            answered_at=times,
+            latency_ms=[ms for _, _, ms, n in w.meta for _ in range(n)],
+        )
 
     def open_rows(self) -> int:
         with self._lock:
-            return sum(w.rows for w in self._open.values())
+            return sum(w.count for w in self._open.values())
 
     def _land(self, frame: pd.DataFrame, version: str, arm: str) -> str:
         spec, s = self.settings.dataset, self.settings

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
 from ctrain.model_io import features, positive_scores
 from ctrain.registry import aliased_version, load_model, version_uri
+from ctrain.serving.fast import FastScorer
+from ctrain.serving.rows import as_frame
 from ctrain.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,12 +30,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Served:
-    """A loaded, checked and warmed version."""
+    """A loaded, checked and warmed version, and how it scores rows."""
 
     version: str
     model: Any
     loaded_at: str
     warmed_rows: int
+    score: Callable[[list], np.ndarray]  # rows (objects with a field per feature) -> scores
+    fast: bool  # ``score`` is the NumPy path (``fast.py``), checked against the pipeline
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,8 @@ def check_signature(uri: str, settings: Settings) -> None:
 class ModelSlot:
     """The version ``alias`` pointed at when last looked, loaded; swapped only when ready.
 
-    ``warm_rows`` gives rows to warm a new version with (the last rows served, or its training
-    window's held-out rows); ``before_swap(old, new)`` runs before the swap (the inference log
+    ``warm_rows`` gives rows (validated request rows) to warm a new version with: the last rows
+    served, or its training window's held-out rows; ``before_swap(old, new)`` runs before the swap (the inference log
     closes the old version's window there).
     """
 
@@ -79,7 +83,7 @@ class ModelSlot:
         settings: Settings,
         client,
         alias: str,
-        warm_rows: Callable[[str], pd.DataFrame | None] = lambda version: None,
+        warm_rows: Callable[[str], list] = lambda version: [],
         before_swap: Callable[[Served | None, Served], None] = lambda old, new: None,
     ):
         self.settings, self.client, self.alias = settings, client, alias
@@ -126,11 +130,19 @@ class ModelSlot:
         model = load_model(uri)
         check_signature(uri, self.settings)
         spec = self.settings.dataset
+
+        def slow(rows: list) -> np.ndarray:
+            frame = as_frame(rows, spec, datetime.now(UTC))
+            return positive_scores(model, features(frame, spec), spec.positive_class)
+
         rows = self.warm_rows(version)
-        warmed = 0
-        if rows is not None and len(rows):
-            scores = positive_scores(model, features(rows, spec), spec.positive_class)
-            if not (len(scores) == len(rows) and pd.Series(scores).between(0, 1).all()):
-                raise NotServable(f"{uri}: warm-up scores are not probabilities")
-            warmed = len(rows)
-        return Served(version=version, model=model, loaded_at=now, warmed_rows=warmed)
+        if not rows:
+            return Served(version, model, now, 0, slow, fast=False)
+        expected = slow(rows)
+        if not (len(expected) == len(rows) and ((expected >= 0) & (expected <= 1)).all()):
+            raise NotServable(f"{uri}: warm-up scores are not probabilities")
+        fast = FastScorer.of(model, spec)
+        # The fast path answers only where it gives the pipeline's own scores.
+        if fast is not None and np.allclose(fast(rows), expected, rtol=0, atol=1e-9):
+            return Served(version, model, now, len(rows), fast, fast=True)
+        return Served(version, model, now, len(rows), slow, fast=False)

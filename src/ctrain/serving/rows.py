@@ -40,12 +40,14 @@ def request_model(spec: DatasetConfig, max_rows: int) -> type[BaseModel]:
     )
 
 
-def as_frame(rows: list[BaseModel], spec: DatasetConfig, now: datetime) -> pd.DataFrame:
-    """The rows as a frame of the id, the event time (``now`` where absent) and the features."""
+def as_frame(rows: list[BaseModel], spec: DatasetConfig, now) -> pd.DataFrame:
+    """The rows as a frame of the id, the event time (``now``, one time or one per row, where
+    absent) and the features."""
     frame = pd.DataFrame([r.__dict__ for r in rows])
     frame[spec.id_column] = frame[spec.id_column].astype(str)
-    times = frame[spec.event_time_column]
-    frame[spec.event_time_column] = pd.to_datetime(times.where(times.notna(), now), utc=True)
+    given = pd.to_datetime(frame[spec.event_time_column], utc=True)
+    fallback = pd.Series(pd.to_datetime(now, utc=True), index=frame.index)
+    frame[spec.event_time_column] = given.where(given.notna(), fallback)
     return frame[[spec.id_column, spec.event_time_column, *spec.feature_names]]
 
 
@@ -67,4 +69,17 @@ def explain(errors: list[dict], body: Any, spec: DatasetConfig) -> list[dict]:
         else:
             item["field"] = ".".join(map(str, loc)) or "body"
         out.append(item)
+    return out
+
+
+def rows_from_frame(frame: pd.DataFrame, spec: DatasetConfig) -> list[BaseModel]:
+    """The rows of ``frame`` that fit the schema, as validated row objects (for warm-up)."""
+    row = row_model(spec)
+    records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    out = []
+    for r in records:
+        try:
+            out.append(row.model_validate(r))
+        except ValueError:
+            continue
     return out

@@ -1,0 +1,53 @@
+"""The NumPy scoring path gives the pipeline's own scores, for every estimator ctrain trains."""
+
+import numpy as np
+import pytest
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from ctrain.data.demo_source import DemoSource
+from ctrain.model_io import features, positive_scores, target
+from ctrain.serving.fast import FastScorer
+from ctrain.serving.rows import as_frame, rows_from_frame
+from ctrain.settings import ALLOWED_ESTIMATORS, CandidateSpec
+from ctrain.training.pipeline import build_pipeline
+
+SMALL = {
+    "sklearn.ensemble.HistGradientBoostingClassifier": {"max_iter": 5},
+    "sklearn.ensemble.RandomForestClassifier": {"n_estimators": 5},
+    "sklearn.ensemble.ExtraTreesClassifier": {"n_estimators": 5},
+    "sklearn.ensemble.GradientBoostingClassifier": {"n_estimators": 5},
+}
+
+
+@pytest.mark.parametrize("estimator", sorted(ALLOWED_ESTIMATORS))
+def test_the_fast_path_matches_the_pipeline(make_settings, estimator):
+    base = make_settings().dataset.model_dump(mode="json")
+    for f in base["features"]:
+        f["nullable"] = f["name"] in ("payment_delay_days", "plan")
+    spec = make_settings(dataset=base).dataset
+    train = DemoSource(batch_rows=600).batch(0)
+    cand = CandidateSpec(name="c", estimator=estimator, params=SMALL.get(estimator, {}))
+    model = build_pipeline(spec, cand, 0).fit(features(train, spec), target(train, spec))
+    rows_frame = DemoSource(batch_rows=300).batch(7)
+    # Missing values and a category never seen in training, as callers may send them.
+    rows_frame.loc[:20, "payment_delay_days"] = np.nan
+    rows_frame.loc[10:30, "region"] = "atlantis"
+    rows_frame.loc[30:40, "plan"] = None
+    rows = rows_from_frame(rows_frame, spec)
+    assert len(rows) == len(rows_frame)
+    fast = FastScorer.of(model, spec)
+    assert fast is not None
+    slow = positive_scores(model, features(as_frame(rows, spec, "2026-01-01"), spec), 1)
+    np.testing.assert_allclose(fast(rows), slow, rtol=0, atol=1e-12)
+
+
+def test_a_pipeline_of_another_shape_has_no_fast_path(settings):
+    spec = settings.dataset
+    train = DemoSource(batch_rows=300).batch(0)
+    cand = CandidateSpec(name="c", estimator="sklearn.linear_model.LogisticRegression")
+    model = build_pipeline(spec, cand, 0)
+    model.steps.insert(0, ("extra", FunctionTransformer()))
+    model.fit(features(train, spec), target(train, spec))
+    assert FastScorer.of(model, spec) is None
+    assert FastScorer.of(make_pipeline(FunctionTransformer()), spec) is None
