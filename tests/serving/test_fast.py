@@ -51,3 +51,28 @@ def test_a_pipeline_of_another_shape_has_no_fast_path(settings):
     model.fit(features(train, spec), target(train, spec))
     assert FastScorer.of(model, spec) is None
     assert FastScorer.of(make_pipeline(FunctionTransformer()), spec) is None
+
+
+def test_a_window_that_cannot_land_keeps_its_rows(settings, tmp_path):
+    from ctrain.serving.log import InferenceLog
+
+    rows = rows_from_frame(DemoSource(batch_rows=50).batch(3), settings.dataset)
+    log = InferenceLog(settings, "t")
+    log.add(rows[:30], np.full(30, 0.2), "1", "champion", "r1", 1.0)
+    # The landing folder cannot be written (a file stands where the folder should be).
+    settings.landing_dir.parent.mkdir(parents=True, exist_ok=True)
+    settings.landing_dir.write_text("not a folder")
+    with pytest.raises(OSError):
+        log.flush()
+    assert list(settings.predictions_dir.glob("*.parquet")) == []  # no answers without rows
+    log.add(rows[30:], np.full(20, 0.7), "1", "champion", "r2", 1.0)
+    assert log.open_rows() == 50
+    settings.landing_dir.unlink()
+    (window,) = log.flush()
+    import pandas as pd
+
+    landed = pd.read_parquet(settings.landing_dir / f"{window}.parquet")
+    preds = pd.read_parquet(settings.predictions_dir / f"{window}.parquet")
+    assert landed["row_id"].tolist() == [r.row_id for r in rows]
+    assert preds["request_id"].tolist() == ["r1"] * 30 + ["r2"] * 20
+    assert preds["score"].tolist() == [0.2] * 30 + [0.7] * 20

@@ -244,7 +244,12 @@ def test_the_inference_log_lands_windows_the_monitor_checks_like_batches(served,
     for i in range(0, 300, 100):
         assert httpx.post(f"{server.url}/predict", json={"rows": rows[i : i + 100]}).is_success
     # 300 rows fill a window: predictions first, then the rows in the landing folder.
-    (window,) = app.app.state.log.landed
+    inference_log = app.app.state.log
+    deadline = time.monotonic() + 10
+    while not inference_log.landed:  # landed by the service's thread, off the request path
+        assert time.monotonic() < deadline, "the full window never landed"
+        time.sleep(0.05)
+    (window,) = inference_log.landed
     assert window.startswith("online-") and window.endswith("-test-0001")
     assert (settings.predictions_dir / f"{window}.parquet").exists()
     # ct_ingest validates it like any batch; the monitor then checks it like a scored batch.

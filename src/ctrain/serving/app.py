@@ -197,13 +197,17 @@ def create_app(
     stop = threading.Event()
 
     def watch() -> None:
+        next_look = 0.0
         while not stop.is_set():
-            _refresh(slot, metrics)
+            if time.monotonic() >= next_look:
+                _refresh(slot, metrics)
+                next_look = time.monotonic() + cfg.reload_seconds
             try:
                 inference_log.flush(due_only=True)
             except Exception:  # a full disk must not stop reloads; the rows stay in memory
                 log.exception("the inference log could not land a window")
-            stop.wait(cfg.reload_seconds)
+            # Woken early when a window is full; otherwise at the next look at the alias.
+            inference_log.full.wait(max(0.0, next_look - time.monotonic()))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -213,6 +217,7 @@ def create_app(
             watcher.start()
         yield
         stop.set()
+        inference_log.full.set()  # wake the thread to see the stop
         if watcher.is_alive():
             watcher.join(timeout=cfg.reload_seconds + 30)
         inference_log.flush()

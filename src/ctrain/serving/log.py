@@ -1,8 +1,8 @@
 """Every online prediction, logged; the log lands as batches the rest of the loop already reads.
 
-Rows are kept in memory per (version, arm) and land as a *window* after
-``serving.log_window_rows`` rows or ``log_window_seconds`` seconds, when the version changes and
-when the service stops:
+Rows are kept in memory per (version, arm) and land as a *window* (written by the service's
+background thread, never on a request's path) after ``serving.log_window_rows`` rows or
+``log_window_seconds`` seconds, when the version changes and when the service stops:
 
 - ``predictions/<window>.parquet`` first: the columns batch scoring writes (batch id, row id,
   event time, model version, score, prediction) plus the arm, the request id, the time it was
@@ -51,6 +51,7 @@ class InferenceLog:
         self._open: dict[tuple[str, str], _Window] = {}
         self._lock = threading.Lock()
         self._seq = 0
+        self.full = threading.Event()  # set when a window reached log_window_rows
         self.landed: list[str] = []  # window ids this process landed, oldest first
 
     def add(
@@ -71,15 +72,15 @@ class InferenceLog:
             w.scores.append(scores)
             w.meta.append((request_id, now, latency_ms, len(rows)))
             w.count += len(rows)
-            full = w.count >= self.settings.serving.log_window_rows
-        if full:
-            self.flush(version=version)
+            if w.count >= self.settings.serving.log_window_rows:
+                self.full.set()  # the service's background thread lands it, off the request
 
     def flush(self, version: str | None = None, due_only: bool = False) -> list[str]:
         """Land the open windows (of ``version`` only, or only those due by size or age)."""
         cfg = self.settings.serving
         now = time.monotonic()
         with self._lock:
+            self.full.clear()
             keys = [
                 k
                 for k, w in self._open.items()
@@ -92,9 +93,21 @@ class InferenceLog:
             ]
             taken = [(k, self._open.pop(k)) for k in keys]
         out = []
-        for (v, arm), w in taken:
-            if w.count:
-                out.append(self._land(self._frame(w), v, arm))
+        for key, w in taken:
+            if not w.count:
+                continue
+            try:
+                out.append(self._land(self._frame(w), *key))
+            except Exception:  # nothing is lost: the rows wait for the next try
+                with self._lock:
+                    later = self._open.get(key)
+                    if later is not None:  # rows that came in meanwhile stay after these
+                        w.rows += later.rows
+                        w.scores += later.scores
+                        w.meta += later.meta
+                        w.count += later.count
+                    self._open[key] = w
+                raise
         return out
 
     def _frame(self, w: _Window) -> pd.DataFrame:
@@ -139,10 +152,14 @@ class InferenceLog:
             }
         )
         # Predictions first: batch scoring never scores a batch that has them.
-        write_parquet_atomic(s.predictions_dir / f"{window}.parquet", preds)
+        answers = write_parquet_atomic(s.predictions_dir / f"{window}.parquet", preds)
         if arm == "champion":  # the rows land once, with the answers callers were given
             rows = frame[[spec.id_column, spec.event_time_column, *spec.feature_names]]
-            write_parquet_atomic(s.landing_dir / f"{window}.parquet", rows)
+            try:
+                write_parquet_atomic(s.landing_dir / f"{window}.parquet", rows)
+            except BaseException:
+                answers.unlink(missing_ok=True)  # no answers without their rows; both retried
+                raise
         with self._lock:
             self.landed.append(window)
         return window
