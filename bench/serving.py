@@ -66,6 +66,12 @@ def _champion(home: Path) -> tuple[Any, list[dict]]:
     for i in range(3):
         write_parquet_atomic(s.accepted_dir / f"batch_{i:04d}.parquet", src.batch(i))
     steps.run_training(RunContext(trigger_reason="bench"), settings=s)
+    # A second version for the hot reloads (trained on one batch more; champion stays v1).
+    write_parquet_atomic(s.accepted_dir / "batch_0003.parquet", src.batch(3))
+    steps.run_training(RunContext(trigger_reason="bench: second version", force=True), settings=s)
+    from ctrain.tracking import configure
+
+    configure(s).set_registered_model_alias(s.model_name, "champion", "1")
     df = src.batch(40).head(500).drop(columns=[s.dataset.target])
     df[s.dataset.event_time_column] = df[s.dataset.event_time_column].astype(str)
     df = df.astype(object).where(df.notna(), None)
@@ -101,13 +107,101 @@ def _locust(url: str, api: str, users: int, seconds: int, env: dict, out: Path) 
     )
     with open(f"{prefix}_stats.csv") as fh:
         row = next(r for r in csv.DictReader(fh) if r["Name"] == "one row")
+    with open(f"{prefix}_failures.csv") as fh:
+        errors = {r["Error"]: int(r["Occurrences"]) for r in csv.DictReader(fh)}
+    shed = sum(n for e, n in errors.items() if "shed:" in e)
+    shed_file = Path(env["CTRAIN_BENCH_SHED"]) if "CTRAIN_BENCH_SHED" in env else None
+    told = json.loads(shed_file.read_text()) if shed_file and shed_file.exists() else {}
     return {
         "requests": int(row["Request Count"]),
-        "failures": int(row["Failure Count"]),
+        "failures": int(row["Failure Count"]) - shed,  # errors; shed requests are apart
+        "shed": shed,
+        "shed_without_retry_after": told.get("without_retry_after", 0),
+        "errors": {e: n for e, n in errors.items() if "shed:" not in e},
         "p50_ms": float(row["50%"]),
         "p99_ms": float(row["99%"]),
+        "max_ms": float(row["Max Response Time"]),
         "rps": float(row["Requests/s"]),
     }
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _under_load(url: str, env: dict, work: Path, a) -> dict:
+    """ctrain serve alone: the rate it holds at p99 <= 50 ms, past saturation, a hot reload
+    every 2 s under load, and a soak with its memory sampled."""
+    import threading
+
+    from mlflow import MlflowClient
+
+    out: dict[str, Any] = {"sweep": []}
+    for users in (1, 2, 4, 8, 16, 32, 64):
+        r = _locust(url, "ctrain", users, a.sweep_seconds, env, work)
+        out["sweep"].append({"users": users} | r)
+        print(json.dumps(out["sweep"][-1]), flush=True)
+    held = [r for r in out["sweep"] if r["p99_ms"] <= 50 and not r["failures"] and not r["shed"]]
+    out["held_rps"] = max((r["rps"] for r in held), default=0.0)
+    shed_env = env | {"CTRAIN_BENCH_SHED": str(work / "shed.json")}
+    out["saturation"] = {"users": a.saturation_users} | _locust(
+        url, "ctrain", a.saturation_users, a.sweep_seconds, shed_env, work
+    )
+    print(json.dumps(out["saturation"]), flush=True)
+
+    # Hot reload under load: the alias moves between two versions every 2 s, as promotions and
+    # rollbacks move it.
+    client, name = MlflowClient(env["MLFLOW_TRACKING_URI"]), env["CTRAIN_BENCH_MODEL"]
+    stop, moves = threading.Event(), []
+
+    def flip() -> None:
+        versions = ["2", "1"]
+        while not stop.wait(2.0):
+            v = versions[len(moves) % 2]
+            client.set_registered_model_alias(name, "champion", v)
+            moves.append(v)
+
+    mover = threading.Thread(target=flip, daemon=True)
+    mover.start()
+    try:
+        reload = _locust(url, "ctrain", 8, a.reload_seconds, env, work)
+    finally:
+        stop.set()
+        mover.join()
+    out["reload"] = reload | {"alias_moves": len(moves)}
+    print(json.dumps(out["reload"]), flush=True)
+
+    # Soak: a steady load, the server's resident memory every 10 s.
+    pid = int(env["CTRAIN_BENCH_PID"])
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        t0 = time.monotonic()
+        while not done.is_set():
+            samples.append((time.monotonic() - t0, _rss_mb(pid)))
+            done.wait(10)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        soak = _locust(url, "ctrain", 8, a.soak_seconds, env, work)
+    finally:
+        done.set()
+        sampler.join()
+    minute = [m for t, m in samples if t <= 60] or [samples[0][1]]
+    last = [m for t, m in samples if t >= samples[-1][0] - 60] or [samples[-1][1]]
+    out["soak"] = soak | {
+        "seconds": a.soak_seconds,
+        "rss_first_minute_mb": statistics.median(minute),
+        "rss_last_minute_mb": statistics.median(last),
+        "rss_samples": samples,
+    }
+    print(json.dumps({k: v for k, v in out["soak"].items() if k != "rss_samples"}), flush=True)
+    return out
 
 
 def _precise(url: str, api: str, token: str, rows: list[dict], n: int) -> dict:
@@ -149,6 +243,10 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--requests", type=int, default=3000, help="per precise one-connection run")
+    ap.add_argument("--sweep-seconds", type=int, default=10, help="per step of the rate sweep")
+    ap.add_argument("--saturation-users", type=int, default=256)
+    ap.add_argument("--reload-seconds", type=int, default=20, help="load while the alias moves")
+    ap.add_argument("--soak-seconds", type=int, default=600)
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="ctrain-bench-serve-"))
@@ -217,6 +315,15 @@ def main() -> None:
                 got = {api: _locust(urls[api], api, users, a.seconds, env, work) for api in order}
                 runs.append({"users": users, "run": r} | got)
                 print(json.dumps(runs[-1]), flush=True)
+        # MLflow's server is done: ctrain serve alone for the rest.
+        procs[1].terminate()
+        procs[1].wait(timeout=60)
+        load_env = env | {
+            "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+            "CTRAIN_BENCH_MODEL": settings.model_name,
+            "CTRAIN_BENCH_PID": str(procs[0].pid),
+        }
+        under_load = _under_load(urls["ctrain"], load_env, work, a)
     finally:
         for p in procs:
             p.terminate()
@@ -230,6 +337,7 @@ def main() -> None:
         "precise_summary": _precise_summary(precise),
         "runs": runs,
         "summary": _summary(runs),
+        "under_load": under_load,
     }
     text = json.dumps(out, indent=1)
     if a.out:

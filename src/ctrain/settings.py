@@ -433,6 +433,13 @@ class ServingConfig(_Strict):
         description="requests in progress at once; past it the service answers 503 with "
         "Retry-After instead of queueing without bound",
     )
+    max_queue_ms: float = Field(
+        50.0,
+        gt=0,
+        description="when requests wait longer than this before they are handled (the event "
+        "loop's lag), new ones get 503 with Retry-After: under overload the service answers "
+        "the requests it keeps in time instead of answering all of them late",
+    )
     log_window_rows: int = Field(
         1000,
         ge=1,

@@ -13,7 +13,8 @@ Routes:
 
 Guards, before any work: a bearer token when one is configured (every route but ``/health``
 and ``/ready``), a body-size limit (413), a row limit (422) and a cap on requests in progress
-(503 with ``Retry-After``: past saturation it sheds, it does not queue without bound). A thread
+and on the time requests wait before they are handled (503 with ``Retry-After``: past
+saturation it sheds, it does not queue without bound). A thread
 looks where ``@champion`` points every ``serving.reload_seconds`` and swaps in a moved version
 only once it is loaded, checked and warm (``reload.py``); the inference log (``log.py``) lands
 every prediction for the monitor. On shutdown, requests in progress finish and the log lands.
@@ -84,13 +85,46 @@ class _Metrics:
         )
 
 
-class _Guard:
-    """Pure ASGI middleware: token, body size and requests in progress, checked before any
-    parsing (cheaper than a Starlette ``BaseHTTPMiddleware`` on every request)."""
+class _Lag:
+    """How far behind the event loop runs: the time a request that arrives now waits before it
+    is handled. Scoring runs on the loop, so under overload requests queue there, unseen by any
+    count of requests in progress; an oversleeping timer sees that queue (as Node's toobusy
+    does)."""
 
-    def __init__(self, app, token: str | None, max_body: int, max_in_flight: int, metrics):
+    TICK = 0.005
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    async def watch(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(self.TICK)
+            late = loop.time() - start - self.TICK
+            # Up at once, down gently: one quiet tick does not end an overload.
+            self.seconds = late if late > self.seconds else 0.8 * self.seconds + 0.2 * late
+
+
+class _Guard:
+    """Pure ASGI middleware: token, body size, the event loop's lag and requests in progress,
+    checked before any parsing (cheaper than a Starlette ``BaseHTTPMiddleware``)."""
+
+    def __init__(
+        self,
+        app,
+        token: str | None,
+        max_body: int,
+        max_in_flight: int,
+        max_lag: float,
+        lag,
+        metrics,
+    ):
         self.app, self.token, self.max_body = app, token, max_body
-        self.max_in_flight, self.metrics = max_in_flight, metrics
+        self.max_in_flight, self.max_lag, self.lag = max_in_flight, max_lag, lag
+        self.metrics = metrics
         self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
@@ -109,13 +143,15 @@ class _Guard:
             return await _send(
                 send, 413, {"error": f"the request body is over {self.max_body} bytes"}
             )
+        busy = None
         if self.in_flight >= self.max_in_flight:
+            busy = f"{self.in_flight} requests in progress"
+        elif path == "/predict" and self.lag.seconds > self.max_lag:
+            busy = f"requests wait {1000 * self.lag.seconds:.0f} ms before they are handled"
+        if busy:
             self.metrics.refused.labels("overloaded").inc()
             return await _send(
-                send,
-                503,
-                {"error": f"{self.in_flight} requests in progress: try again shortly"},
-                [(b"retry-after", b"1")],
+                send, 503, {"error": f"{busy}: try again shortly"}, [(b"retry-after", b"1")]
             )
         self.in_flight += 1
         try:
@@ -209,13 +245,19 @@ def create_app(
             # Woken early when a window is full; otherwise at the next look at the alias.
             inference_log.full.wait(max(0.0, next_look - time.monotonic()))
 
+    lag = _Lag()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        import asyncio
+
         _refresh(slot, metrics)
         watcher = threading.Thread(target=watch, name="ctrain-reload", daemon=True)
         if reload_in_background:
             watcher.start()
+        lag_watch = asyncio.create_task(lag.watch())
         yield
+        lag_watch.cancel()
         stop.set()
         inference_log.full.set()  # wake the thread to see the stop
         if watcher.is_alive():
@@ -310,7 +352,15 @@ def create_app(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     token = token or None
-    return _Guard(app, token, cfg.max_body_bytes, cfg.max_in_flight, metrics)  # type: ignore[return-value]
+    return _Guard(  # type: ignore[return-value]
+        app,
+        token,
+        cfg.max_body_bytes,
+        cfg.max_in_flight,
+        cfg.max_queue_ms / 1000,
+        lag,
+        metrics,
+    )
 
 
 def _refresh(slot: ModelSlot, metrics: _Metrics) -> None:
