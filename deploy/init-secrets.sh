@@ -63,6 +63,10 @@ values = {
     "MLFLOW_WORKER_PASSWORD": token(18),
     # The MLflow user Airflow's API server reads ctrain's records with (READ only).
     "MLFLOW_VIEWER_PASSWORD": token(18),
+    # The MLflow user the serving replicas load models with (READ on the model only).
+    "MLFLOW_SERVING_PASSWORD": token(18),
+    # The bearer token callers of ctrain serve send.
+    "CTRAIN_SERVE_TOKEN": token(32),
     "MLFLOW_FLASK_SERVER_SECRET_KEY": token(48),
     # MinIO wants a user of at least 3 and a password of at least 8 characters.
     "MINIO_ROOT_USER": "ctrain-" + secrets.token_hex(6),

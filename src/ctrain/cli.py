@@ -116,8 +116,18 @@ def cmd_mlflow_init(settings: Settings, args) -> int:
         )
         return 2
     viewer = (args.viewer_user, viewer_password) if args.viewer_user else None
+    serving_password = os.environ.get("MLFLOW_SERVING_PASSWORD")
+    if args.serving_user and not serving_password:
+        print(
+            "ctrain mlflow-init: set MLFLOW_SERVING_PASSWORD to the serving user's password",
+            file=sys.stderr,
+        )
+        return 2
+    serving = (args.serving_user, serving_password) if args.serving_user else None
     auth = get_app_client("basic-auth", tracking_uri=settings.tracking_uri)
-    for line in provision(settings, _client(settings), auth, args.worker_user, password, viewer):
+    for line in provision(
+        settings, _client(settings), auth, args.worker_user, password, viewer, serving
+    ):
         print(line)
     return 0
 
@@ -301,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--viewer-user",
         help="also a read-only user (password from MLFLOW_VIEWER_PASSWORD) for Airflow's API "
         "server, which reads ctrain's records for the ctrain view",
+    )
+    s.add_argument(
+        "--serving-user",
+        help="also a user for ctrain serve (password from MLFLOW_SERVING_PASSWORD): READ on the "
+        "model and the training experiment only",
     )
     s.set_defaults(fn=cmd_mlflow_init)
     sub.add_parser("ingest", help="validate the landing folder now, without Airflow").set_defaults(

@@ -7,7 +7,9 @@ experiments and the registered model, so the admin owns them, then the worker us
 versions, move and tag aliases, but cannot delete the model or an experiment, and see nothing
 else. Given a viewer (password from ``MLFLOW_VIEWER_PASSWORD``), it is made with READ on the same:
 Airflow's API server reads ctrain's records for the ctrain view with it and can change nothing.
-Safe to run again: an existing user gets the password again and the same grants.
+Given a serving user (password from ``MLFLOW_SERVING_PASSWORD``), it gets READ on the registered
+model and the training experiment only (where the model files are): ``ctrain serve`` can find
+and load versions and nothing else. Safe to run again: an existing user gets the password again and the same grants.
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ def provision(
     worker: str,
     password: str,
     viewer: tuple[str, str] | None = None,
+    serving: tuple[str, str] | None = None,
 ) -> list[str]:
-    """Create the experiments, the model, the worker and (given ``(name, password)``) the viewer
-    with their grants; one line per step.
+    """Create the experiments, the model, the worker and (each given as ``(name, password)``)
+    the viewer and the serving user, with their grants; one line per step.
 
     ``client`` is an MLflow client and ``auth`` the basic-auth app's client, both as the admin.
     """
@@ -54,10 +57,18 @@ def provision(
     done.append(f"registered model {settings.model_name}")
     grants = [("experiment", eid) for eid in ids.values()]
     grants.append(("registered_model", settings.model_name))
-    users = [(worker, password, EDIT)] + ([(viewer[0], viewer[1], READ)] if viewer else [])
-    for name, secret, level in users:
+    model_only = [
+        ("experiment", ids[settings.experiment]),
+        ("registered_model", settings.model_name),
+    ]
+    users = [(worker, password, EDIT, grants)]
+    if viewer:
+        users.append((viewer[0], viewer[1], READ, grants))
+    if serving:
+        users.append((serving[0], serving[1], READ, model_only))
+    for name, secret, level, theirs in users:
         done.append(_user(auth, name, secret))
-        for kind, resource in grants:
+        for kind, resource in theirs:
             auth.grant_user_permission(name, kind, resource, level)
             done.append(f"{name}: {level} on {kind} {resource}")
     return done

@@ -31,7 +31,16 @@ AIRFLOW_SERVICES = (
     "airflow-triggerer",
     "airflow-worker",
 )
-SERVICES = ("postgres", "redis", "mlflow", "mlflow-init", "minio", "minio-init", *AIRFLOW_SERVICES)
+SERVICES = (
+    "postgres",
+    "redis",
+    "mlflow",
+    "mlflow-init",
+    "minio",
+    "minio-init",
+    *AIRFLOW_SERVICES,
+    "serving",
+)
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|KEY|FERNET|TOKEN")
 REQUIRED_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?[^}]*\}")
 ONLY_REQUIRED_VAR = re.compile(rf"^{REQUIRED_VAR.pattern}$")
@@ -235,6 +244,9 @@ def test_each_service_gets_only_its_own_credentials(services):
         "MLFLOW_DB_PASSWORD": {"postgres", "mlflow"},
         "MLFLOW_S3_SECRET_KEY": {"minio-init", "mlflow"},
         "MLFLOW_VIEWER_PASSWORD": {"mlflow-init", "airflow-apiserver"},
+        "MLFLOW_SERVING_PASSWORD": {"mlflow-init", "serving"},
+        "CTRAIN_SERVE_TOKEN": {"serving"},
+        "MLFLOW_WORKER_PASSWORD": {"mlflow-init", *AIRFLOW_SERVICES},
     }
     for var, allowed in holders.items():
         have = {name for name, svc in services.items() if var in _vars(svc)}
@@ -264,6 +276,24 @@ def test_each_service_gets_only_its_own_credentials(services):
     for role in ("airflow", "mlflow", "ctrain_lock"):
         assert re.search(rf"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE", script)
         assert f"REVOKE ALL ON DATABASE {role} FROM PUBLIC" in script
+
+
+def test_serving_replicas_run_with_a_token_and_read_only_mlflow(services):
+    serving = services["serving"]
+    env = _env(serving)
+    assert serving["deploy"]["replicas"] >= 2
+    assert serving["command"][:3] == ["serve", "--host", "0.0.0.0"]
+    assert ONLY_REQUIRED_VAR.match(env["CTRAIN_SERVE_TOKEN"])
+    assert env["MLFLOW_TRACKING_USERNAME"] == "ctrain-serving"
+    assert env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false"
+    assert "/ready" in " ".join(serving["healthcheck"]["test"])
+    assert serving["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    # The same image as every other ctrain service, and no host port: callers come through
+    # the network (a load balancer in front of the replicas).
+    assert serving["image"] == services["airflow-worker"]["image"]
+    assert not serving.get("ports")
+    init = services["mlflow-init"]["command"]
+    assert init[init.index("--serving-user") + 1] == "ctrain-serving"
 
 
 def test_nothing_is_published_beyond_this_host_unless_asked(services):

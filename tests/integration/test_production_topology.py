@@ -19,6 +19,7 @@ import contextlib
 import os
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,7 @@ DECISIONS = "ctrain-decisions"
 REASON = "production topology test"
 WORKER = "ctrain-worker"  # the MLflow user the Airflow components run as
 VIEWER = "ctrain-viewer"  # the read-only MLflow user of the API server (the ctrain view)
+SERVING = "ctrain-serving"  # ctrain serve's MLflow user: READ on the model only
 RUN_TIMEOUT = 600
 
 
@@ -71,6 +73,7 @@ class Stack:
     mlflow_password: str
     worker_password: str
     viewer_password: str
+    serving_password: str
     ctrain_home: Path
     airflow_home: Path
     artifacts: Path
@@ -142,6 +145,7 @@ def stack(tmp_path_factory):
     mlflow_password = secrets.token_urlsafe(18)
     worker_password = secrets.token_urlsafe(18)
     viewer_password = secrets.token_urlsafe(18)
+    serving_password = secrets.token_urlsafe(18)
 
     with contextlib.ExitStack() as cleanup:
         with timer.phase("create PG roles and databases, flush Redis db"):
@@ -280,6 +284,7 @@ def stack(tmp_path_factory):
                 MLFLOW_TRACKING_PASSWORD=mlflow_password,
                 MLFLOW_WORKER_PASSWORD=worker_password,
                 MLFLOW_VIEWER_PASSWORD=viewer_password,
+                MLFLOW_SERVING_PASSWORD=serving_password,
                 MLFLOW_DISABLE_TELEMETRY="true",
             )
             topo.run(
@@ -291,6 +296,8 @@ def stack(tmp_path_factory):
                     WORKER,
                     "--viewer-user",
                     VIEWER,
+                    "--serving-user",
+                    SERVING,
                 ],
                 admin_env,
                 tmp,
@@ -376,6 +383,7 @@ def stack(tmp_path_factory):
             mlflow_password=mlflow_password,
             worker_password=worker_password,
             viewer_password=viewer_password,
+            serving_password=serving_password,
             ctrain_home=home,
             airflow_home=airflow_home,
             artifacts=artifacts,
@@ -561,6 +569,111 @@ def test_ct_training_through_the_rest_api_promotes_a_tagged_champion(stack: Stac
     assert list(stack.artifacts.rglob("MLmodel")), "no model artifacts in the proxied store"
     assert len(list(stack.artifacts.rglob("decision.json"))) == 1
     assert not (stack.ctrain_home / "mlflow").exists(), "ctrain fell back to a local MLflow store"
+
+
+def test_two_serving_processes_hot_reload_the_champion_both(stack: Stack):
+    """Two ``ctrain serve`` replicas against the MLflow server, as the serving user (READ on the
+    model only), with a token; the alias moves and both answer with the new version, with no
+    failed request while it moves."""
+    topo, timer = stack.topo, stack.timer
+    mv = _champion_version(stack)
+    token = secrets.token_urlsafe(24)
+    env = clean_env(
+        CTRAIN_HOME=str(stack.ctrain_home),
+        CTRAIN_TRACKING_URI=stack.mlflow_url,
+        CTRAIN_SERVING__RELOAD_SECONDS="1",
+        CTRAIN_SERVE_TOKEN=token,
+        MLFLOW_TRACKING_USERNAME=SERVING,
+        MLFLOW_TRACKING_PASSWORD=stack.serving_password,
+        MLFLOW_DISABLE_TELEMETRY="true",
+        MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false",
+    )
+    ports = free_ports(2)
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    with timer.phase("start 2 ctrain serve replicas"):
+        for i, port in enumerate(ports):
+            topo.start(
+                f"serving-{i}",
+                [str(VENV_BIN / "ctrain"), "serve", "--port", str(port)],
+                env,
+                cwd=stack.ctrain_home,
+            )
+        for i, url in enumerate(urls):
+            wait_until(f"serving-{i} /ready", http_ok(f"{url}/ready"), 120, topo)
+    rows = {"rows": _demo_rows(stack, 3)}
+    auth = {"Authorization": f"Bearer {token}"}
+    for url in urls:
+        assert requests.post(f"{url}/predict", json=rows, timeout=30).status_code == 401
+        r = requests.post(f"{url}/predict", json=rows, headers=auth, timeout=30)
+        assert r.status_code == 200 and r.json()["model_version"] == mv, r.text
+
+    # The serving user cannot move the alias itself (READ only); the admin registers a second
+    # version of the same files and moves the alias, as a promotion would.
+    admin = requests.Session()
+    admin.auth = stack.mlflow_admin
+    api2 = f"{stack.mlflow_url}/api/2.0/mlflow"
+    serving = requests.Session()
+    serving.auth = (SERVING, stack.serving_password)
+    r = serving.post(
+        f"{api2}/registered-models/alias",
+        json={"name": MODEL, "alias": "champion", "version": mv},
+        timeout=30,
+    )
+    assert r.status_code == 403, (r.status_code, r.text)
+    first = admin.get(
+        f"{api2}/model-versions/get", params={"name": MODEL, "version": mv}, timeout=30
+    ).json()["model_version"]
+    r = admin.post(
+        f"{api2}/model-versions/create",
+        json={"name": MODEL, "source": first["source"], "run_id": first["run_id"]},
+        timeout=30,
+    )
+    assert r.status_code == 200, (r.status_code, r.text)
+    new = r.json()["model_version"]["version"]
+    with timer.phase("alias moves; both replicas reload under traffic"):
+        r = admin.post(
+            f"{api2}/registered-models/alias",
+            json={"name": MODEL, "alias": "champion", "version": new},
+            timeout=30,
+        )
+        assert r.status_code == 200, (r.status_code, r.text)
+        seen = {url: [] for url in urls}
+        failures = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(v and v[-1] == new for v in seen.values()):
+            for url in urls:
+                r = requests.post(f"{url}/predict", json=rows, headers=auth, timeout=30)
+                if r.status_code != 200:
+                    failures.append((url, r.status_code, r.text[:200]))
+                else:
+                    seen[url].append(r.json()["model_version"])
+    assert not failures, failures[:3]
+    for url, versions in seen.items():
+        assert versions and versions[-1] == new, (url, versions[-5:])
+        switched = versions.index(new)
+        assert set(versions[switched:]) == {new}, (url, versions)
+        health = requests.get(f"{url}/health", timeout=30).json()
+        assert health["serving_version"] == new and health["not_serving"] is None, health
+
+
+def _champion_version(stack: Stack) -> str:
+    admin = requests.Session()
+    admin.auth = stack.mlflow_admin
+    r = admin.get(
+        f"{stack.mlflow_url}/api/2.0/mlflow/registered-models/alias",
+        params={"name": MODEL, "alias": "champion"},
+        timeout=30,
+    )
+    assert r.status_code == 200, (r.status_code, r.text)
+    return str(r.json()["model_version"]["version"])
+
+
+def _demo_rows(stack: Stack, n: int) -> list[dict]:
+    from ctrain.data.demo_source import DemoSource
+
+    df = DemoSource().batch(30).head(n).drop(columns=["label"])
+    df["event_time"] = df["event_time"].astype(str)
+    return df.astype(object).where(df.notna(), None).to_dict(orient="records")
 
 
 def test_refusals_without_valid_credentials_or_grants(stack: Stack):
