@@ -178,7 +178,7 @@ def run_stream(
     through Airflow's REST API as the admin user, as a person would in the UI. ``src`` replaces
     the demo's stream (its drift settings then say where the change is).
     """
-    from ctrain.monitoring.hold import decided
+    from ctrain.monitoring.hold import decided as judged
     from ctrain.monitoring.trigger import trigger_log
     from ctrain.promotion.decisions import list_decisions
     from ctrain.tracking import configure
@@ -209,7 +209,7 @@ def run_stream(
         # Nothing is triggered: the landing folders' watchers start ct_ingest on arrival.
         batch_id = f"batch_{i:04d}"
         _wait(
-            f"the monitor's verdict on batch {i}", lambda b=batch_id: decided(settings, b), af, 600
+            f"the monitor's verdict on batch {i}", lambda b=batch_id: judged(settings, b), af, 600
         )
         requested = len(trigger_log(settings)) > n_requests
         entry = {"batch": i, "drift_from": drift_from, "seconds": 0.0, "requested": requested}
