@@ -121,7 +121,10 @@ def collect(sections: list[str], quick: bool) -> dict[str, Any]:
         results["adaptation"] = run_script("adaptation", *args)
     if "serving" in sections:
         args = (
-            ["--seconds", "3", "--concurrency", "1,8", "--repeat", "1", "--requests", "300"]
+            [
+                *("--seconds", "3", "--concurrency", "1,8", "--repeat", "1", "--requests", "300"),
+                *("--sweep-seconds", "2", "--reload-seconds", "6", "--soak-seconds", "20"),
+            ]
             if quick
             else ["--seconds", "20", "--repeat", "3"]
         )
@@ -381,7 +384,14 @@ def _adaptation(runs: list[dict]) -> tuple[list[str], list[tuple[str, bool, str]
     by: dict[str, list[dict]] = {}
     for r in runs:
         by.setdefault(r["summary"]["stream"], []).append(r["summary"])
-    n = max(len(v) for v in by.values())
+    counts = {len(v) for v in by.values()}
+    runs_said = (
+        f"Medians over {counts.pop()} runs per stream"
+        if len(counts) == 1
+        else "Medians over each stream's runs ("
+        + ", ".join(f"{STREAMS.get(k, k).split(' (')[0]}: {len(v)}" for k, v in by.items())
+        + ")"
+    )
     lines = [
         "## 6. Adaptation: prequential evaluation of changing streams (`bench/adaptation.py`)",
         "",
@@ -394,7 +404,7 @@ def _adaptation(runs: list[dict]) -> tuple[list[str], list[tuple[str, bool, str]
         "(the model that knew the change point: retrained before every window on the labeled",
         "batches from the change on; the best achievable with labels one window late). The",
         "baselines refit the first champion's pipeline, so they differ from ctrain only in when and",
-        f"on what they train. Medians over {n} runs per stream; accuracy and ROC AUC are means over",
+        f"on what they train. {runs_said}; accuracy and ROC AUC are means over",
         "the windows from the change on (all windows for the stable stream). The project's",
         "metric, which the monitor judges and promotion compares, is ROC AUC. Packaged defaults,",
         "except the monitor's wall-clock cooldown, set to 0 (a window comes every ~15 s here, not",

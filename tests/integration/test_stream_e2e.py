@@ -37,7 +37,8 @@ SCREENSHOTS = REPO / "test-output"
 
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory):
-    """Bootstrap a champion, then batches 3..6 (drift from 5) through the running services."""
+    """Bootstrap a champion, then batches 3..7 (drift from 5) through the running services: the
+    retrain comes at 6, and 7 is the window after it."""
     mp = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("stream")
     mp.setenv("CTRAIN_HOME", str(root / "ctrain"))
@@ -48,7 +49,7 @@ def stream(tmp_path_factory):
     migrate(settings, settings.root / "logs" / "migrate.log")
     try:
         with stream_services(settings, settings.root / "logs") as af:
-            timeline = run_stream(settings, af, start=3, drift_from=5, stop=7)
+            timeline = run_stream(settings, af, start=3, drift_from=5, stop=8)
             yield SimpleNamespace(settings=settings, client=client, af=af, timeline=timeline)
     finally:
         mp.undo()
@@ -96,9 +97,9 @@ def test_files_that_land_start_ingest_and_each_is_ingested_once(stream, api):
     assert "asset_triggered" in kinds and "manual" not in kinds, kinds
     assert landed(settings.landing_dir) == [] and landed(settings.labels_landing_dir) == []
     processed = sorted(p.name for p in settings.processed_dir.glob("batch_*"))
-    assert processed == [f"batch_{i:04d}.parquet" for i in range(7)]
+    assert processed == [f"batch_{i:04d}.parquet" for i in range(8)]
     assert sorted(o.batch_id for o in batch_outcomes(settings)) == [
-        f"batch_{i:04d}" for i in range(7)
+        f"batch_{i:04d}" for i in range(8)
     ]
     assert all("landing_to_predictions" in e for e in stream.timeline), stream.timeline
 
@@ -115,6 +116,8 @@ def test_drift_in_the_stream_retrains_and_promotes_with_the_reason(stream):
     # Batch 6 waited for the retrain those labels asked for, and was scored by its outcome.
     assert scored_by(settings, "batch_0006") == decision.challenger_version == "2"
     assert scored_by(settings, "batch_0005") == "1"
+    # The window after it: scored by v2 at once (its labels do not condemn v2), nothing asked.
+    assert scored_by(settings, "batch_0007") == "2" and not by_batch[7]["requested"]
     assert decision.airflow_dag_id == "ct_training"
     # The first labeled changed window is decisive on its own. The features drifted too, but
     # the estimate (blind to a change of concept) called that harmless, and the reason says so.
