@@ -550,6 +550,33 @@ def _serving(out: dict) -> tuple[list[str], list[tuple[str, bool, str]]]:
         "a DataFrame and runs the whole scikit-learn pipeline on it for every request.",
         "",
     ]
+    load = out.get("under_load")
+    if load:
+        sat, rel, soak = load["saturation"], load["reload"], load["soak"]
+        growth = soak["rss_last_minute_mb"] / soak["rss_first_minute_mb"] - 1
+        lines += [
+            "`ctrain serve` alone under Locust (one run each; the alias moves between two versions",
+            "every 2 s in the reload run, as promotions and rollbacks move it):",
+            "",
+            "| users | rows/s | p50 / p99 / max (ms) | shed (503 + Retry-After) | errors |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {r['users']} | {r['rps']:,.0f} | {r['p50_ms']:.0f} / {r['p99_ms']:.0f} / "
+                f"{r['max_ms']:.0f} | {r['shed']} | {sum(r['errors'].values())} |"
+                for r in [*load["sweep"], sat]
+            ],
+            f"| 8, alias moved {rel['alias_moves']} times | {rel['rps']:,.0f} | "
+            f"{rel['p50_ms']:.0f} / {rel['p99_ms']:.0f} / {rel['max_ms']:.0f} | {rel['shed']} | "
+            f"{sum(rel['errors'].values())} |",
+            f"| 8, soak {soak['seconds'] // 60:.0f} min | {soak['rps']:,.0f} | {soak['p50_ms']:.0f} / "
+            f"{soak['p99_ms']:.0f} / {soak['max_ms']:.0f} | {soak['shed']} | "
+            f"{sum(soak['errors'].values())} |",
+            "",
+            f"Held at p99 <= 50 ms without shedding: **{load['held_rps']:,.0f} rows/s**. Resident",
+            f"memory over the soak: {soak['rss_first_minute_mb']:.0f} MB in its first minute, "
+            f"{soak['rss_last_minute_mb']:.0f} MB in its last ({growth:+.1%}).",
+            "",
+        ]
     top = max(out["summary"], key=lambda r: r["users"])
     verdict = [
         (
@@ -568,6 +595,28 @@ def _serving(out: dict) -> tuple[list[str], list[tuple[str, bool, str]]]:
             f"{p['rps_ratio']:.1f}x; {top['rps_ratio']:.1f}x",
         ),
     ]
+    if load:
+        verdict += [
+            (
+                "Serving: past saturation it sheds with 503 + Retry-After, no other error",
+                sat["shed"] > 0
+                and sat["shed_without_retry_after"] == 0
+                and not sat["errors"]
+                and sat["max_ms"] < 10_000,
+                f"{sat['shed']} shed, {sum(sat['errors'].values())} errors, max "
+                f"{sat['max_ms']:.0f} ms at {sat['users']} users",
+            ),
+            (
+                "Serving: requests failed or shed during hot reloads under load: 0",
+                rel["failures"] == 0 and rel["shed"] == 0 and rel["alias_moves"] > 0,
+                f"{rel['failures'] + rel['shed']} of {rel['requests']} over {rel['alias_moves']} moves",
+            ),
+            (
+                f"Serving: {soak['seconds'] // 60:.0f}-minute soak, memory flat (within 10 %)",
+                abs(growth) <= 0.10 and soak["seconds"] >= 600,
+                f"{growth:+.1%}",
+            ),
+        ]
     return lines, verdict
 
 

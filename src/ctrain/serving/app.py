@@ -112,6 +112,10 @@ class _Guard:
     """Pure ASGI middleware: token, body size, the event loop's lag and requests in progress,
     checked before any parsing (cheaper than a Starlette ``BaseHTTPMiddleware``)."""
 
+    # While a version loads, its load holds the interpreter for a moment: requests wait that
+    # out (up to this many times the usual lag) rather than being refused for it.
+    RELOAD_LAG_FACTOR = 10
+
     def __init__(
         self,
         app,
@@ -120,11 +124,12 @@ class _Guard:
         max_in_flight: int,
         max_lag: float,
         lag,
+        reloading,
         metrics,
     ):
         self.app, self.token, self.max_body = app, token, max_body
         self.max_in_flight, self.max_lag, self.lag = max_in_flight, max_lag, lag
-        self.metrics = metrics
+        self.reloading, self.metrics = reloading, metrics
         self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
@@ -146,7 +151,9 @@ class _Guard:
         busy = None
         if self.in_flight >= self.max_in_flight:
             busy = f"{self.in_flight} requests in progress"
-        elif path == "/predict" and self.lag.seconds > self.max_lag:
+        elif path == "/predict" and self.lag.seconds > self.max_lag * (
+            self.RELOAD_LAG_FACTOR if self.reloading() else 1
+        ):
             busy = f"requests wait {1000 * self.lag.seconds:.0f} ms before they are handled"
         if busy:
             self.metrics.refused.labels("overloaded").inc()
@@ -359,6 +366,7 @@ def create_app(
         cfg.max_in_flight,
         cfg.max_queue_ms / 1000,
         lag,
+        slot.reloading,
         metrics,
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,6 +93,12 @@ class ModelSlot:
         self.failure: Failure | None = None
         self._failed: set[str] = set()
         self._lock = threading.Lock()  # one refresh at a time
+        self._loading_until = 0.0  # monotonic time a load in progress (and its wake) ends
+
+    def reloading(self) -> bool:
+        """Whether a version is being loaded now, or was swapped in within the last second:
+        the load holds the interpreter for a moment, and requests wait it out."""
+        return time.monotonic() < self._loading_until
 
     def refresh(self) -> bool:
         """Look at the alias; load, check, warm and swap in a version it moved to. True if the
@@ -113,15 +120,18 @@ class ModelSlot:
                 return False
             if version in self._failed:
                 return False
+            self._loading_until = float("inf")
             try:
                 new = self._load(version, now)
             except Exception as exc:  # whatever went wrong, this version does not answer
+                self._loading_until = time.monotonic() + 1.0
                 self._failed.add(version)
                 self.failure = Failure(version, f"{type(exc).__name__}: {exc}"[:500], now)
                 log.error("v%s of %s not served: %s", version, self.settings.model_name, exc)
                 return False
             self.before_swap(self.current, new)
             self.current, self.failure = new, None
+            self._loading_until = time.monotonic() + 1.0
             log.info("now serving v%s of %s", version, self.settings.model_name)
             return True
 
