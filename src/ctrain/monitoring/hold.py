@@ -28,6 +28,8 @@ from ctrain.registry import current_champion
 from ctrain.settings import Settings
 from ctrain.storage import read_json, write_json_atomic
 
+RECENT_WINDOWS = 20  # how many of the newest scored windows a look at new labels covers
+
 
 def last_verdict(settings: Settings) -> RetrainVerdict | None:
     """The monitor's latest verdict on retraining, if it has decided yet."""
@@ -57,11 +59,22 @@ def undecided_drops(settings: Settings, client) -> list[tuple[str, float]]:
     scored them."""
     if not settings.predictions_dir.is_dir():
         return []
+    verdict = last_verdict(settings)
+    labels = list(settings.labels_dir.glob("*.parquet")) if settings.labels_dir.is_dir() else []
+    newest_label = max((p.stat().st_mtime for p in labels), default=None)
+    if newest_label is None or (
+        verdict is not None
+        and datetime.fromisoformat(verdict.decided_at).timestamp() > newest_label
+    ):
+        return []  # no label arrived since the monitor last decided
     metric, tolerance = settings.promotion.metric, settings.monitoring.performance_drop
     sign = 1.0 if greater_is_better(metric) else -1.0
     held_out: dict[str, float] = {}
     out = []
-    for path in sorted(settings.predictions_dir.glob("*.parquet")):
+    # The newest windows only: the question is whether the next batch should wait, and each
+    # look must stay cheap however long the history grows.
+    recent = sorted(settings.predictions_dir.glob("*.parquet"), key=lambda p: p.stat().st_mtime)
+    for path in sorted(recent[-RECENT_WINDOWS:]):
         batch_id = path.stem
         if decided(settings, batch_id, with_labels=True):
             continue
