@@ -625,7 +625,13 @@ def test_two_serving_processes_hot_reload_the_champion_both(stack: Stack):
     ).json()["model_version"]
     r = admin.post(
         f"{api2}/model-versions/create",
-        json={"name": MODEL, "source": first["source"], "run_id": first["run_id"]},
+        json={
+            "name": MODEL,
+            "source": first["source"],
+            "run_id": first["run_id"],
+            # MLflow 3: a source models:/m-... must come with the id of that logged model.
+            "model_id": first.get("model_id") or first["source"].removeprefix("models:/"),
+        },
         timeout=30,
     )
     assert r.status_code == 200, (r.status_code, r.text)
