@@ -389,7 +389,7 @@ def _adaptation(runs: list[dict]) -> tuple[list[str], list[tuple[str, bool, str]
         f"Medians over {counts.pop()} runs per stream"
         if len(counts) == 1
         else "Medians over each stream's runs ("
-        + ", ".join(f"{STREAMS.get(k, k).split(' (')[0]}: {len(v)}" for k, v in by.items())
+        + ", ".join(f"{k}: {len(v)}" for k, v in by.items())
         + ")"
     )
     lines = [
