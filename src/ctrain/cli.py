@@ -108,22 +108,17 @@ def cmd_mlflow_init(settings: Settings, args) -> int:
     if settings.tracking_uri is None:
         print("ctrain mlflow-init: set CTRAIN_TRACKING_URI to the MLflow server", file=sys.stderr)
         return 2
-    viewer_password = os.environ.get("MLFLOW_VIEWER_PASSWORD")
-    if args.viewer_user and not viewer_password:
-        print(
-            "ctrain mlflow-init: set MLFLOW_VIEWER_PASSWORD to the viewer's password",
-            file=sys.stderr,
-        )
-        return 2
-    viewer = (args.viewer_user, viewer_password) if args.viewer_user else None
-    serving_password = os.environ.get("MLFLOW_SERVING_PASSWORD")
-    if args.serving_user and not serving_password:
-        print(
-            "ctrain mlflow-init: set MLFLOW_SERVING_PASSWORD to the serving user's password",
-            file=sys.stderr,
-        )
-        return 2
-    serving = (args.serving_user, serving_password) if args.serving_user else None
+    users = {}
+    for role, user, env in (
+        ("viewer", args.viewer_user, "MLFLOW_VIEWER_PASSWORD"),
+        ("serving user", args.serving_user, "MLFLOW_SERVING_PASSWORD"),
+    ):
+        secret = os.environ.get(env)
+        if user and not secret:
+            print(f"ctrain mlflow-init: set {env} to the {role}'s password", file=sys.stderr)
+            return 2
+        users[role] = (user, secret) if user else None
+    viewer, serving = users["viewer"], users["serving user"]
     auth = get_app_client("basic-auth", tracking_uri=settings.tracking_uri)
     for line in provision(
         settings, _client(settings), auth, args.worker_user, password, viewer, serving

@@ -2,7 +2,6 @@
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from tests_support import bootstrap_champion
 
 from ctrain import steps
@@ -11,15 +10,6 @@ from ctrain.ingest.batches import accepted_path
 from ctrain.monitoring.hold import decided, hold_reason, undecided_drops
 from ctrain.records import RunContext
 from ctrain.registry import current_champion
-
-
-@pytest.fixture
-def delayed(make_settings):
-    base = make_settings()
-    return lambda **kw: make_settings(
-        dataset={**base.dataset.model_dump(mode="json"), "labels": "delayed"},
-        monitoring={"html_reports": False, "cooldown_minutes": 0, **kw},
-    )
 
 
 def _land(settings, src, i, score=True):

@@ -3,20 +3,10 @@
 import json
 
 import mlflow
-import pytest
 from tests_support import bootstrap_champion
 
 from ctrain import steps
 from ctrain.data.demo_source import DemoSource
-
-
-@pytest.fixture
-def delayed(make_settings):
-    base = make_settings()
-    return lambda **kw: make_settings(
-        dataset={**base.dataset.model_dump(mode="json"), "labels": "delayed"},
-        monitoring={"html_reports": False, "cooldown_minutes": 0, **kw},
-    )
 
 
 def _stream(settings, src, start, stop, label_lag=1):
