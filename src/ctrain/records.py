@@ -30,6 +30,8 @@ class DecisionKind(StrEnum):
     INTERRUPTED = "interrupted"  # its process died before the move; nothing moved
     SKIPPED = "skipped"  # no new version: the window and config are those of an existing one
     EXPIRED = "expired"  # a promotion waited for approval and no one answered in time
+    ROLLOUT = "rollout"  # a winning challenger handed to a rollout (shadow, canary, ab)
+    TRAFFIC = "traffic"  # the traffic split of a rollout changed; champion did not move
 
 
 MOVES_CHAMPION = frozenset(

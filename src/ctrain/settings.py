@@ -409,6 +409,73 @@ class SchedulesConfig(_Strict):
         return None if str(value).strip().lower() in ("", "none", "off", "null") else value
 
 
+class RolloutConfig(_Strict):
+    """How a challenger that won its comparison reaches traffic (``ct_rollout``).
+
+    ``direct`` moves champion at once (the comparison's promotion). ``shadow`` has the
+    challenger score every request beside the champion, which alone answers; ``canary`` gives it
+    a growing share of traffic, step by step, each step judged against guardrails; ``ab`` gives it
+    a fixed share and decides on the outcomes of each arm. In every strategy but ``direct``, every
+    row is scored by both versions (the one that does not answer scores after the answer is sent),
+    so the comparison is paired, on the same live rows.
+    """
+
+    strategy: Literal["direct", "shadow", "canary", "ab"] = Field(
+        "direct", description="direct | shadow | canary | ab"
+    )
+    canary_steps: tuple[float, ...] = Field(
+        (5.0, 25.0, 50.0, 100.0),
+        description="canary: the challenger's share of traffic (percent) at each step",
+    )
+    ab_percent: float = Field(50.0, gt=0, lt=100, description="ab: the challenger's share")
+    step_seconds: float = Field(
+        300.0, ge=0, description="a step (shadow, canary, ab: the one step) lasts at least this"
+    )
+    min_rows: int = Field(
+        200, ge=1, description="rows the challenger must score in a step before it is judged"
+    )
+    step_timeout_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="a step that has not seen min_rows by then rolls back: no evidence, no move",
+    )
+    max_error_rate: float = Field(
+        0.01, ge=0, le=1, description="guardrail: share of the challenger's rows it failed on"
+    )
+    latency_ratio: float = Field(
+        2.0, ge=1, description="guardrail: challenger's p99 scoring time over the champion's"
+    )
+    latency_slack_ms: float = Field(
+        5.0, ge=0, description="... a p99 within this many ms of the champion's always passes"
+    )
+    max_prediction_drift: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="guardrail: largest KS distance between the two versions' scores on the "
+        "same rows; a retrain after a change moves scores, so the default only stops a "
+        "challenger that answers something else entirely",
+    )
+    min_labeled_rows: int = Field(
+        200, ge=10, description="labeled live rows before the labeled comparison counts"
+    )
+    worse_tolerance: float = Field(
+        0.0,
+        ge=0,
+        description="guardrail: on labeled live rows, the challenger fails when the upper end "
+        "of the paired interval of its metric difference is below -worse_tolerance",
+    )
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _steps(cls, steps):
+        if not steps or any(not 0 < s <= 100 for s in steps) or list(steps) != sorted(set(steps)):
+            raise ValueError("canary_steps: increasing percentages in (0, 100]")
+        if steps[-1] != 100:
+            raise ValueError("canary_steps: the last step is 100 (the whole of the traffic)")
+        return steps
+
+
 class ServingConfig(_Strict):
     """``ctrain serve``: the online service that scores rows with ``@champion``."""
 
@@ -449,6 +516,7 @@ class ServingConfig(_Strict):
     log_window_seconds: float = Field(
         300.0, gt=0, description="... or when its oldest row is this old"
     )
+    rollout: RolloutConfig = RolloutConfig()
 
 
 class DemoConfig(_Strict):

@@ -108,6 +108,10 @@ def headline(rec: dict[str, Any]) -> str:
         return f"champion found moved {before}→{after} outside ctrain"
     if kind == DecisionKind.EXPIRED:
         return f"v{v} expired ({rule}): no answer to its approval request; champion stays {before}"
+    if kind == DecisionKind.ROLLOUT:
+        return f"v{v} goes to a {rule} rollout{tail}; champion stays {before} until it ends"
+    if kind == DecisionKind.TRAFFIC:
+        return f"traffic: {rec.get('reason')}"
     if kind == DecisionKind.SKIPPED:
         return f"skipped ({rule}): same window and training config as v{v}"
     return f"{kind} v{v}"

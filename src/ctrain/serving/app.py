@@ -33,6 +33,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 
+import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,11 +46,13 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.background import BackgroundTask
 
-from ctrain.registry import CHAMPION, training_window
-from ctrain.serving.log import InferenceLog
-from ctrain.serving.reload import ModelSlot, Served
+from ctrain.registry import CHALLENGER, CHAMPION, training_window
+from ctrain.serving.log import SHADOW, InferenceLog
+from ctrain.serving.reload import Failure, ModelSlot, Served
 from ctrain.serving.rows import explain, request_model, rows_from_frame
+from ctrain.serving.traffic import TRAFFIC_TAG, Split
 from ctrain.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -112,9 +115,10 @@ class _Guard:
     """Pure ASGI middleware: token, body size, the event loop's lag and requests in progress,
     checked before any parsing (cheaper than a Starlette ``BaseHTTPMiddleware``)."""
 
-    # While a version loads, its load holds the interpreter for a moment: requests wait that
-    # out (up to this many times the usual lag) rather than being refused for it.
-    RELOAD_LAG_FACTOR = 10
+    # While a version loads or the log writes a window, that holds the interpreter for a
+    # moment: requests wait it out (up to this many times the usual lag) rather than being
+    # refused for it.
+    SETTLING_LAG_FACTOR = 10
 
     def __init__(
         self,
@@ -124,12 +128,12 @@ class _Guard:
         max_in_flight: int,
         max_lag: float,
         lag,
-        reloading,
+        settling,
         metrics,
     ):
         self.app, self.token, self.max_body = app, token, max_body
         self.max_in_flight, self.max_lag, self.lag = max_in_flight, max_lag, lag
-        self.reloading, self.metrics = reloading, metrics
+        self.settling, self.metrics = settling, metrics
         self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
@@ -152,7 +156,7 @@ class _Guard:
         if self.in_flight >= self.max_in_flight:
             busy = f"{self.in_flight} requests in progress"
         elif path == "/predict" and self.lag.seconds > self.max_lag * (
-            self.RELOAD_LAG_FACTOR if self.reloading() else 1
+            self.SETTLING_LAG_FACTOR if self.settling() else 1
         ):
             busy = f"requests wait {1000 * self.lag.seconds:.0f} ms before they are handled"
         if busy:
@@ -218,6 +222,60 @@ def _warm_rows(settings: Settings, client, recent: list[list]):
     return rows
 
 
+class _Routes:
+    """What answers: the champion's slot, the challenger's (during a rollout) and the split, as
+    last read from the registry, in one call, by the reload thread."""
+
+    def __init__(self, settings: Settings, client, warm, before_swap, metrics) -> None:
+        self.settings, self.client, self.metrics = settings, client, metrics
+        self.champion = ModelSlot(settings, client, CHAMPION, warm, before_swap)
+        self.challenger = ModelSlot(settings, client, CHALLENGER, warm, before_swap)
+        self.split = Split()
+
+    def look(self) -> None:
+        """Read the aliases and the split; load what they name. Never raises."""
+        from mlflow.exceptions import MlflowException
+
+        name = self.settings.model_name
+        try:
+            model = self.client.get_registered_model(name)
+            aliases, tags = model.aliases, model.tags
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                self._unreachable(exc)
+                return
+            aliases, tags = {}, {}
+        except Exception as exc:  # the registry is down: keep answering with what we have
+            self._unreachable(exc)
+            return
+        champion = aliases.get(CHAMPION)
+        failed_before = self.champion.failure
+        self.champion.serve(None if champion is None else str(champion))
+        failure = self.champion.failure
+        if failure and failure is not failed_before and failure.version:
+            self.metrics.reload_failures.inc()
+        split = Split.from_json(tags.get(TRAFFIC_TAG))
+        if split.active:
+            self.challenger.serve(split.challenger)  # loaded before the split is followed
+        else:
+            self.challenger.clear()
+        self.split = split
+        if self.champion.current:
+            self.metrics.serving.set(float(self.champion.current.version))
+
+    def _unreachable(self, exc: Exception) -> None:
+        now = pd.Timestamp.now(tz="UTC").isoformat()
+        self.champion.failure = Failure(None, f"registry unreachable: {exc}"[:500], now)
+
+    def challenger_ready(self, split: Split) -> Served | None:
+        """The challenger when it is loaded as the split names it, else None."""
+        current = self.challenger.current
+        return current if split.active and current and current.version == split.challenger else None
+
+    def reloading(self) -> bool:
+        return self.champion.reloading() or self.challenger.reloading()
+
+
 def create_app(
     settings: Settings,
     client,
@@ -236,21 +294,26 @@ def create_app(
         if old is not None:  # a window holds one version's answers
             inference_log.flush(version=old.version)
 
-    slot = ModelSlot(settings, client, CHAMPION, _warm_rows(settings, client, recent), before_swap)
+    routes = _Routes(settings, client, _warm_rows(settings, client, recent), before_swap, metrics)
+    slot = routes.champion
     stop = threading.Event()
 
     def watch() -> None:
         next_look = 0.0
         while not stop.is_set():
             if time.monotonic() >= next_look:
-                _refresh(slot, metrics)
+                routes.look()
                 next_look = time.monotonic() + cfg.reload_seconds
+            # During a rollout, windows land often enough for ct_rollout to judge each step.
+            step = cfg.rollout.step_seconds
+            max_age = max(2.0, step / 5) if routes.split.active else None
             try:
-                inference_log.flush(due_only=True)
+                inference_log.flush(due_only=True, max_age=max_age)
             except Exception:  # a full disk must not stop reloads; the rows stay in memory
                 log.exception("the inference log could not land a window")
             # Woken early when a window is full; otherwise at the next look at the alias.
-            inference_log.full.wait(max(0.0, next_look - time.monotonic()))
+            wait = next_look - time.monotonic()
+            inference_log.full.wait(max(0.0, min(wait, max_age or wait)))
 
     lag = _Lag()
 
@@ -258,7 +321,7 @@ def create_app(
     async def lifespan(app: FastAPI):
         import asyncio
 
-        _refresh(slot, metrics)
+        routes.look()
         watcher = threading.Thread(target=watch, name="ctrain-reload", daemon=True)
         if reload_in_background:
             watcher.start()
@@ -272,8 +335,35 @@ def create_app(
         inference_log.flush()
 
     app = FastAPI(title="ctrain serve", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.slot, app.state.log, app.state.metrics = slot, inference_log, metrics
+    app.state.slot, app.state.routes, app.state.log = slot, routes, inference_log
+    app.state.metrics = metrics
     Body = request_model(spec, cfg.max_rows)
+    negative = next(c for c in spec.classes if c != spec.positive_class)
+
+    def scored(served: Served, rows: list) -> tuple[np.ndarray, float, str]:
+        """Scores of ``rows`` by ``served``, the time it took, and the error (NaN scores) if it
+        failed on them."""
+        started = time.perf_counter()
+        try:
+            scores = np.asarray(served.score(rows), dtype=float)
+            error = ""
+        except Exception as exc:  # a version that fails is evidence, not a failed request
+            scores, error = np.full(len(rows), np.nan), f"{type(exc).__name__}: {exc}"[:300]
+        return scores, 1000 * (time.perf_counter() - started), error
+
+    def shadow(split: Split, parts: list[tuple[Served | None, list, str]], rid: str) -> None:
+        """After the answer: score each part of the rows by the version that did not answer it,
+        or log why it could not (the challenger failed to load)."""
+        for other, rows, why in parts:
+            if other is None:
+                version = split.challenger or ""
+                nan = np.full(len(rows), np.nan)
+                inference_log.add(rows, nan, version, SHADOW, rid, 0.0, split.rollout_id, 0, why)
+                continue
+            scores, ms, error = scored(other, rows)
+            inference_log.add(
+                rows, scores, other.version, SHADOW, rid, ms, split.rollout_id, ms, error
+            )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -295,7 +385,7 @@ def create_app(
     @app.post("/predict")
     async def predict(body: Body, request: Request) -> JSONResponse:  # type: ignore[valid-type]
         started = time.perf_counter()
-        served = slot.current
+        served, split = slot.current, routes.split
         rid = request.headers.get("x-request-id", "")
         rid = rid if _REQUEST_ID.fullmatch(rid) else uuid.uuid4().hex
         if served is None:
@@ -306,32 +396,77 @@ def create_app(
                 headers={"Retry-After": str(int(cfg.reload_seconds) + 1)},
             )
         rows = body.rows
-        scores = served.score(rows)
-        negative = next(c for c in spec.classes if c != spec.positive_class)
+        challenger = routes.challenger_ready(split)
+        ids = [str(getattr(r, spec.id_column)) for r in rows]
+        to_challenger = [split.answers(i) for i in ids] if split.active else [False] * len(rows)
+        answers = np.empty(len(rows))
+        arms: list[tuple[str, Served]] = [(CHAMPION, served)] * len(rows)
+        logged, after = [], []
+        mine = [i for i, c in enumerate(to_challenger) if not c]
+        theirs = [i for i, c in enumerate(to_challenger) if c]
+        if theirs and challenger is not None:
+            part = [rows[i] for i in theirs]
+            scores, ms, error = scored(challenger, part)
+            if error:  # the champion answers; the failure is the challenger's evidence
+                logged.append(
+                    (part, np.full(len(part), np.nan), challenger.version, SHADOW, ms, error)
+                )
+                mine = sorted(mine + theirs)
+            else:
+                answers[theirs] = scores
+                for i in theirs:
+                    arms[i] = (CHALLENGER, challenger)
+                logged.append((part, scores, challenger.version, CHALLENGER, ms, ""))
+                after.append((served, part, ""))
+        elif split.active:
+            mine = list(range(len(rows)))
+        if mine:
+            part = [rows[i] for i in mine]
+            scores, ms, error = scored(served, part)
+            if error:  # the champion itself fails: a server error, as before any rollout
+                raise RuntimeError(error)
+            answers[mine] = scores
+            logged.insert(0, (part, scores, served.version, CHAMPION, ms, ""))
+            if split.active:
+                # Shadow scoring: every row the champion answered is scored by the challenger
+                # too (in shadow, that is all of them), after the answer is sent.
+                failed = routes.challenger.failed(split.challenger or "")
+                if challenger is not None:
+                    after.append((challenger, part, ""))
+                elif failed is not None:
+                    after.append((None, part, f"not loaded: {failed.error}"))
+        latency = time.perf_counter() - started
+        for part, scores, version, arm, ms, error in logged:
+            inference_log.add(
+                part, scores, version, arm, rid, latency * 1000, split.rollout_id, ms, error
+            )
+            if arm != SHADOW:
+                metrics.requests.labels(version, arm, "200").inc()
+                metrics.rows.labels(version, arm).inc(len(part))
+                metrics.latency.labels(version, arm).observe(latency)
+        recent[:] = [rows[:WARM_ROWS]]  # what the next version warms up on
         out = [
             {
-                spec.id_column: str(getattr(r, spec.id_column)),
+                spec.id_column: i,
                 "score": float(s),
                 "prediction": spec.positive_class if s >= 0.5 else negative,
-                "model_version": served.version,
-                "arm": "champion",
+                "model_version": version.version,
+                "arm": arm,
             }
-            for r, s in zip(rows, scores, strict=True)
+            for i, s, (arm, version) in zip(ids, answers, arms, strict=True)
         ]
-        latency = time.perf_counter() - started
-        inference_log.add(rows, scores, served.version, "champion", rid, latency * 1000)
-        recent[:] = [rows[:WARM_ROWS]]  # what the next version warms up on
-        metrics.requests.labels(served.version, "champion", "200").inc()
-        metrics.rows.labels(served.version, "champion").inc(len(out))
-        metrics.latency.labels(served.version, "champion").observe(latency)
         return JSONResponse(
             {"request_id": rid, "model_version": served.version, "predictions": out},
             headers={"X-Request-ID": rid},
+            background=BackgroundTask(shadow, split, after, rid) if after else None,
         )
 
     @app.get("/health")
     async def health() -> dict:
         served, failure = slot.current, slot.failure
+        split = routes.split
+        challenger = routes.challenger_ready(split)
+        rollout_failure = routes.challenger.failed(split.challenger or "")
         return {
             "status": "ok" if served and not failure else ("degraded" if served else "starting"),
             "model": settings.model_name,
@@ -341,6 +476,16 @@ def create_app(
             "warmed_rows": served.warmed_rows if served else 0,
             "fast_path": served.fast if served else None,
             "not_serving": failure.__dict__ if failure else None,
+            "rollout": {
+                "split": split.describe(),
+                "rollout_id": split.rollout_id or None,
+                "strategy": split.strategy if split.active else "direct",
+                "challenger": split.challenger if split.active else None,
+                "percent": split.percent if split.active else 0.0,
+                "revision": split.revision,
+                "challenger_loaded": challenger is not None,
+                "challenger_error": rollout_failure.error if rollout_failure else None,
+            },
             "inference_log": {
                 "open_rows": inference_log.open_rows(),
                 "landed_windows": len(inference_log.landed),
@@ -366,18 +511,10 @@ def create_app(
         cfg.max_in_flight,
         cfg.max_queue_ms / 1000,
         lag,
-        slot.reloading,
+        # A load or a window's write holds the interpreter for a moment: requests wait it out.
+        lambda: routes.reloading() or inference_log.landing(),
         metrics,
     )
-
-
-def _refresh(slot: ModelSlot, metrics: _Metrics) -> None:
-    failed_before = slot.failure
-    slot.refresh()
-    if slot.failure and slot.failure is not failed_before and slot.failure.version:
-        metrics.reload_failures.inc()
-    if slot.current:
-        metrics.serving.set(float(slot.current.version))
 
 
 def _not_ready(slot: ModelSlot) -> str:

@@ -6,7 +6,14 @@ background thread, never on a request's path) after ``serving.log_window_rows`` 
 
 - ``predictions/<window>.parquet`` first: the columns batch scoring writes (batch id, row id,
   event time, model version, score, prediction) plus the arm, the request id, the time it was
-  answered and the latency. ``ct_batch_inference`` never scores a batch that has predictions.
+  answered, the request's latency, the time this version took to score its rows, the rollout
+  the split belonged to, and the error when this version failed on the row.
+  ``ct_batch_inference`` never scores a batch that has predictions.
+
+Arms: ``champion`` and ``challenger`` are the versions that answered; ``shadow`` is a version
+that scored rows it did not answer (during a rollout every row is scored by both versions, the
+other one after the answer is sent). Only answered windows land their rows; a shadow window is
+evidence for the rollout (``evidence.py``), joined to the answers by request id and row id.
 - then the rows themselves (id, event time, features) in the landing folder as
   ``<window>.parquet``: ``ct_ingest`` validates them like any batch (its watcher starts it
   within seconds), so ``ct_drift_monitor`` checks the window for drift, prediction drift and,
@@ -32,13 +39,16 @@ from ctrain.serving.rows import as_frame
 from ctrain.settings import Settings
 from ctrain.storage import write_parquet_atomic
 
+SHADOW = "shadow"  # the arm of a version that scored rows without answering them
+
 
 @dataclass
 class _Window:
     opened: float
     rows: list = field(default_factory=list)  # validated request rows
     scores: list[np.ndarray] = field(default_factory=list)
-    meta: list[tuple[str, datetime, float, int]] = field(default_factory=list)  # per request
+    # per request: request id, time, latency ms, rows, rollout id, scoring ms, error
+    meta: list[tuple[str, datetime, float, int, str, float, str]] = field(default_factory=list)
     count: int = 0
 
 
@@ -53,6 +63,12 @@ class InferenceLog:
         self._seq = 0
         self.full = threading.Event()  # set when a window reached log_window_rows
         self.landed: list[str] = []  # window ids this process landed, oldest first
+        self._landing_until = 0.0  # monotonic time a landing in progress (and its wake) ends
+
+    def landing(self) -> bool:
+        """Whether a window is being written now or was within the last half second: the
+        write holds the interpreter for a moment, and requests wait it out."""
+        return time.monotonic() < self._landing_until
 
     def add(
         self,
@@ -62,22 +78,31 @@ class InferenceLog:
         arm: str,
         request_id: str,
         latency_ms: float,
+        rollout: str = "",
+        score_ms: float = 0.0,
+        error: str = "",
+        at: datetime | None = None,
     ) -> None:
-        """Log one request's rows (validated row objects) and answers. Cheap: the frame is
-        built when the window lands, not on the request's path."""
-        now = datetime.now(UTC)
+        """Log one request's rows (validated row objects) and answers (NaN with ``error`` when
+        the version failed on them). Cheap: the frame is built when the window lands, not on
+        the request's path."""
+        now = at or datetime.now(UTC)
         with self._lock:
             w = self._open.setdefault((version, arm), _Window(opened=time.monotonic()))
             w.rows.extend(rows)
             w.scores.append(scores)
-            w.meta.append((request_id, now, latency_ms, len(rows)))
+            w.meta.append((request_id, now, latency_ms, len(rows), rollout, score_ms, error))
             w.count += len(rows)
             if w.count >= self.settings.serving.log_window_rows:
                 self.full.set()  # the service's background thread lands it, off the request
 
-    def flush(self, version: str | None = None, due_only: bool = False) -> list[str]:
-        """Land the open windows (of ``version`` only, or only those due by size or age)."""
+    def flush(
+        self, version: str | None = None, due_only: bool = False, max_age: float | None = None
+    ) -> list[str]:
+        """Land the open windows (of ``version`` only, or only those due by size or by age:
+        ``log_window_seconds``, or ``max_age`` when shorter)."""
         cfg = self.settings.serving
+        age = min(cfg.log_window_seconds, max_age or cfg.log_window_seconds)
         now = time.monotonic()
         with self._lock:
             self.full.clear()
@@ -85,17 +110,14 @@ class InferenceLog:
                 k
                 for k, w in self._open.items()
                 if (version is None or k[0] == version)
-                and (
-                    not due_only
-                    or w.count >= cfg.log_window_rows
-                    or now - w.opened >= cfg.log_window_seconds
-                )
+                and (not due_only or w.count >= cfg.log_window_rows or now - w.opened >= age)
             ]
             taken = [(k, self._open.pop(k)) for k in keys]
         out = []
         for key, w in taken:
             if not w.count:
                 continue
+            self._landing_until = float("inf")
             try:
                 out.append(self._land(self._frame(w), *key))
             except Exception:  # nothing is lost: the rows wait for the next try
@@ -108,20 +130,26 @@ class InferenceLog:
                         w.count += later.count
                     self._open[key] = w
                 raise
+            finally:
+                self._landing_until = time.monotonic() + 0.5
         return out
 
     def _frame(self, w: _Window) -> pd.DataFrame:
         spec = self.settings.dataset
         negative = next(c for c in spec.classes if c != spec.positive_class)
-        times = pd.to_datetime([t for _, t, _, n in w.meta for _ in range(n)], utc=True)
+        per_row = [m for m in w.meta for _ in range(m[3])]
+        times = pd.to_datetime([m[1] for m in per_row], utc=True)
         frame = as_frame(w.rows, spec, times)
         scores = np.concatenate(w.scores)
         return frame.assign(
             score=scores,
             prediction=np.where(scores >= 0.5, spec.positive_class, negative),
-            request_id=[rid for rid, _, _, n in w.meta for _ in range(n)],
+            request_id=[m[0] for m in per_row],
             answered_at=times,
-            latency_ms=[ms for _, _, ms, n in w.meta for _ in range(n)],
+            latency_ms=[m[2] for m in per_row],
+            rollout=[m[4] for m in per_row],
+            score_ms=[m[5] for m in per_row],
+            error=[m[6] for m in per_row],
         )
 
     def open_rows(self) -> int:
@@ -136,7 +164,7 @@ class InferenceLog:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         window = f"online-{stamp}-{self.source}-{seq:04d}"
         if arm != "champion":
-            window += f"-{arm}"
+            window += f"-{arm}-v{version}"
         preds = pd.DataFrame(
             {
                 "batch_id": window,
@@ -149,11 +177,14 @@ class InferenceLog:
                 "request_id": frame["request_id"],
                 "answered_at": frame["answered_at"],
                 "latency_ms": frame["latency_ms"],
+                "score_ms": frame["score_ms"],
+                "rollout": frame["rollout"],
+                "error": frame["error"],
             }
         )
         # Predictions first: batch scoring never scores a batch that has them.
         answers = write_parquet_atomic(s.predictions_dir / f"{window}.parquet", preds)
-        if arm == "champion":  # the rows land once, with the answers callers were given
+        if arm != SHADOW:  # the rows land once, with the answers callers were given
             rows = frame[[spec.id_column, spec.event_time_column, *spec.feature_names]]
             try:
                 write_parquet_atomic(s.landing_dir / f"{window}.parquet", rows)

@@ -29,6 +29,10 @@ from ctrain.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
 @dataclass(frozen=True)
 class Served:
     """A loaded, checked and warmed version, and how it scores rows."""
@@ -103,18 +107,22 @@ class ModelSlot:
     def refresh(self) -> bool:
         """Look at the alias; load, check, warm and swap in a version it moved to. True if the
         answering version changed. Never raises: a failure is kept in ``failure``."""
+        try:
+            mv = aliased_version(self.client, self.settings.model_name, self.alias)
+        except Exception as exc:  # the registry is down: keep answering with what we have
+            self.failure = Failure(None, f"registry unreachable: {exc}"[:500], _now())
+            return False
+        return self.serve(None if mv is None else str(mv.version))
+
+    def serve(self, version: str | None) -> bool:
+        """Make ``version`` the answering one (load, check, warm, swap), unless it is already or
+        it failed before; None keeps what answers. True if the answering version changed."""
         with self._lock:
-            now = datetime.now(UTC).isoformat()
-            try:
-                mv = aliased_version(self.client, self.settings.model_name, self.alias)
-            except Exception as exc:  # the registry is down: keep answering with what we have
-                self.failure = Failure(None, f"registry unreachable: {exc}"[:500], now)
-                return False
-            if mv is None:
+            now = _now()
+            if version is None:
                 if self.current is None:
                     self.failure = Failure(None, f"no version has the alias {self.alias}", now)
                 return False
-            version = str(mv.version)
             if self.current and self.current.version == version:
                 self.failure = None
                 return False
@@ -132,8 +140,18 @@ class ModelSlot:
             self.before_swap(self.current, new)
             self.current, self.failure = new, None
             self._loading_until = time.monotonic() + 1.0
-            log.info("now serving v%s of %s", version, self.settings.model_name)
+            log.info("v%s of %s now loaded as %s", version, self.settings.model_name, self.alias)
             return True
+
+    def clear(self) -> None:
+        """Drop the loaded version (a rollout ended: its challenger no longer scores)."""
+        with self._lock:
+            self.current, self.failure = None, None
+
+    def failed(self, version: str) -> Failure | None:
+        """Why ``version`` cannot answer, when it was tried and failed."""
+        failure = self.failure
+        return failure if failure is not None and failure.version == version else None
 
     def _load(self, version: str, now: str) -> Served:
         uri = version_uri(self.settings.model_name, version)
