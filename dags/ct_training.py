@@ -11,7 +11,9 @@ validate training set → train (MLflow run) → evaluate on the held-out slice 
 paired comparison with `champion` on the same rows → [with `promotion.approval: required`: a
 person approves or rejects the promotion under **Required Actions**] → promote or reject
 (compare-and-set under a lock; a version that passed its gates is aliased `challenger`) → one
-decision record in MLflow. The run's note says what was decided.
+decision record in MLflow. The run's note says what was decided. With
+`serving.rollout.strategy` shadow, canary or ab, a winner is handed to `ct_rollout` instead, which
+promotes it or rolls it back on live traffic.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.providers.standard.operators.hitl import HITLOperator
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from ctrain_common import (
     ACCEPTED,
@@ -26,6 +29,7 @@ from ctrain_common import (
     DEFAULT_ARGS,
     NOTE_KEY,
     REJECT,
+    ROLLOUT,
     TRAINING,
     MlflowRunLink,
     ModelVersionLink,
@@ -47,6 +51,8 @@ def _schedule():
 
 
 APPROVAL = settings().promotion.approval == "required"
+# With a rollout strategy, a winner goes to ct_rollout, which promotes it or rolls it back.
+ROLLOUT_ON = settings().serving.rollout.strategy != "direct"
 
 # The trigger form; a run given any other conf key fails (a typo would run a real training).
 PARAMS = {
@@ -210,6 +216,22 @@ def ct_training():
         ti.xcom_push(key=NOTE_KEY, value=decision["headline"])
         return decision
 
+    @task.short_circuit
+    def handed_to_rollout(decision: dict) -> bool:
+        """Whether the decision hands the challenger to ct_rollout (champion stays meanwhile)."""
+        return decision.get("decision") == "rollout"
+
+    def roll_out(decision) -> None:
+        handed_to_rollout(decision) >> TriggerDagRunOperator(
+            task_id="start_rollout",
+            trigger_dag_id=ROLLOUT,
+            conf={
+                "version": "{{ ti.xcom_pull(task_ids='promote')['challenger_version'] }}",
+                "reason": "{{ ti.xcom_pull(task_ids='promote')['headline'] }}",
+                "handed_over_by": "{{ dag_run.run_id }}",
+            },
+        )
+
     ctx = run_context()
     dataset = assemble_window(ctx)
     validation = validate_training_set(dataset)
@@ -220,7 +242,7 @@ def ct_training():
     )
     comparison = with_links(compare(challenger, dataset, ctx), ModelVersionLink())
     if not APPROVAL:
-        with_links(promote(comparison, ctx), ModelVersionLink())
+        decision = with_links(promote(comparison, ctx), ModelVersionLink())
     else:
         # promote's only upstreams are the gate and the approval: it runs when the gate sends
         # it on alone, or after the person answered; skipped when the run trained nothing.
@@ -244,6 +266,8 @@ def ct_training():
         gate = approval_gate(comparison, ctx)
         gate >> [approval, decision]
         approval >> decision
+    if ROLLOUT_ON:
+        roll_out(decision)
 
 
 ct_training()

@@ -19,6 +19,7 @@ INGEST = dag_ids.INGEST
 TRAINING = dag_ids.TRAINING
 BATCH_INFERENCE = dag_ids.BATCH_INFERENCE
 DRIFT_MONITOR = dag_ids.DRIFT_MONITOR
+ROLLOUT = dag_ids.ROLLOUT
 
 # ct_ingest -> ct_batch_inference (and ct_training, when settings.train_on_new_data)
 ACCEPTED = Asset(name="ctrain_accepted", uri="file:///ctrain/accepted")

@@ -3,6 +3,8 @@
 import contextlib
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,3 +102,60 @@ def register_crafted(client, settings, log):
     client.set_model_version_tag(settings.model_name, version, "validation_status", "passed")
     assert client.get_model_version(settings.model_name, version).run_id == run.info.run_id
     return version
+
+
+class ServerThread:
+    """uvicorn serving ``app`` on a free loopback port, in a thread of the test process."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        from ctrain.runtime import free_port
+
+        self.port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+def wait_serving(server, version, timeout=30):
+    """Until the service at ``server`` answers with ``version``."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{server.url}/health").json()["serving_version"] != version:
+        assert time.monotonic() < deadline, f"v{version} never served"
+        time.sleep(0.1)
+
+
+def request_rows(src, batch=20, n=5, start=0):
+    """Rows of a demo batch as a caller would send them (JSON types, no label)."""
+    df = src.batch(batch).iloc[start : start + n].drop(columns=["label"])
+    df["event_time"] = df["event_time"].astype(str)
+    df = df.astype(object).where(df.notna(), None)  # a missing value is JSON's null
+    return df.to_dict(orient="records")
+
+
+def lose_artifacts(client, name: str, version: str) -> None:
+    """Delete a model version's files from the artifact store, as a store that lost them would."""
+    from urllib.parse import urlparse
+
+    source = client.get_model_version(name, version).source  # models:/m-...
+    logged = client.get_logged_model(source.rsplit("/", 1)[-1])
+    folder = Path(urlparse(logged.artifact_location).path)
+    assert folder.is_dir(), folder
+    shutil.rmtree(folder)

@@ -92,6 +92,46 @@ def cmd_rollback(settings: Settings, args) -> int:
     return 0 if rec.moved else 1
 
 
+def cmd_rollout(settings: Settings, args) -> int:
+    """The rollout's split and its live evidence; or one of its verbs, without Airflow."""
+    from datetime import datetime
+
+    from ctrain.serving import rollout
+    from ctrain.serving.evidence import guardrails, measure
+    from ctrain.serving.traffic import read_split
+
+    client = _client(settings)
+    ctx = RunContext(
+        dag_id="cli",
+        run_id=args.run_id or "",
+        trigger_reason=args.reason or f"ctrain rollout {args.action} by {_user()}",
+        started_by=f"{_user()} (ctrain CLI)",
+    )
+    split = read_split(client, settings.model_name)
+    if args.action == "status":
+        report = {"split": split.describe(), **{"state": split.__dict__}}
+        if split.active:
+            ev = measure(settings, split, datetime.fromisoformat(split.since))
+            report["step_evidence"] = ev.to_dict()
+            report["checks"] = [c.__dict__ for c in guardrails(settings, ev)]
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    if args.action == "start":
+        split = rollout.start(settings, client, args.version, ctx, args.strategy)
+        print(f"{split.describe()} (run id {ctx.run_id}: pass it to advance and finish)")
+        return 0
+    if args.action == "abort":
+        print(rollout.abort(settings, client, ctx.trigger_reason, ctx).describe())
+        return 0
+    if args.action == "advance":
+        progress = rollout.advance(settings, client, split.rollout_id, ctx)
+        print(f"{progress.state}: {progress.detail}")
+        return 0
+    decision = rollout.finish(settings, client, split.rollout_id, ctx, passed=args.passed)
+    print(f"{decision.headline} ({decision.reason}); record {decision.record_run_id}")
+    return 0 if decision.moved else 1
+
+
 def cmd_mlflow_init(settings: Settings, args) -> int:
     """The production MLflow's experiments, model and worker user (run as MLflow's admin)."""
     from mlflow.server import get_app_client
@@ -293,6 +333,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--to")
     s.add_argument("--reason")
     s.set_defaults(fn=cmd_rollback)
+    s = sub.add_parser(
+        "rollout",
+        help="the traffic split of a rollout and its live evidence; start, advance, finish or "
+        "abort one without Airflow (ct_rollout does the same)",
+    )
+    s.add_argument("action", choices=["status", "start", "advance", "finish", "abort"])
+    s.add_argument("--version", help="start: the version (default @challenger)")
+    s.add_argument("--strategy", choices=["shadow", "canary", "ab"])
+    s.add_argument("--run-id", help="the id start printed (names the records of one rollout)")
+    s.add_argument("--passed", action="store_true", help="finish: the last advance passed")
+    s.add_argument("--reason")
+    s.set_defaults(fn=cmd_rollout)
     s = sub.add_parser("up", help="start the Airflow UI and the MLflow UI on the embedded stores")
     s.add_argument("--airflow-port", type=int, default=8080)
     s.add_argument("--mlflow-port", type=int, default=5000)

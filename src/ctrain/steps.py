@@ -334,3 +334,42 @@ def decide_retrain(key: str, training_active: bool, settings: Settings | None = 
 
     s = _settings(settings)
     return decide(s, _client(s), key, training_active).to_xcom()
+
+
+def rollout_context(
+    dag_id: str, run_id: str, reason: str, user: str | None = None, conf: dict | None = None
+) -> XCom:
+    """Who started a ct_rollout run and why (ct_training hands a winner over with its reason)."""
+    started_by = user or ("ct_training" if (conf or {}).get("handed_over_by") else "a trigger")
+    return RunContext(
+        dag_id=dag_id, run_id=run_id, trigger_reason=reason, started_by=started_by
+    ).to_xcom()
+
+
+def start_rollout(version: str, strategy: str, ctx: XCom, settings: Settings | None = None) -> XCom:
+    """Begin the rollout of ``version`` (empty: @challenger); its split, as the service reads it."""
+    import dataclasses
+
+    from ctrain.serving.rollout import start
+
+    s = _settings(settings)
+    split = start(s, _client(s), version or None, RunContext.from_xcom(ctx), strategy or None)
+    return dataclasses.asdict(split) | {"describe": split.describe()}
+
+
+def advance_rollout(rollout_id: str, ctx: XCom, settings: Settings | None = None) -> XCom:
+    """One look at the rollout's current step: wait, next step, passed, failed or ended."""
+    from ctrain.serving.rollout import advance
+
+    s = _settings(settings)
+    return advance(s, _client(s), rollout_id, RunContext.from_xcom(ctx)).to_xcom()
+
+
+def finish_rollout(
+    rollout_id: str, ctx: XCom, passed: bool, settings: Settings | None = None
+) -> XCom:
+    """Promote (compare-and-set) or roll back, in one decision record."""
+    from ctrain.serving.rollout import finish
+
+    s = _settings(settings)
+    return finish(s, _client(s), rollout_id, RunContext.from_xcom(ctx), passed).to_xcom()

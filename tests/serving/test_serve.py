@@ -12,8 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import uvicorn
-from tests_support import Payload, bootstrap_champion, register_crafted
+from tests_support import (
+    Payload,
+    ServerThread,
+    bootstrap_champion,
+    register_crafted,
+    request_rows,
+    wait_serving,
+)
 
 from ctrain import steps
 from ctrain.data.demo_source import DemoSource
@@ -21,7 +27,6 @@ from ctrain.model_io import features, positive_scores
 from ctrain.promotion.promote import manual_promote
 from ctrain.records import RunContext
 from ctrain.registry import CHAMPION, current_champion, load_model
-from ctrain.runtime import free_port
 from ctrain.serving.app import create_app
 
 TOKEN = "t0ken-for-tests-only-0123456789"
@@ -40,56 +45,17 @@ def project(make_settings):
     return settings, src
 
 
-class _Server:
-    """uvicorn serving ``app`` on a free loopback port, in a thread of the test process."""
-
-    def __init__(self, app):
-        self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
-
-
 @pytest.fixture
 def served(project, client):
     settings, src = project
     app = create_app(settings, client, source="test")
-    with _Server(app) as server:
+    with ServerThread(app) as server:
         yield settings, src, server, app
-
-
-def _wait_serving(server, version, timeout=30):
-    deadline = time.monotonic() + timeout
-    while httpx.get(f"{server.url}/health").json()["serving_version"] != version:
-        assert time.monotonic() < deadline, f"v{version} never served"
-        time.sleep(0.1)
-
-
-def _rows(src, batch=20, n=5, start=0):
-    """Rows of a demo batch as a caller would send them (JSON types, no label)."""
-    df = src.batch(batch).iloc[start : start + n].drop(columns=["label"])
-    df["event_time"] = df["event_time"].astype(str)
-    df = df.astype(object).where(df.notna(), None)  # a missing value is JSON's null
-    return df.to_dict(orient="records")
 
 
 def test_rows_are_scored_by_the_champion_with_the_request_id(served):
     settings, src, server, _ = served
-    rows = _rows(src)
+    rows = request_rows(src)
     r = httpx.post(f"{server.url}/predict", json={"rows": rows}, headers={"X-Request-ID": "abc-1"})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -113,7 +79,7 @@ def test_rows_are_scored_by_the_champion_with_the_request_id(served):
 
 def test_bad_rows_get_a_422_that_names_the_row_and_column(served):
     settings, src, server, _ = served
-    rows = _rows(src, n=3)
+    rows = request_rows(src, n=3)
     rows[1]["tenure_months"] = "about ten"
     del rows[2]["region"]
     r = httpx.post(f"{server.url}/predict", json={"rows": rows})
@@ -125,7 +91,9 @@ def test_bad_rows_get_a_422_that_names_the_row_and_column(served):
     }
     assert "nothing was scored" in r.json()["error"]
     # Not a number in JSON, a number where text is expected, no rows, too many rows.
-    row = json.dumps(_rows(src, n=1)[0]).replace('"usage_hours": ', '"usage_hours": NaN, "x": ')
+    row = json.dumps(request_rows(src, n=1)[0]).replace(
+        '"usage_hours": ', '"usage_hours": NaN, "x": '
+    )
     nan = '{"rows": [' + row + "]}"
     cases = {
         "nan": httpx.post(
@@ -153,8 +121,8 @@ def test_bad_rows_get_a_422_that_names_the_row_and_column(served):
 
 def test_a_token_is_required_when_configured(project, client):
     settings, src = project
-    with _Server(create_app(settings, client, token=TOKEN, source="auth")) as server:
-        rows = {"rows": _rows(src, n=1)}
+    with ServerThread(create_app(settings, client, token=TOKEN, source="auth")) as server:
+        rows = {"rows": request_rows(src, n=1)}
         assert httpx.post(f"{server.url}/predict", json=rows).status_code == 401
         wrong = {"Authorization": "Bearer " + "x" * len(TOKEN)}
         assert httpx.post(f"{server.url}/predict", json=rows, headers=wrong).status_code == 401
@@ -173,9 +141,9 @@ def test_a_promotion_under_traffic_switches_every_request_without_a_failure(serv
     steps.run_training(RunContext(run_id="second", force=True, window=2), settings=settings)
     if current_champion(client, settings.model_name) == "2":  # it won on its own; go back
         manual_promote(settings, "1", RunContext(trigger_reason="test"), client)
-    _wait_serving(server, "1")
+    wait_serving(server, "1")
     stop, seen, failures = threading.Event(), [], []
-    pool_rows = _rows(src, n=200)
+    pool_rows = request_rows(src, n=200)
 
     def traffic(k):
         with httpx.Client(base_url=server.url) as c:
@@ -194,7 +162,7 @@ def test_a_promotion_under_traffic_switches_every_request_without_a_failure(serv
         rec = manual_promote(settings, "2", RunContext(trigger_reason="test: hot reload"), client)
         assert rec.moved, rec
         moved = time.monotonic()
-        _wait_serving(server, "2")
+        wait_serving(server, "2")
         time.sleep(1.0)
         stop.set()
     for r in running:
@@ -228,14 +196,14 @@ def test_a_version_that_does_not_load_safely_never_answers(served, client, tmp_p
     deadline = time.monotonic() + 10
     while httpx.get(f"{server.url}/health").json()["not_serving"] is None:
         assert time.monotonic() < deadline, "the failure was never reported"
-        r = httpx.post(f"{server.url}/predict", json={"rows": _rows(src, n=1)})
+        r = httpx.post(f"{server.url}/predict", json={"rows": request_rows(src, n=1)})
         assert r.status_code == 200 and r.json()["model_version"] == "1"
         time.sleep(0.1)
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "degraded" and health["serving_version"] == "1"
     assert health["not_serving"]["version"] == bad
     assert "cloudpickle" in health["not_serving"]["error"]
-    r = httpx.post(f"{server.url}/predict", json={"rows": _rows(src, n=2)})
+    r = httpx.post(f"{server.url}/predict", json={"rows": request_rows(src, n=2)})
     assert r.status_code == 200 and r.json()["model_version"] == "1"
     assert "ctrain_serve_reload_failures_total 1.0" in httpx.get(f"{server.url}/metrics").text
     assert not marker.exists()
@@ -243,7 +211,7 @@ def test_a_version_that_does_not_load_safely_never_answers(served, client, tmp_p
 
 def test_the_inference_log_lands_windows_the_monitor_checks_like_batches(served, client):
     settings, src, server, app = served
-    rows = _rows(src, batch=20, n=300)
+    rows = request_rows(src, batch=20, n=300)
     for i in range(0, 300, 100):
         assert httpx.post(f"{server.url}/predict", json={"rows": rows[i : i + 100]}).is_success
     # 300 rows fill a window: predictions first, then the rows in the landing folder.

@@ -109,7 +109,7 @@ def headline(rec: dict[str, Any]) -> str:
     if kind == DecisionKind.EXPIRED:
         return f"v{v} expired ({rule}): no answer to its approval request; champion stays {before}"
     if kind == DecisionKind.ROLLOUT:
-        return f"v{v} goes to a {rule} rollout{tail}; champion stays {before} until it ends"
+        return f"v{v} won ({rule}){tail}: rolled out on live traffic; champion stays {before}"
     if kind == DecisionKind.TRAFFIC:
         return f"traffic: {rec.get('reason')}"
     if kind == DecisionKind.SKIPPED:

@@ -243,6 +243,9 @@ def promote(
 ) -> Decision:
     """Act on a comparison: promote, reject, or (dry run / ``dry_run`` mode) record what would happen.
 
+    With ``serving.rollout.strategy`` shadow, canary or ab, a winning challenger is recorded as
+    handed to a rollout (``rollout``) and champion stays: ``ct_rollout`` promotes or rolls back.
+
     A version that passed validation and the floors is aliased ``challenger`` (the latest
     candidate that may serve); one that failed them never is. ``extra`` goes into the record
     (the approver and their comment, when a person approved).
@@ -255,6 +258,10 @@ def promote(
     if dry:
         action = DecisionKind.DRY_RUN
         reason = f"dry run, would {comparison.action}: {reason}"
+    elif comparison.action == "promote" and _rolled_out(settings, comparison):
+        # The challenger won offline; live traffic decides (ct_rollout), champion stays.
+        action = DecisionKind.ROLLOUT
+        reason = f"won its comparison ({reason}); {settings.serving.rollout.strategy} on live traffic decides"
     elif comparison.action == "promote":
         action = DecisionKind.PROMOTED
     else:
@@ -273,6 +280,12 @@ def promote(
     )
     log.info("decision: %s (%s)", decision.headline, decision.reason)
     return decision
+
+
+def _rolled_out(settings: Settings, comparison: Comparison) -> bool:
+    """Whether a winning challenger goes to a rollout instead of moving champion at once: a
+    rollout strategy is set and there is a champion to roll out against."""
+    return settings.serving.rollout.strategy != "direct" and bool(comparison.champion_seen)
 
 
 def record_skip(

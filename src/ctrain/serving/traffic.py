@@ -52,6 +52,7 @@ class Split:
     since: str = ""  # when this step began (ISO, UTC)
     started: str = ""  # when the rollout began
     status: str = ""
+    note: str = ""  # why it has this status (a failed guardrail, an abort, the outcome)
 
     @property
     def active(self) -> bool:
@@ -117,7 +118,8 @@ def write_split(
     key = f"traffic/{new.rollout_id or 'none'}/r{new.revision}"
     with promotion_lock(settings):
         current = read_split(client, name)
-        landed = current.revision == new.revision and current.rollout_id == new.rollout_id
+        # This very write, landed before a crash or a lost answer (the time aside).
+        landed = dataclasses.replace(current, since="") == dataclasses.replace(new, since="")
         if current.revision != expected_revision and not landed:
             raise SplitConflict(
                 f"the traffic split of {name} is at revision {current.revision} "

@@ -1,0 +1,235 @@
+"""What live traffic says about a rollout's challenger: read from the inference log.
+
+During a rollout every row is scored by both versions (``app.py``): the one that answered it
+(arm ``champion`` or ``challenger``) and the other, after the answer (arm ``shadow``). Joined on
+request id and row id, that gives per row a pair of scores on the same input, and, once delayed
+labels arrive (joined by row id), a paired comparison with the statistics promotion uses.
+
+``measure`` reads every service process's landed windows of one rollout since a time;
+``guardrails`` says, for a step, which checks fail:
+
+- error rate: rows the challenger failed on (or could not score: it did not load);
+- latency: the challenger's p99 scoring time against the champion's, on the same traffic;
+- prediction drift: KS distance between the two versions' scores on the same rows;
+- labeled performance: the paired interval of the metric difference on labeled live rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ctrain.ingest.labels import attach_labels
+from ctrain.monitoring.drift import ks_two_sample
+from ctrain.promotion.compare import PairedResult, paired_bootstrap, two_sample_bootstrap
+from ctrain.registry import CHALLENGER, CHAMPION
+from ctrain.serving.log import SHADOW
+from ctrain.serving.traffic import Split
+from ctrain.settings import Settings
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The figures of one rollout over one span of time."""
+
+    rollout_id: str
+    since: str
+    champion: str | None
+    challenger: str | None
+    answered: dict[str, int]  # rows answered per arm (champion, challenger)
+    challenger_scored: int  # rows the challenger scored or was asked to, answered or in shadow
+    challenger_errors: int
+    error_rate: float
+    champion_p99_ms: float | None
+    challenger_p99_ms: float | None
+    pairs: int  # rows scored by both versions
+    agreement: float | None  # share of pairs with the same predicted class
+    mean_abs_diff: float | None
+    prediction_drift: float | None  # KS distance of the two versions' scores on the pairs
+    labeled_pairs: int
+    paired: dict[str, float] | None  # PairedResult on labeled pairs (challenger vs champion)
+    per_arm: dict[str, Any] | None  # ab: each arm's metric on the rows it answered, and the test
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def online_predictions(settings: Settings, since: datetime) -> pd.DataFrame:
+    """Every landed online prediction answered at or after ``since`` (all service processes)."""
+    folder = settings.predictions_dir
+    if not folder.is_dir():
+        return pd.DataFrame()
+    floor = since.timestamp() - 1  # a window written by then holds nothing answered since
+    files = [f for f in sorted(folder.glob("online-*.parquet")) if f.stat().st_mtime >= floor]
+    frames = [pd.read_parquet(f) for f in files]
+    frames = [f for f in frames if "rollout" in f.columns and len(f)]
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    return out[out["answered_at"] >= pd.Timestamp(since)]
+
+
+def _p99(values: pd.Series) -> float | None:
+    return float(np.percentile(values, 99)) if len(values) else None
+
+
+def measure(settings: Settings, split: Split, since: datetime) -> Evidence:
+    """The evidence of ``split``'s rollout from ``since`` on."""
+    spec, cfg = settings.dataset, settings.promotion
+    preds = online_predictions(settings, since)
+    if len(preds):
+        preds = preds[preds["rollout"] == split.rollout_id]
+    if not len(preds):
+        preds = pd.DataFrame(
+            columns=[spec.id_column, "arm", "model_version", "score", "score_ms", "error"]
+        ).assign(request_id=[])
+    ch = str(split.challenger)
+    answered = preds[preds["arm"] != SHADOW]
+    shadow = preds[preds["arm"] == SHADOW]
+    by_challenger = preds[preds["model_version"].astype(str) == ch]
+    failed = by_challenger["error"].fillna("").astype(bool)
+    scored = len(by_challenger)
+    key = ["request_id", spec.id_column]
+    pairs = answered.merge(shadow, on=key, suffixes=("", "_other"))
+    pairs = pairs[pairs["score"].notna() & pairs["score_other"].notna()]
+    is_ch = pairs["model_version"].astype(str) == ch
+    s_ch = np.where(is_ch, pairs["score"], pairs["score_other"]).astype(float)
+    s_cm = np.where(is_ch, pairs["score_other"], pairs["score"]).astype(float)
+    n = len(pairs)
+    arm_rows = answered["arm"].value_counts()
+    ok = answered[answered["score"].notna()]
+    times = {
+        arm: _p99(ok.loc[ok["arm"] == arm, "score_ms"].astype(float))
+        for arm in (CHAMPION, CHALLENGER)
+    }
+    if times[CHALLENGER] is None:  # shadow: the challenger's time is its shadow scoring time
+        ok_shadow = shadow[shadow["score"].notna() & (shadow["model_version"].astype(str) == ch)]
+        times[CHALLENGER] = _p99(ok_shadow["score_ms"].astype(float))
+    paired, labeled_pairs = None, 0
+    if n:
+        lab = attach_labels(pairs[[spec.id_column]].astype(str), settings)
+        mask = lab[spec.target].notna().to_numpy()
+        labeled_pairs = int(mask.sum())
+        if labeled_pairs >= settings.serving.rollout.min_labeled_rows:
+            y = lab.loc[mask, spec.target].astype(type(spec.positive_class)).to_numpy()
+            y = y == spec.positive_class
+            if 0 < y.sum() < len(y):
+                result = paired_bootstrap(
+                    y,
+                    s_ch[mask],
+                    s_cm[mask],
+                    cfg.metric,
+                    cfg.n_bootstrap,
+                    cfg.confidence,
+                    _seed(split),
+                )
+                paired = dataclasses.asdict(result) | {"metric": cfg.metric}
+    return Evidence(
+        rollout_id=split.rollout_id,
+        since=since.isoformat(),
+        champion=split.champion,
+        challenger=split.challenger,
+        answered={arm: int(arm_rows.get(arm, 0)) for arm in (CHAMPION, CHALLENGER)},
+        challenger_scored=scored,
+        challenger_errors=int(failed.sum()),
+        error_rate=float(failed.mean()) if scored else 0.0,
+        champion_p99_ms=times[CHAMPION],
+        challenger_p99_ms=times[CHALLENGER],
+        pairs=n,
+        agreement=float(((s_ch >= 0.5) == (s_cm >= 0.5)).mean()) if n else None,
+        mean_abs_diff=float(np.abs(s_ch - s_cm).mean()) if n else None,
+        prediction_drift=float(ks_two_sample(s_cm, s_ch)[0]) if n else None,
+        labeled_pairs=labeled_pairs,
+        paired=paired,
+        per_arm=_per_arm(settings, split, ok) if split.strategy == "ab" else None,
+    )
+
+
+def _seed(split: Split) -> int:
+    return zlib.crc32(split.rollout_id.encode())
+
+
+def _per_arm(settings: Settings, split: Split, answered: pd.DataFrame) -> dict[str, Any]:
+    """A/B: each arm's metric on the labeled rows it answered, and the two-sample interval of
+    the challenger's minus the champion's."""
+    spec, cfg = settings.dataset, settings.promotion
+    out: dict[str, Any] = {"metric": cfg.metric}
+    sides = {}
+    for arm in (CHAMPION, CHALLENGER):
+        rows = answered[answered["arm"] == arm]
+        lab = attach_labels(rows[[spec.id_column, "score"]].astype({spec.id_column: str}), settings)
+        lab = lab[lab[spec.target].notna()]
+        y = lab[spec.target].astype(type(spec.positive_class)).to_numpy() == spec.positive_class
+        out[f"{arm}_labeled"] = len(lab)
+        sides[arm] = (y, lab["score"].to_numpy(dtype=float))
+    need = settings.serving.rollout.min_labeled_rows
+    if all(len(y) >= need and 0 < y.sum() < len(y) for y, _ in sides.values()):
+        result: PairedResult = two_sample_bootstrap(
+            *sides[CHALLENGER],
+            *sides[CHAMPION],
+            cfg.metric,
+            cfg.n_bootstrap,
+            cfg.confidence,
+            _seed(split),
+        )
+        out["test"] = dataclasses.asdict(result)
+    return out
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+def guardrails(settings: Settings, ev: Evidence) -> list[Check]:
+    """Each guardrail on ``ev``: whether it passed and why."""
+    cfg = settings.serving.rollout
+    checks = [
+        Check(
+            "error_rate",
+            ev.error_rate <= cfg.max_error_rate,
+            f"{ev.challenger_errors} of {ev.challenger_scored} rows failed "
+            f"({ev.error_rate:.2%}; at most {cfg.max_error_rate:.2%})",
+        )
+    ]
+    if ev.champion_p99_ms is not None and ev.challenger_p99_ms is not None:
+        bound = max(
+            cfg.latency_ratio * ev.champion_p99_ms, ev.champion_p99_ms + cfg.latency_slack_ms
+        )
+        checks.append(
+            Check(
+                "latency",
+                ev.challenger_p99_ms <= bound,
+                f"p99 scoring time {ev.challenger_p99_ms:.2f} ms against the champion's "
+                f"{ev.champion_p99_ms:.2f} ms (at most {bound:.2f} ms)",
+            )
+        )
+    if ev.prediction_drift is not None:
+        checks.append(
+            Check(
+                "prediction_drift",
+                ev.prediction_drift <= cfg.max_prediction_drift,
+                f"KS {ev.prediction_drift:.3f} between the versions' scores on {ev.pairs} rows "
+                f"(at most {cfg.max_prediction_drift}); agreement {ev.agreement:.1%}",
+            )
+        )
+    if ev.paired is not None:
+        p = ev.paired
+        checks.append(
+            Check(
+                "labeled_performance",
+                p["ci_high"] >= -cfg.worse_tolerance,
+                f"{p['metric']} challenger {p['challenger']:.4f} vs champion {p['champion']:.4f} "
+                f"on {ev.labeled_pairs} labeled live rows: {p['diff']:+.4f} "
+                f"[{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]",
+            )
+        )
+    return checks

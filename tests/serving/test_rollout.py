@@ -1,0 +1,266 @@
+"""Rollouts over real HTTP: shadow, canary steps, guardrails and automatic rollback.
+
+A real champion and a real challenger from ctrain's own training, a real MLflow store, uvicorn on
+a free port; the rollout's verbs are called as ``ct_rollout`` calls them (its scheduling is
+tested under the real scheduler in ``tests/integration/test_rollout_e2e.py``).
+"""
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from tests_support import ServerThread, bootstrap_champion, lose_artifacts, request_rows
+
+from ctrain import steps
+from ctrain.data.demo_source import DemoSource
+from ctrain.promotion.decisions import list_decisions
+from ctrain.records import DecisionKind, RunContext
+from ctrain.registry import CHALLENGER, aliased_version, current_champion
+from ctrain.serving import rollout
+from ctrain.serving.app import create_app
+from ctrain.serving.evidence import measure
+from ctrain.serving.traffic import read_split
+
+
+def _project(make_settings, client, **rollout_cfg):
+    """v1 champion, v2 a challenger that won and was handed to a rollout (champion stays 1)."""
+    base = make_settings()
+    settings = make_settings(
+        dataset={**base.dataset.model_dump(mode="json"), "labels": "delayed"},
+        monitoring={"html_reports": False},
+        serving={
+            "reload_seconds": 0.2,
+            "rollout": {
+                "strategy": "canary",
+                "canary_steps": [50, 100],
+                "step_seconds": 0,
+                "min_rows": 40,
+                "min_labeled_rows": 30,
+                **rollout_cfg,
+            },
+        },
+    )
+    src = DemoSource(**settings.demo.model_dump())
+    bootstrap_champion(settings, src)
+    out = steps.run_training(RunContext(run_id="second", force=True, window=2), settings=settings)
+    assert out["decision"] == DecisionKind.ROLLOUT, out  # handed over, not promoted
+    assert current_champion(client, settings.model_name) == "1"
+    assert aliased_version(client, settings.model_name, CHALLENGER).version == 2
+    return settings, src
+
+
+def _send(server, rows, per=20):
+    """POST ``rows`` in requests of ``per``; every answer, or the failures."""
+    answers, failures = [], []
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        for i in range(0, len(rows), per):
+            r = c.post("/predict", json={"rows": rows[i : i + per]})
+            if r.status_code == 200:
+                answers += r.json()["predictions"]
+            else:
+                failures.append(r.text)
+    return answers, failures
+
+
+def _until(what, check, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.1)
+    return value
+
+
+def _landed(settings, split, rows):
+    """Until the windows of ``split`` hold ``rows`` pairs (they land every 2 s during a step)."""
+    since = pd.Timestamp(split.since).to_pydatetime()
+    return _until(
+        f"{rows} pairs landed", lambda: (ev := measure(settings, split, since)).pairs >= rows and ev
+    )
+
+
+def _following(server, split):
+    """Until the service follows ``split`` (its challenger loaded, or failed to load); its
+    health's rollout part."""
+
+    def look():
+        h = httpx.get(f"{server.url}/health").json()["rollout"]
+        settled = h["challenger_loaded"] or not split.active or h["challenger_error"]
+        return h if h["revision"] == split.revision and settled else None
+
+    return _until(f"the service following revision {split.revision}", look)
+
+
+def _records(client, settings, kind):
+    return [d for d in list_decisions(client, settings, limit=100) if d.decision == kind]
+
+
+def test_shadow_scores_every_row_with_both_versions_and_only_the_champion_answers(
+    make_settings, client
+):
+    settings, src = _project(make_settings, client, strategy="shadow")
+    ctx = RunContext(dag_id="ct_rollout", run_id="shadow-1", trigger_reason="test")
+    with ServerThread(create_app(settings, client, source="test")) as server:
+        split = rollout.start(settings, client, None, ctx)
+        assert (split.strategy, split.challenger, split.percent) == ("shadow", "2", 0.0)
+        _following(server, split)
+        rows = request_rows(src, batch=20, n=120)
+        answers, failures = _send(server, rows)
+        assert failures == []
+        assert {(a["arm"], a["model_version"]) for a in answers} == {("champion", "1")}
+        # Labels for those rows arrive: the comparison becomes paired on labeled live rows.
+        src.write_labels(20, settings.labels_landing_dir)
+        steps.ingest_labels(settings)
+        ev = _landed(settings, split, 120)
+    assert ev.answered == {"champion": 120, "challenger": 0}
+    assert (ev.challenger_scored, ev.challenger_errors, ev.pairs) == (120, 0, 120)
+    assert 0 < ev.agreement <= 1 and ev.prediction_drift is not None
+    assert ev.labeled_pairs == 120 and ev.paired["metric"] == "roc_auc"
+    assert ev.paired["ci_low"] <= ev.paired["diff"] <= ev.paired["ci_high"]
+    # Both arms are in the log; only the answered rows land for ingest and the monitor.
+    shadow = sorted(settings.predictions_dir.glob("online-*-shadow-v2.parquet"))
+    assert shadow and not any((settings.landing_dir / f.name).exists() for f in shadow)
+    answered = sorted(
+        f for f in settings.predictions_dir.glob("online-*.parquet") if f not in shadow
+    )
+    assert answered and all((settings.landing_dir / f.name).exists() for f in answered)
+
+    progress = rollout.advance(settings, client, split.rollout_id, ctx)
+    assert progress.state == rollout.PASSED, progress
+    decision = rollout.finish(settings, client, split.rollout_id, ctx, passed=True)
+    assert decision.moved and decision.rule == "shadow_passed", decision
+    assert (decision.champion_before, decision.champion_after) == ("1", "2")
+    assert decision.challenger_metric == ev.paired["challenger"]  # the live paired figures
+    assert current_champion(client, settings.model_name) == "2"
+    assert read_split(client, settings.model_name).status == "promoted"
+    traffic = _records(client, settings, DecisionKind.TRAFFIC)
+    assert [t.rule for t in traffic] == ["shadow", "shadow"]  # began, ended: both recorded
+    # A retry of finish decides nothing twice.
+    again = rollout.finish(settings, client, split.rollout_id, ctx, passed=True)
+    assert again.replayed and again.record_run_id == decision.record_run_id
+
+
+def test_canary_moves_a_sticky_share_in_steps_then_promotes(make_settings, client):
+    settings, src = _project(make_settings, client)
+    ctx = RunContext(dag_id="ct_rollout", run_id="canary-1", trigger_reason="test")
+    with ServerThread(create_app(settings, client, source="test")) as server:
+        split = rollout.start(settings, client, "2", ctx)
+        assert (split.strategy, split.percent, split.step) == ("canary", 50.0, 0)
+        _following(server, split)
+        rows = request_rows(src, batch=21, n=200)
+        first, failures = _send(server, rows)
+        assert failures == []
+        arm = {a["row_id"]: (a["arm"], a["model_version"]) for a in first}
+        share = sum(v == ("challenger", "2") for v in arm.values()) / len(arm)
+        assert 0.35 < share < 0.65, share
+        assert {v for v in arm.values()} == {("champion", "1"), ("challenger", "2")}
+        # Sticky: the same ids get the same arm again.
+        again, _ = _send(server, rows)
+        assert {a["row_id"]: (a["arm"], a["model_version"]) for a in again} == arm
+        _landed(settings, split, 400)
+
+        progress = rollout.advance(settings, client, split.rollout_id, ctx)
+        assert progress.state == rollout.NEXT and progress.percent == 100.0, progress
+        split = read_split(client, settings.model_name)
+        _following(server, split)
+        last, failures = _send(server, rows[:100])
+        assert failures == []
+        assert {(a["arm"], a["model_version"]) for a in last} == {("challenger", "2")}
+        _landed(settings, split, 100)
+        progress = rollout.advance(settings, client, split.rollout_id, ctx)
+        assert progress.state == rollout.PASSED, progress
+        decision = rollout.finish(settings, client, split.rollout_id, ctx, passed=True)
+        assert decision.moved and decision.rule == "canary_passed", decision
+        _following(server, read_split(client, settings.model_name))  # the split ended
+        after, failures = _send(server, rows[:20])
+        assert failures == [] and {(a["arm"], a["model_version"]) for a in after} == {
+            ("champion", "2")
+        }
+    traffic = _records(client, settings, DecisionKind.TRAFFIC)
+    assert len(traffic) == 3  # began at 50 %, moved to 100 %, ended
+
+
+def test_a_failed_guardrail_sends_traffic_back_and_records_the_evidence(
+    make_settings, client, tmp_path
+):
+    # Any difference between the versions' scores fails this guardrail.
+    settings, src = _project(make_settings, client, max_prediction_drift=0.01)
+    ctx = RunContext(dag_id="ct_rollout", run_id="canary-2", trigger_reason="test")
+    with ServerThread(create_app(settings, client, source="test")) as server:
+        split = rollout.start(settings, client, "2", ctx)
+        _following(server, split)
+        rows = request_rows(src, batch=22, n=100)
+        _send(server, rows)
+        _landed(settings, split, 100)
+        progress = rollout.advance(settings, client, split.rollout_id, ctx)
+        assert progress.state == rollout.FAILED and "prediction_drift" in progress.detail
+        ended = read_split(client, settings.model_name)
+        assert (ended.status, ended.percent, ended.active) == ("rolled_back", 0.0, False)
+        _following(server, ended)
+        after, failures = _send(server, rows)
+        assert failures == [] and {(a["arm"], a["model_version"]) for a in after} == {
+            ("champion", "1")
+        }
+    decision = rollout.finish(settings, client, split.rollout_id, ctx, passed=False)
+    assert decision.decision == DecisionKind.REJECTED and decision.rule == "canary_rolled_back"
+    assert "prediction_drift" in decision.reason
+    assert current_champion(client, settings.model_name) == "1"
+    # The record carries the evidence: each check, with the figures it judged.
+    saved = json.loads(
+        Path(
+            client.download_artifacts(decision.record_run_id, "decision.json", str(tmp_path))
+        ).read_text()
+    )
+    failed = [c for c in saved["checks"] if not c["passed"]]
+    assert [c["name"] for c in failed] == ["prediction_drift"], saved["checks"]
+    assert saved["evidence"]["pairs"] >= 100
+
+
+def test_a_challenger_that_cannot_load_never_answers_and_is_rolled_back(make_settings, client):
+    settings, src = _project(make_settings, client)
+    ctx = RunContext(dag_id="ct_rollout", run_id="canary-3", trigger_reason="test")
+    split = rollout.start(settings, client, "2", ctx)
+    lose_artifacts(client, settings.model_name, "2")  # the artifact store lost its files
+    # The service starts after the split was set: it finds the split where it was.
+    with ServerThread(create_app(settings, client, source="test")) as server:
+        health = _following(server, split)
+        assert health["challenger_loaded"] is False and health["challenger_error"]
+        rows = request_rows(src, batch=23, n=60)
+        answers, failures = _send(server, rows)
+        assert failures == []
+        assert {(a["arm"], a["model_version"]) for a in answers} == {("champion", "1")}
+        ev = _until(
+            "the failures landed",
+            lambda: (
+                (
+                    e := measure(settings, split, pd.Timestamp(split.since).to_pydatetime())
+                ).challenger_errors
+                >= 60
+                and e
+            ),
+        )
+        assert ev.error_rate == 1.0 and ev.pairs == 0
+        progress = rollout.advance(settings, client, split.rollout_id, ctx)
+        assert progress.state == rollout.FAILED and "error_rate" in progress.detail
+    decision = rollout.finish(settings, client, split.rollout_id, ctx, passed=False)
+    assert decision.rule == "canary_rolled_back" and "60 of 60 rows failed" in decision.reason
+    assert current_champion(client, settings.model_name) == "1"
+
+
+def test_one_writer_a_stale_split_write_is_refused(make_settings, client):
+    from ctrain.serving.traffic import SplitConflict, write_split
+
+    settings, _ = _project(make_settings, client)
+    ctx = RunContext(dag_id="ct_rollout", run_id="canary-4", trigger_reason="test")
+    split = rollout.start(settings, client, "2", ctx)
+    rollout.abort(settings, client, "test: stop it", RunContext(trigger_reason="a person"))
+    with pytest.raises(SplitConflict, match="not 1"):
+        write_split(settings, client, split, expected_revision=1, reason="stale", ctx=ctx)
+    progress = rollout.advance(settings, client, split.rollout_id, ctx)
+    assert progress.state == rollout.FAILED and "stop it" in progress.detail
+    decision = rollout.finish(settings, client, split.rollout_id, ctx, passed=False)
+    assert (
+        decision.rule == "canary_aborted" and current_champion(client, settings.model_name) == "1"
+    )
