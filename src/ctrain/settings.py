@@ -448,13 +448,13 @@ class RolloutConfig(_Strict):
     latency_slack_ms: float = Field(
         5.0, ge=0, description="... a p99 within this many ms of the champion's always passes"
     )
-    max_prediction_drift: float = Field(
-        0.5,
+    max_prediction_shift: float = Field(
+        0.1,
         gt=0,
         le=1,
-        description="guardrail: largest KS distance between the two versions' scores on the "
-        "same rows; a retrain after a change moves scores, so the default only stops a "
-        "challenger that answers something else entirely",
+        description="guardrail: prediction drift against the champion, as the change in the "
+        "share of rows predicted positive when the challenger scores the same rows (what "
+        "callers would see change); the KS distance of the scores is reported beside it",
     )
     min_labeled_rows: int = Field(
         200, ge=10, description="labeled live rows before the labeled comparison counts"

@@ -11,7 +11,7 @@ from tests_support import DAG_FILES, DAGS, load_dagbag
 
 from ctrain import dag_ids
 
-DAG_IDS = ["ct_ingest", "ct_training", "ct_batch_inference", "ct_drift_monitor"]
+DAG_IDS = ["ct_ingest", "ct_training", "ct_batch_inference", "ct_drift_monitor", "ct_rollout"]
 HEAVY = ("mlflow", "great_expectations", "evidently", "sklearn", "pandas")
 # What of ctrain a DAG file may import while it is parsed: the settings (for schedules) and the
 # DAG ids, through dags/ctrain_common.py. Nothing that imports a heavy library.

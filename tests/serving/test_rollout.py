@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from tests_support import ServerThread, bootstrap_champion, lose_artifacts, request_rows
+from tests_support import WEAK, ServerThread, bootstrap_champion, lose_artifacts, request_rows
 
 from ctrain import steps
 from ctrain.data.demo_source import DemoSource
@@ -25,27 +25,35 @@ from ctrain.serving.evidence import measure
 from ctrain.serving.traffic import read_split
 
 
-def _project(make_settings, client, **rollout_cfg):
-    """v1 champion, v2 a challenger that won and was handed to a rollout (champion stays 1)."""
+def _project(make_settings, client, challenger=None, **rollout_cfg):
+    """v1 champion, v2 a challenger (of the ``challenger`` candidates, default the project's)
+    that was handed to a rollout: champion stays 1."""
     base = make_settings()
-    settings = make_settings(
-        dataset={**base.dataset.model_dump(mode="json"), "labels": "delayed"},
-        monitoring={"html_reports": False},
-        serving={
-            "reload_seconds": 0.2,
-            "rollout": {
-                "strategy": "canary",
-                "canary_steps": [50, 100],
-                "step_seconds": 0,
-                "min_rows": 40,
-                "min_labeled_rows": 30,
-                **rollout_cfg,
+
+    def project(**extra):
+        return make_settings(
+            dataset={**base.dataset.model_dump(mode="json"), "labels": "delayed"},
+            monitoring={"html_reports": False},
+            promotion={"floors": {"roc_auc": 0.5}},
+            serving={
+                "reload_seconds": 0.2,
+                "rollout": {
+                    "strategy": "canary",
+                    "canary_steps": [50, 100],
+                    "step_seconds": 0,
+                    "min_rows": 40,
+                    "min_labeled_rows": 30,
+                    **rollout_cfg,
+                },
             },
-        },
-    )
+            **extra,
+        )
+
+    settings = project()
     src = DemoSource(**settings.demo.model_dump())
     bootstrap_champion(settings, src)
-    out = steps.run_training(RunContext(run_id="second", force=True, window=2), settings=settings)
+    trainer = project(training={"candidates": challenger}) if challenger else settings
+    out = steps.run_training(RunContext(run_id="second", force=True, window=2), settings=trainer)
     assert out["decision"] == DecisionKind.ROLLOUT, out  # handed over, not promoted
     assert current_champion(client, settings.model_name) == "1"
     assert aliased_version(client, settings.model_name, CHALLENGER).version == 2
@@ -185,17 +193,19 @@ def test_canary_moves_a_sticky_share_in_steps_then_promotes(make_settings, clien
 def test_a_failed_guardrail_sends_traffic_back_and_records_the_evidence(
     make_settings, client, tmp_path
 ):
-    # Any difference between the versions' scores fails this guardrail.
-    settings, src = _project(make_settings, client, max_prediction_drift=0.01)
+    # A challenger much worse than the champion: the labeled live rows show it.
+    settings, src = _project(make_settings, client, challenger=WEAK)
     ctx = RunContext(dag_id="ct_rollout", run_id="canary-2", trigger_reason="test")
     with ServerThread(create_app(settings, client, source="test")) as server:
         split = rollout.start(settings, client, "2", ctx)
         _following(server, split)
-        rows = request_rows(src, batch=22, n=100)
+        rows = request_rows(src, batch=22, n=200)
         _send(server, rows)
-        _landed(settings, split, 100)
+        src.write_labels(22, settings.labels_landing_dir)
+        steps.ingest_labels(settings)
+        _landed(settings, split, 200)
         progress = rollout.advance(settings, client, split.rollout_id, ctx)
-        assert progress.state == rollout.FAILED and "prediction_drift" in progress.detail
+        assert progress.state == rollout.FAILED and "labeled_performance" in progress.detail
         ended = read_split(client, settings.model_name)
         assert (ended.status, ended.percent, ended.active) == ("rolled_back", 0.0, False)
         _following(server, ended)
@@ -205,7 +215,7 @@ def test_a_failed_guardrail_sends_traffic_back_and_records_the_evidence(
         }
     decision = rollout.finish(settings, client, split.rollout_id, ctx, passed=False)
     assert decision.decision == DecisionKind.REJECTED and decision.rule == "canary_rolled_back"
-    assert "prediction_drift" in decision.reason
+    assert "labeled_performance" in decision.reason
     assert current_champion(client, settings.model_name) == "1"
     # The record carries the evidence: each check, with the figures it judged.
     saved = json.loads(
@@ -214,8 +224,9 @@ def test_a_failed_guardrail_sends_traffic_back_and_records_the_evidence(
         ).read_text()
     )
     failed = [c for c in saved["checks"] if not c["passed"]]
-    assert [c["name"] for c in failed] == ["prediction_drift"], saved["checks"]
-    assert saved["evidence"]["pairs"] >= 100
+    assert "labeled_performance" in [c["name"] for c in failed], saved["checks"]
+    assert saved["evidence"]["labeled_pairs"] >= 200
+    assert saved["evidence"]["paired"]["ci_high"] < 0  # the interval, all of it below 0
 
 
 def test_a_challenger_that_cannot_load_never_answers_and_is_rolled_back(make_settings, client):

@@ -10,7 +10,9 @@ labels arrive (joined by row id), a paired comparison with the statistics promot
 
 - error rate: rows the challenger failed on (or could not score: it did not load);
 - latency: the challenger's p99 scoring time against the champion's, on the same traffic;
-- prediction drift: KS distance between the two versions' scores on the same rows;
+- prediction drift: the change in the share of rows predicted positive between the two
+  versions on the same rows (the KS distance of their scores is reported beside it: two models
+  of different resolution, a stump and a forest, are far apart in KS and yet answer alike);
 - labeled performance: the paired interval of the metric difference on labeled live rows.
 """
 
@@ -51,6 +53,8 @@ class Evidence:
     pairs: int  # rows scored by both versions
     agreement: float | None  # share of pairs with the same predicted class
     mean_abs_diff: float | None
+    positive_rate: dict[str, float] | None  # share predicted positive per version, on the pairs
+    prediction_shift: float | None  # challenger's positive rate minus the champion's
     prediction_drift: float | None  # KS distance of the two versions' scores on the pairs
     labeled_pairs: int
     paired: dict[str, float] | None  # PairedResult on labeled pairs (challenger vs champion)
@@ -144,6 +148,13 @@ def measure(settings: Settings, split: Split, since: datetime) -> Evidence:
         pairs=n,
         agreement=float(((s_ch >= 0.5) == (s_cm >= 0.5)).mean()) if n else None,
         mean_abs_diff=float(np.abs(s_ch - s_cm).mean()) if n else None,
+        positive_rate={
+            "champion": float((s_cm >= 0.5).mean()),
+            "challenger": float((s_ch >= 0.5).mean()),
+        }
+        if n
+        else None,
+        prediction_shift=float((s_ch >= 0.5).mean() - (s_cm >= 0.5).mean()) if n else None,
         prediction_drift=float(ks_two_sample(s_cm, s_ch)[0]) if n else None,
         labeled_pairs=labeled_pairs,
         paired=paired,
@@ -212,13 +223,15 @@ def guardrails(settings: Settings, ev: Evidence) -> list[Check]:
                 f"{ev.champion_p99_ms:.2f} ms (at most {bound:.2f} ms)",
             )
         )
-    if ev.prediction_drift is not None:
+    if ev.prediction_shift is not None:
+        rates = ev.positive_rate or {}
         checks.append(
             Check(
                 "prediction_drift",
-                ev.prediction_drift <= cfg.max_prediction_drift,
-                f"KS {ev.prediction_drift:.3f} between the versions' scores on {ev.pairs} rows "
-                f"(at most {cfg.max_prediction_drift}); agreement {ev.agreement:.1%}",
+                abs(ev.prediction_shift) <= cfg.max_prediction_shift,
+                f"predicted positive on {ev.pairs} rows: challenger {rates['challenger']:.1%}, "
+                f"champion {rates['champion']:.1%} (shift at most {cfg.max_prediction_shift:.0%}); "
+                f"agreement {ev.agreement:.1%}, KS of the scores {ev.prediction_drift:.3f}",
             )
         )
     if ev.paired is not None:

@@ -1,0 +1,210 @@
+"""Canary rollouts under the real scheduler, with live traffic through ``ctrain serve``.
+
+``serving.rollout.strategy: canary``. A retrain whose challenger passes (forced past significance: both versions are trained on the
+same regime) is handed by ct_training to
+ct_rollout, which moves the challenger through 50 % and 100 % of the traffic while callers keep
+calling, judges each step on the inference log, and promotes it (compare-and-set, one record).
+A second challenger whose files the artifact store then loses cannot load in the service: it
+never answers, ct_rollout sees its failures and rolls back on its own, and the service,
+restarted meanwhile, finds the split where it was. No caller sees a failed request.
+"""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from tests_support import ServerThread, bootstrap_champion, lose_artifacts, request_rows
+
+from ctrain.data.demo_source import DemoSource
+from ctrain.promotion.decisions import list_decisions
+from ctrain.records import DecisionKind
+from ctrain.registry import current_champion
+from ctrain.runtime import AirflowServices, migrate
+from ctrain.serving.app import create_app
+from ctrain.serving.traffic import read_split
+
+pytestmark = pytest.mark.integration
+
+
+class Traffic:
+    """Callers: requests of 10 rows, one after another, until stopped; every outcome kept."""
+
+    def __init__(self, rows):
+        self.rows, self.url = rows, None
+        self.seen: list[tuple[str, str]] = []  # (arm, version) of each answered row
+        self.failures: list[str] = []
+        self.shed = 0  # 503 with Retry-After, sent again after the wait
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        i = 0
+        with httpx.Client(timeout=30) as c:
+            while not self.stop.is_set():
+                if self.url is None:  # the service is restarting
+                    time.sleep(0.05)
+                    continue
+                chunk = [self.rows[(i + k) % len(self.rows)] for k in range(10)]
+                try:
+                    r = c.post(f"{self.url}/predict", json={"rows": chunk})
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                else:
+                    if r.status_code == 200:
+                        self.seen += [
+                            (p["arm"], p["model_version"]) for p in r.json()["predictions"]
+                        ]
+                    elif r.status_code == 503 and "retry-after" in r.headers:
+                        # Shed under load: a caller waits as told and sends it again.
+                        self.shed += 1
+                        time.sleep(float(r.headers["retry-after"]))
+                        continue
+                    else:
+                        self.failures.append(f"{r.status_code} {r.text[:200]}")
+                i += 10
+                time.sleep(0.02)
+
+
+def _until(what, check, af, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not af.alive():
+            raise RuntimeError(f"an Airflow service stopped while waiting for {what}")
+        value = check()
+        if value:
+            return value
+        time.sleep(2)
+    raise TimeoutError(f"gave up waiting {timeout}s for {what}")
+
+
+def test_a_canary_promotes_under_traffic_and_a_broken_one_rolls_back_by_itself(
+    make_settings, client
+):
+    delayed = {"labels": "delayed"}
+    settings = make_settings(
+        dataset=delayed,
+        promotion={"floors": {"roc_auc": 0.5}},
+        schedules={"watch_seconds": 0},
+        serving={
+            "reload_seconds": 0.3,
+            "rollout": {
+                "strategy": "canary",
+                "canary_steps": [50, 100],
+                "step_seconds": 2,
+                "min_rows": 40,
+                "step_timeout_seconds": 120,
+            },
+        },
+    )
+    src = DemoSource(**settings.demo.model_dump())
+    bootstrap_champion(settings, src)  # v1
+    migrate(settings, settings.root / "logs" / "migrate.log")
+    import airflow_client.client as ac
+
+    traffic = Traffic(request_rows(src, batch=24, n=200))
+    env = {"CTRAIN_TRAIN_ON_NEW_DATA": "false", "CTRAIN_SCHEDULES__TRAINING": "none"}
+    server = ServerThread(create_app(settings, client, source="e2e")).__enter__()
+    traffic.url = server.url
+    traffic.thread.start()
+    try:
+        with AirflowServices(settings, settings.root / "logs" / "airflow", env) as af:
+            af.wait_until_serving()
+            config = ac.Configuration(host=af.base_url, access_token=af.token())
+            with ac.ApiClient(config) as c:
+                runs, tis = ac.DagRunApi(c), ac.TaskInstanceApi(c)
+
+                def trigger(dag_id, conf):
+                    def once():
+                        try:
+                            body = ac.TriggerDAGRunPostBody(logical_date=None, conf=conf)
+                            return runs.trigger_dag_run(dag_id, body).dag_run_id
+                        except ac.ApiException as exc:  # not parsed yet
+                            if exc.status != 404:
+                                raise
+                            return None
+
+                    return _until(f"{dag_id} to be registered", once, af)
+
+                def ended(dag_id, run_id):
+                    run = runs.get_dag_run(dag_id, run_id)
+                    return run if str(run.state.value) in ("success", "failed") else None
+
+                def rollout_runs():
+                    return runs.get_dag_runs("ct_rollout", order_by=["-start_date"]).dag_runs
+
+                # 1. A retrain passes; ct_training hands it over; the canary promotes it.
+                run_id = trigger("ct_training", {"reason": "canary path", "force": True})
+                run = _until("ct_training to end", lambda: ended("ct_training", run_id), af)
+                assert str(run.state.value) == "success", run
+                assert run.note.startswith("v2 won (forced)"), run.note
+                assert current_champion(client, settings.model_name) == "1"
+                (handed,) = _until("ct_rollout to start", rollout_runs, af)
+                run = _until(
+                    "the canary to end", lambda: ended("ct_rollout", handed.dag_run_id), af
+                )
+                assert str(run.state.value) == "success", run
+                assert run.note.startswith("v2 promoted 1→2 (canary_passed)"), run.note
+                assert current_champion(client, settings.model_name) == "2"
+                assert ("challenger", "2") in traffic.seen and ("champion", "1") in traffic.seen
+
+                # 2. v3 is handed over, then the artifact store loses its files while the
+                # service restarts: the restarted service finds the split, cannot load v3, and
+                # answers with the champion; ct_rollout rolls back on the failures it logs.
+                # In its own process, as a person's `ctrain train` would be (in this one it
+                # would hold the service's interpreter).
+                out = subprocess.run(
+                    [
+                        str(Path(sys.executable).with_name("ctrain")),
+                        "train",
+                        "--force",
+                        "--reason",
+                        "forced",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                )
+                assert out.returncode == 0, out.stderr[-2000:]
+                assert json.loads(out.stdout)["decision"] == DecisionKind.ROLLOUT, out.stdout
+                traffic.url = None
+                server.__exit__(None, None, None)
+                run_id = trigger("ct_rollout", {"version": "3", "reason": "broken path"})
+
+                def began():
+                    state = tis.get_task_instance("ct_rollout", run_id, "start").state
+                    assert state is None or state.value not in ("failed", "upstream_failed")
+                    return state is not None and state.value == "success"
+
+                _until("the split of v3", began, af)
+                split = read_split(client, settings.model_name)
+                assert (split.challenger, split.percent, split.active) == ("3", 50.0, True)
+                lose_artifacts(client, settings.model_name, "3")
+                server = ServerThread(create_app(settings, client, source="e2e-2")).__enter__()
+                traffic.url = server.url
+                run = _until("the rollback", lambda: ended("ct_rollout", run_id), af)
+                assert str(run.state.value) == "success", run
+                assert run.note.startswith("v3 rejected (canary_rolled_back)"), run.note
+                health = httpx.get(f"{server.url}/health").json()
+                assert health["rollout"]["challenger"] is None  # traffic is all the champion's
+    finally:
+        traffic.stop.set()
+        traffic.thread.join(timeout=60)
+        server.__exit__(None, None, None)
+    assert traffic.failures == [], traffic.failures[:5]
+    assert ("challenger", "3") not in traffic.seen  # v3 never answered
+    assert current_champion(client, settings.model_name) == "2"
+    decisions = list_decisions(client, settings, limit=100)
+    ends = [d for d in decisions if d.airflow_dag_id == "ct_rollout" and d.decision != "traffic"]
+    assert sorted((d.challenger_version, d.decision, d.rule) for d in ends) == [
+        ("2", "promoted", "canary_passed"),
+        ("3", "rejected", "canary_rolled_back"),
+    ]
+    assert "error_rate" in next(d for d in ends if d.challenger_version == "3").reason
+    traffic_records = [d for d in decisions if d.decision == DecisionKind.TRAFFIC]
+    # v2: began at 50 %, moved to 100 %, ended; v3: began at 50 %, rolled back.
+    assert len(traffic_records) == 5, [d.headline for d in traffic_records]
