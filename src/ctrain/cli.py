@@ -278,7 +278,12 @@ def cmd_demo(settings: Settings, args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # The demo's labels arrive late, as separate files; every Airflow process inherits this.
     os.environ["CTRAIN_DATASET__LABELS"] = "delayed"
-    return run_demo(load_settings(args.project), approval=args.approval)
+    if args.serve:
+        # The canary's steps, short enough for a demo; the stream's retrains stay direct.
+        os.environ.setdefault("CTRAIN_SERVING__ROLLOUT__CANARY_STEPS", "[25, 100]")
+        os.environ.setdefault("CTRAIN_SERVING__ROLLOUT__STEP_SECONDS", "15")
+        os.environ.setdefault("CTRAIN_SERVING__ROLLOUT__MIN_ROWS", "200")
+    return run_demo(load_settings(args.project), approval=args.approval, serve=args.serve)
 
 
 def cmd_new_project(_settings: Settings | None, args) -> int:
@@ -317,6 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the stream's promotions wait for approval (Airflow's Required Actions); the "
         "demo approves through the REST API",
+    )
+    s.add_argument(
+        "--serve",
+        action="store_true",
+        help="then `ctrain serve` answers live traffic while a retrain's challenger is canaried "
+        "by ct_rollout, and the demo counts failed requests",
     )
     s.set_defaults(fn=cmd_demo)
     s = sub.add_parser("status", help="champion, challenger and recent decisions")

@@ -73,11 +73,13 @@ def _show_decision(settings: Settings) -> None:
     print(f"      {d.reason}")
 
 
-def run_demo(settings: Settings, approval: bool = False) -> int:
+def run_demo(settings: Settings, approval: bool = False, serve: bool = False) -> int:
     """Run the demo in an empty ``CTRAIN_HOME``; prints what happened and where to look.
 
     With ``approval``, the stream's promotions wait for a person (``promotion.approval:
-    required``); the demo approves through Airflow's REST API as the admin user.
+    required``); the demo approves through Airflow's REST API as the admin user. With ``serve``,
+    ``ctrain serve`` then answers live traffic while a retrain's challenger is canaried
+    (``run_online``).
     """
     log = settings.root / "logs" / "demo.log"
     src = DemoSource(**settings.demo.model_dump())
@@ -106,7 +108,10 @@ def run_demo(settings: Settings, approval: bool = False) -> int:
         timeline = run_stream(
             settings, af, broken={BROKEN}, approve="Approve" if approval else None
         )
-    print_timeline(settings, timeline)
+        print_timeline(settings, timeline)
+        if serve:
+            print("\n4b. Online: `ctrain serve` answers live traffic while a retrain is canaried")
+            run_online(settings, af, src)
     _show_outcomes(settings, seen)
 
     from ctrain.status import format_status, status
@@ -286,3 +291,175 @@ def print_timeline(settings: Settings, timeline: list[dict]) -> None:
             print(f"\n    retrain reason: {entry['decision'].trigger_reason}")
             print(f"    decision: {entry['decision'].headline}")
             print(f"      {entry['decision'].reason}")
+
+
+class LiveTraffic:
+    """Callers of ``ctrain serve``: requests of ``per`` rows, one after another, in a thread,
+    until stopped. A 503 with ``Retry-After`` (shed under load) is sent again after the wait, as
+    a well-behaved client does; anything else that is not a 200 is a failure. ``url`` may be set
+    to None while the service restarts."""
+
+    def __init__(self, url: str | None, rows: list[dict], per: int = 10, pause: float = 0.02):
+        import threading
+        from collections import Counter
+
+        self.url, self.rows, self.per, self.pause = url, rows, per, pause
+        self.answered: Counter[tuple[str, str]] = Counter()  # rows per (arm, version)
+        self.requests, self.shed = 0, 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="live-traffic", daemon=True)
+
+    def __enter__(self) -> LiveTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        import httpx
+
+        i = 0
+        with httpx.Client(timeout=30) as c:
+            while not self._stop.is_set():
+                if self.url is None:
+                    time.sleep(0.05)
+                    continue
+                chunk = [self.rows[(i + k) % len(self.rows)] for k in range(self.per)]
+                try:
+                    r = c.post(f"{self.url}/predict", json={"rows": chunk})
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                self.requests += 1
+                if r.status_code == 200:
+                    for p in r.json()["predictions"]:
+                        self.answered[(p["arm"], p["model_version"])] += 1
+                elif r.status_code == 503 and "retry-after" in r.headers:
+                    self.shed += 1
+                    time.sleep(float(r.headers["retry-after"]))
+                    continue
+                else:
+                    self.failures.append(f"{r.status_code} {r.text[:200]}")
+                i += self.per
+                time.sleep(self.pause)
+
+
+def live_rows(settings: Settings, frame: pd.DataFrame, prefix: str = "live") -> list[dict]:
+    """``frame``'s rows as a caller sends them: JSON types, no label, ids of their own."""
+    spec = settings.dataset
+    rows = frame.drop(columns=[spec.target], errors="ignore").copy()
+    rows[spec.id_column] = [f"{prefix}-{k}" for k in range(len(rows))]
+    rows[spec.event_time_column] = rows[spec.event_time_column].astype(str)
+    rows = rows.astype(object).where(rows.notna(), None)  # a missing value is JSON's null
+    return rows.to_dict(orient="records")
+
+
+def _run_state(af, dag_id: str, run_id: str) -> str:
+    from urllib.parse import quote
+
+    status, body = af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}")
+    return str(body.get("state")) if status == 200 and isinstance(body, dict) else ""
+
+
+def _run_note(af, dag_id: str, run_id: str) -> str:
+    from urllib.parse import quote
+
+    status, body = af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}")
+    return str(body.get("note") or "") if status == 200 and isinstance(body, dict) else ""
+
+
+def run_online(settings: Settings, af, src: DemoSource) -> dict:
+    """``ctrain serve`` in its own process answers live traffic; ct_training trains a
+    challenger (a dry run: it moves nothing), then ct_rollout canaries it through
+    ``serving.rollout.canary_steps`` and promotes it or rolls it back. Prints each change of the
+    split as the service follows it, and what the callers saw."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from ctrain.runtime import free_port
+    from ctrain.serving.traffic import read_split
+    from ctrain.tracking import configure
+
+    client = configure(settings)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    out = open(settings.root / "logs" / "serve.log", "ab")  # noqa: SIM115 (the process's life)
+    ctrain = str(Path(sys.executable).with_name("ctrain"))
+    proc = subprocess.Popen(
+        [ctrain, "serve", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT
+    )
+    try:
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ctrain serve stopped (rc {proc.returncode}): see {out.name}")
+            try:
+                return httpx.get(f"{url}/ready", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait("ctrain serve to be ready", ready, af, 120)
+        serving = httpx.get(f"{url}/health").json()["serving_version"]
+        print(f"    ctrain serve on {url} answers with v{serving}; live traffic starts")
+        rows = live_rows(settings, src.batch(STREAM_END - 1))
+        with LiveTraffic(url, rows) as traffic:
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            train_run = f"demo_online_train_{stamp}"
+            af.trigger(
+                dag_ids.TRAINING,
+                {"reason": "demo: a retrain under live traffic", "force": True, "dry_run": True},
+                run_id=train_run,
+            )
+            _wait(
+                "the challenger",
+                lambda: _run_state(af, dag_ids.TRAINING, train_run) in ("success", "failed"),
+                af,
+                900,
+            )
+            print(f"    ct_training: {_run_note(af, dag_ids.TRAINING, train_run)}")
+            rollout_run = f"demo_canary_{stamp}"
+            af.trigger(
+                dag_ids.ROLLOUT,
+                {"strategy": "canary", "reason": "demo: canary of @challenger under live traffic"},
+                run_id=rollout_run,
+            )
+            seen = -1
+
+            def ended() -> bool:
+                nonlocal seen
+                split = read_split(client, settings.model_name)
+                if split.revision != seen:
+                    seen = split.revision
+                    print(f"    split r{split.revision}: {split.describe()}", flush=True)
+                return _run_state(af, dag_ids.ROLLOUT, rollout_run) in ("success", "failed")
+
+            _wait("the canary", ended, af, 900)
+            time.sleep(2 * settings.serving.reload_seconds)  # callers see the final state
+        note = _run_note(af, dag_ids.ROLLOUT, rollout_run)
+        print(f"    ct_rollout: {note}")
+        answered = ", ".join(
+            f"{n} by {arm} v{v}" for (arm, v), n in sorted(traffic.answered.items())
+        )
+        print(
+            f"    callers: {traffic.requests} requests, {len(traffic.failures)} failed, "
+            f"{traffic.shed} shed and sent again; rows answered {answered}"
+        )
+        return {
+            "requests": traffic.requests,
+            "failures": traffic.failures,
+            "shed": traffic.shed,
+            "answered": dict(traffic.answered),
+            "decision": note,
+        }
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        out.close()

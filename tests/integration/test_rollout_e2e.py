@@ -12,7 +12,6 @@ restarted meanwhile, finds the split where it was. No caller sees a failed reque
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 from tests_support import ServerThread, bootstrap_champion, lose_artifacts, request_rows
 
 from ctrain.data.demo_source import DemoSource
+from ctrain.demo import LiveTraffic
 from ctrain.promotion.decisions import list_decisions
 from ctrain.records import DecisionKind
 from ctrain.registry import current_champion
@@ -29,45 +29,6 @@ from ctrain.serving.app import create_app
 from ctrain.serving.traffic import read_split
 
 pytestmark = pytest.mark.integration
-
-
-class Traffic:
-    """Callers: requests of 10 rows, one after another, until stopped; every outcome kept."""
-
-    def __init__(self, rows):
-        self.rows, self.url = rows, None
-        self.seen: list[tuple[str, str]] = []  # (arm, version) of each answered row
-        self.failures: list[str] = []
-        self.shed = 0  # 503 with Retry-After, sent again after the wait
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        i = 0
-        with httpx.Client(timeout=30) as c:
-            while not self.stop.is_set():
-                if self.url is None:  # the service is restarting
-                    time.sleep(0.05)
-                    continue
-                chunk = [self.rows[(i + k) % len(self.rows)] for k in range(10)]
-                try:
-                    r = c.post(f"{self.url}/predict", json={"rows": chunk})
-                except httpx.HTTPError as exc:
-                    self.failures.append(repr(exc))
-                else:
-                    if r.status_code == 200:
-                        self.seen += [
-                            (p["arm"], p["model_version"]) for p in r.json()["predictions"]
-                        ]
-                    elif r.status_code == 503 and "retry-after" in r.headers:
-                        # Shed under load: a caller waits as told and sends it again.
-                        self.shed += 1
-                        time.sleep(float(r.headers["retry-after"]))
-                        continue
-                    else:
-                        self.failures.append(f"{r.status_code} {r.text[:200]}")
-                i += 10
-                time.sleep(0.02)
 
 
 def _until(what, check, af, timeout=300):
@@ -106,11 +67,11 @@ def test_a_canary_promotes_under_traffic_and_a_broken_one_rolls_back_by_itself(
     migrate(settings, settings.root / "logs" / "migrate.log")
     import airflow_client.client as ac
 
-    traffic = Traffic(request_rows(src, batch=24, n=200))
+    traffic = LiveTraffic(None, request_rows(src, batch=24, n=200))
     env = {"CTRAIN_TRAIN_ON_NEW_DATA": "false", "CTRAIN_SCHEDULES__TRAINING": "none"}
     server = ServerThread(create_app(settings, client, source="e2e")).__enter__()
     traffic.url = server.url
-    traffic.thread.start()
+    traffic.__enter__()
     try:
         with AirflowServices(settings, settings.root / "logs" / "airflow", env) as af:
             af.wait_until_serving()
@@ -150,7 +111,7 @@ def test_a_canary_promotes_under_traffic_and_a_broken_one_rolls_back_by_itself(
                 assert str(run.state.value) == "success", run
                 assert run.note.startswith("v2 promoted 1→2 (canary_passed)"), run.note
                 assert current_champion(client, settings.model_name) == "2"
-                assert ("challenger", "2") in traffic.seen and ("champion", "1") in traffic.seen
+                assert traffic.answered[("challenger", "2")] and traffic.answered[("champion", "1")]
 
                 # 2. v3 is handed over, then the artifact store loses its files while the
                 # service restarts: the restarted service finds the split, cannot load v3, and
@@ -192,11 +153,10 @@ def test_a_canary_promotes_under_traffic_and_a_broken_one_rolls_back_by_itself(
                 health = httpx.get(f"{server.url}/health").json()
                 assert health["rollout"]["challenger"] is None  # traffic is all the champion's
     finally:
-        traffic.stop.set()
-        traffic.thread.join(timeout=60)
+        traffic.__exit__(None, None, None)
         server.__exit__(None, None, None)
     assert traffic.failures == [], traffic.failures[:5]
-    assert ("challenger", "3") not in traffic.seen  # v3 never answered
+    assert ("challenger", "3") not in traffic.answered  # v3 never answered
     assert current_champion(client, settings.model_name) == "2"
     decisions = list_decisions(client, settings, limit=100)
     ends = [d for d in decisions if d.airflow_dag_id == "ct_rollout" and d.decision != "traffic"]
