@@ -27,6 +27,7 @@ def status(settings: Settings, client, limit: int = 10) -> dict[str, Any]:
                 **{k: v for k, v in mv.tags.items() if not k.startswith("mlflow.")},
             }
         )
+    out["traffic"] = _traffic(client, settings)
     out["decisions"] = [d.to_xcom() for d in list_decisions(client, settings, limit=limit)]
     exp = client.get_experiment_by_name(settings.decisions_experiment)
     out["decisions_url"] = (
@@ -49,6 +50,8 @@ def format_status(report: dict[str, Any], metric: str) -> str:
                 else "none"
             )
         )
+    if report.get("traffic"):
+        lines.append(f"{'traffic':<10}: {report['traffic']['describe']}")
     lines.append(f"\nrecent decisions (newest first) for {report['model']}:")
     for d in report["decisions"]:
         lines.append(f"  {d['decided_at'][:19].replace('T', ' ')}  {d['headline'] or headline(d)}")
@@ -58,6 +61,16 @@ def format_status(report: dict[str, Any], metric: str) -> str:
     elif report.get("decisions_url"):
         lines.append(f"\n  in MLflow: {report['decisions_url']}")
     return "\n".join(lines)
+
+
+def _traffic(client, settings: Settings) -> dict[str, Any]:
+    """The traffic split of a rollout (``serving/traffic.py``): who answers which rows."""
+    import dataclasses
+
+    from ctrain.serving.traffic import read_split
+
+    split = read_split(client, settings.model_name)
+    return dataclasses.asdict(split) | {"active": split.active, "describe": split.describe()}
 
 
 def _version(client, settings: Settings, alias: str, links) -> dict[str, Any] | None:
@@ -155,6 +168,7 @@ def overview(settings: Settings, client, limit: int = 200) -> dict[str, Any]:
         "mlflow_model_url": links.model(name),
         "champion": _version(client, settings, CHAMPION, links),
         "challenger": _version(client, settings, CHALLENGER, links),
+        "traffic": _traffic(client, settings),
         "history": [
             _decision_entry(d, links, d_id) for d in list_decisions(client, settings, limit=limit)
         ],
