@@ -52,16 +52,26 @@ def _dag(settings: Settings, dag_id: str, log: Path, conf: dict | None = None) -
 
 
 def _show_outcomes(settings: Settings, seen: set[str]) -> None:
+    online = []
     for o in batch_outcomes(settings):
         if o.batch_id in seen:
             continue
         seen.add(o.batch_id)
+        if o.batch_id.startswith("online-"):  # the inference log's windows: one line for all
+            online.append(o)
+            continue
         print(
             f"    {o.batch_id:<24} {o.status:<12} rows in={o.rows_in:<5} "
             f"accepted={o.rows_accepted:<5} quarantined={o.rows_quarantined}"
         )
         if o.reason:
             print(f"      reason: {o.reason}")
+    if online:
+        accepted = sum(o.status == "accepted" for o in online)
+        print(
+            f"    {len(online)} windows of the inference log (online-*): {accepted} accepted, "
+            f"{sum(o.rows_accepted for o in online)} rows"
+        )
 
 
 def _show_decision(settings: Settings) -> None:
@@ -407,12 +417,19 @@ def run_online(settings: Settings, af, src: DemoSource) -> dict:
         serving = httpx.get(f"{url}/health").json()["serving_version"]
         print(f"    ctrain serve on {url} answers with v{serving}; live traffic starts")
         rows = live_rows(settings, src.batch(STREAM_END - 1))
-        with LiveTraffic(url, rows) as traffic:
+        with LiveTraffic(url, rows, per=5, pause=0.05) as traffic:
             stamp = time.strftime("%Y%m%dT%H%M%S")
             train_run = f"demo_online_train_{stamp}"
             af.trigger(
                 dag_ids.TRAINING,
-                {"reason": "demo: a retrain under live traffic", "force": True, "dry_run": True},
+                # Forced past significance (the stream's champion is recent) on the rows since
+                # the change, as the monitor's retrain was; a dry run: it moves nothing.
+                {
+                    "reason": "demo: a retrain under live traffic",
+                    "since_batch": f"batch_{DRIFT_FROM:04d}",
+                    "force": True,
+                    "dry_run": True,
+                },
                 run_id=train_run,
             )
             _wait(
