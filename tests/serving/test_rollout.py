@@ -275,3 +275,36 @@ def test_one_writer_a_stale_split_write_is_refused(make_settings, client):
     assert (
         decision.rule == "canary_aborted" and current_champion(client, settings.model_name) == "1"
     )
+
+
+def test_ab_decides_on_each_arms_own_labeled_outcomes(make_settings, client):
+    settings, src = _project(make_settings, client, strategy="ab", ab_percent=50)
+    ctx = RunContext(dag_id="ct_rollout", run_id="ab-1", trigger_reason="test")
+    with ServerThread(create_app(settings, client, source="test")) as server:
+        split = rollout.start(settings, client, "2", ctx)
+        assert (split.strategy, split.percent) == ("ab", 50.0)
+        _following(server, split)
+        rows = request_rows(src, batch=25, n=400)
+        answers, failures = _send(server, rows)
+        assert failures == []
+        _landed(settings, split, 400)
+        # No labels yet: the rule has nothing to decide on, and the step waits for them.
+        waiting = rollout.advance(settings, client, split.rollout_id, ctx)
+        assert waiting.state == rollout.WAIT and "labels" in waiting.detail
+        src.write_labels(25, settings.labels_landing_dir)
+        steps.ingest_labels(settings)
+        progress = rollout.advance(settings, client, split.rollout_id, ctx)
+        assert progress.state == rollout.PASSED, progress
+    ev = measure(settings, split, pd.Timestamp(split.since).to_pydatetime())
+    arms = ev.per_arm
+    by_arm = {arm: sum(a["arm"] == arm for a in answers) for arm in ("champion", "challenger")}
+    assert arms["champion_labeled"] == by_arm["champion"]  # each arm, on the rows it answered
+    assert arms["challenger_labeled"] == by_arm["challenger"]
+    decision = rollout.finish(settings, client, split.rollout_id, ctx, passed=True)
+    test = arms["test"]
+    if test["ci_low"] > 0:
+        assert decision.moved and decision.rule == "ab_better"
+    else:
+        assert decision.rule == "ab_not_better" and not decision.moved
+        assert current_champion(client, settings.model_name) == "1"
+        assert read_split(client, settings.model_name).status == "rejected"
