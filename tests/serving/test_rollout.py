@@ -199,11 +199,11 @@ def test_a_failed_guardrail_sends_traffic_back_and_records_the_evidence(
     with ServerThread(create_app(settings, client, source="test")) as server:
         split = rollout.start(settings, client, "2", ctx)
         _following(server, split)
-        rows = request_rows(src, batch=22, n=200)
+        rows = request_rows(src, batch=22, n=300)
         _send(server, rows)
         src.write_labels(22, settings.labels_landing_dir)
         steps.ingest_labels(settings)
-        _landed(settings, split, 200)
+        _landed(settings, split, 300)
         progress = rollout.advance(settings, client, split.rollout_id, ctx)
         assert progress.state == rollout.FAILED and "labeled_performance" in progress.detail
         ended = read_split(client, settings.model_name)
@@ -225,7 +225,7 @@ def test_a_failed_guardrail_sends_traffic_back_and_records_the_evidence(
     )
     failed = [c for c in saved["checks"] if not c["passed"]]
     assert "labeled_performance" in [c["name"] for c in failed], saved["checks"]
-    assert saved["evidence"]["labeled_pairs"] >= 200
+    assert saved["evidence"]["labeled_pairs"] >= 300
     assert saved["evidence"]["paired"]["ci_high"] < 0  # the interval, all of it below 0
 
 
@@ -238,25 +238,26 @@ def test_a_challenger_that_cannot_load_never_answers_and_is_rolled_back(make_set
     with ServerThread(create_app(settings, client, source="test")) as server:
         health = _following(server, split)
         assert health["challenger_loaded"] is False and health["challenger_error"]
-        rows = request_rows(src, batch=23, n=60)
-        answers, failures = _send(server, rows)
+        rows = request_rows(src, batch=23, n=120)
+        since = pd.Timestamp(split.since).to_pydatetime()
+        answers, failures = _send(server, rows[:60])
+        # During a rollout windows land early, but never smaller than ingest accepts a batch
+        # (validation.min_rows, 100): 60 rows wait past the early landing (2 s here).
+        time.sleep(3)
+        assert measure(settings, split, since).challenger_scored == 0
+        more, more_failures = _send(server, rows[60:])
+        answers, failures = answers + more, failures + more_failures
         assert failures == []
         assert {(a["arm"], a["model_version"]) for a in answers} == {("champion", "1")}
         ev = _until(
             "the failures landed",
-            lambda: (
-                (
-                    e := measure(settings, split, pd.Timestamp(split.since).to_pydatetime())
-                ).challenger_errors
-                >= 60
-                and e
-            ),
+            lambda: (e := measure(settings, split, since)).challenger_errors >= 120 and e,
         )
         assert ev.error_rate == 1.0 and ev.pairs == 0
         progress = rollout.advance(settings, client, split.rollout_id, ctx)
         assert progress.state == rollout.FAILED and "error_rate" in progress.detail
     decision = rollout.finish(settings, client, split.rollout_id, ctx, passed=False)
-    assert decision.rule == "canary_rolled_back" and "60 of 60 rows failed" in decision.reason
+    assert decision.rule == "canary_rolled_back" and "120 of 120 rows failed" in decision.reason
     assert current_champion(client, settings.model_name) == "1"
 
 

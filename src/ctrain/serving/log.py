@@ -100,9 +100,12 @@ class InferenceLog:
         self, version: str | None = None, due_only: bool = False, max_age: float | None = None
     ) -> list[str]:
         """Land the open windows (of ``version`` only, or only those due by size or by age:
-        ``log_window_seconds``, or ``max_age`` when shorter)."""
+        ``log_window_seconds``; or ``max_age``, for a window that holds at least the rows
+        ingest asks of a batch, ``validation.min_rows``: a rollout lands its evidence early,
+        never as windows too small to be accepted)."""
         cfg = self.settings.serving
-        age = min(cfg.log_window_seconds, max_age or cfg.log_window_seconds)
+        early = min(cfg.log_window_seconds, max_age or cfg.log_window_seconds)
+        enough = self.settings.validation.min_rows
         now = time.monotonic()
         with self._lock:
             self.full.clear()
@@ -110,7 +113,12 @@ class InferenceLog:
                 k
                 for k, w in self._open.items()
                 if (version is None or k[0] == version)
-                and (not due_only or w.count >= cfg.log_window_rows or now - w.opened >= age)
+                and (
+                    not due_only
+                    or w.count >= cfg.log_window_rows
+                    or now - w.opened >= cfg.log_window_seconds
+                    or (now - w.opened >= early and w.count >= enough)
+                )
             ]
             taken = [(k, self._open.pop(k)) for k in keys]
         out = []
