@@ -112,3 +112,24 @@ def test_approved_after_the_champion_moved_is_compared_again_not_forced(waiting,
     assert out["decision"] == "rejected" and out["champion_before"] == "2"
     assert "the champion moved to v2 meanwhile; compared again" in out["reason"]
     assert out["approver"] == "alice"
+
+
+def test_with_a_rollout_strategy_approval_comes_first_then_the_rollout(
+    waiting, make_settings, client
+):
+    settings, ctx, dataset, comparison = waiting
+    canary = make_settings(
+        promotion={"floors": {"roc_auc": 0.5}, "approval": "required"},
+        serving={"rollout": {"strategy": "canary"}},
+    )
+    # A rejection ends it there: nothing is handed to a rollout.
+    no = steps.promote_after_approval(
+        comparison, ctx, dataset, _outcome("Reject", comment="not yet"), canary
+    )
+    assert no["decision"] == "rejected" and no["rule"] == "approval_rejected"
+    # An approval hands the challenger to ct_rollout, with the approver; champion stays.
+    again = ctx | {"run_id": "good-2"}
+    yes = steps.promote_after_approval(comparison, again, dataset, _outcome("Approve"), canary)
+    assert yes["decision"] == "rollout" and yes["approver"] == "alice"
+    assert yes["headline"].startswith("v2 won (significant_improvement)")
+    assert current_champion(client, canary.model_name) == "1"

@@ -401,7 +401,7 @@ def create_app(
         to_challenger = [split.answers(i) for i in ids] if split.active else [False] * len(rows)
         answers = np.empty(len(rows))
         arms: list[tuple[str, Served]] = [(CHAMPION, served)] * len(rows)
-        logged, after = [], []
+        logged, after, failed_rows = [], [], set()
         mine = [i for i, c in enumerate(to_challenger) if not c]
         theirs = [i for i, c in enumerate(to_challenger) if c]
         if theirs and challenger is not None:
@@ -411,7 +411,7 @@ def create_app(
                 logged.append(
                     (part, np.full(len(part), np.nan), challenger.version, SHADOW, ms, error)
                 )
-                mine = sorted(mine + theirs)
+                mine, failed_rows = sorted(mine + theirs), set(theirs)
             else:
                 answers[theirs] = scores
                 for i in theirs:
@@ -430,8 +430,10 @@ def create_app(
             if split.active:
                 # Shadow scoring: every row the champion answered is scored by the challenger
                 # too (in shadow, that is all of them), after the answer is sent.
+                # Rows the challenger just failed on are logged already, once.
+                part = [rows[i] for i in mine if i not in failed_rows]
                 failed = routes.challenger.failed(split.challenger or "")
-                if challenger is not None:
+                if challenger is not None and part:
                     after.append((challenger, part, ""))
                 elif failed is not None:
                     after.append((None, part, f"not loaded: {failed.error}"))
