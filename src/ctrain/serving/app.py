@@ -92,32 +92,38 @@ class _Lag:
     """How far behind the event loop runs: the time a request that arrives now waits before it
     is handled. Scoring runs on the loop, so under overload requests queue there, unseen by any
     count of requests in progress; an oversleeping timer sees that queue (as Node's toobusy
-    does)."""
+    does).
+
+    The figure is the least lateness of the last ``WINDOW`` ticks: under overload every tick is
+    late, while one stall of the interpreter (a window of the inference log written, a version
+    loaded, a garbage collection) makes one tick late and the next on time. Shedding then
+    answers a queue, not a pause."""
 
     TICK = 0.005
+    WINDOW = 4
 
     def __init__(self) -> None:
         self.seconds = 0.0
 
     async def watch(self) -> None:
         import asyncio
+        from collections import deque
 
         loop = asyncio.get_running_loop()
+        recent: deque[float] = deque(maxlen=self.WINDOW)
         while True:
             start = loop.time()
             await asyncio.sleep(self.TICK)
-            late = loop.time() - start - self.TICK
-            # Up at once, down gently: one quiet tick does not end an overload.
-            self.seconds = late if late > self.seconds else 0.8 * self.seconds + 0.2 * late
+            recent.append(loop.time() - start - self.TICK)
+            self.seconds = min(recent)
 
 
 class _Guard:
     """Pure ASGI middleware: token, body size, the event loop's lag and requests in progress,
     checked before any parsing (cheaper than a Starlette ``BaseHTTPMiddleware``)."""
 
-    # While a version loads or the log writes a window, that holds the interpreter for a
-    # moment: requests wait it out (up to this many times the usual lag) rather than being
-    # refused for it.
+    # While a version loads (several ticks in a row may be late), requests wait it out (up to
+    # this many times the usual lag) rather than being refused for it.
     SETTLING_LAG_FACTOR = 10
 
     def __init__(
@@ -513,8 +519,8 @@ def create_app(
         cfg.max_in_flight,
         cfg.max_queue_ms / 1000,
         lag,
-        # A load or a window's write holds the interpreter for a moment: requests wait it out.
-        lambda: routes.reloading() or inference_log.landing(),
+        # A load holds the interpreter for a while: requests wait it out.
+        routes.reloading,
         metrics,
     )
 

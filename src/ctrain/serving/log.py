@@ -63,12 +63,6 @@ class InferenceLog:
         self._seq = 0
         self.full = threading.Event()  # set when a window reached log_window_rows
         self.landed: list[str] = []  # window ids this process landed, oldest first
-        self._landing_until = 0.0  # monotonic time a landing in progress (and its wake) ends
-
-    def landing(self) -> bool:
-        """Whether a window is being written now or was within the last half second: the
-        write holds the interpreter for a moment, and requests wait it out."""
-        return time.monotonic() < self._landing_until
 
     def add(
         self,
@@ -125,7 +119,6 @@ class InferenceLog:
         for key, w in taken:
             if not w.count:
                 continue
-            self._landing_until = float("inf")
             try:
                 out.append(self._land(self._frame(w), *key))
             except Exception:  # nothing is lost: the rows wait for the next try
@@ -138,8 +131,6 @@ class InferenceLog:
                         w.count += later.count
                     self._open[key] = w
                 raise
-            finally:
-                self._landing_until = time.monotonic() + 0.5
         return out
 
     def _frame(self, w: _Window) -> pd.DataFrame:
