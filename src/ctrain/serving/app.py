@@ -94,13 +94,13 @@ class _Lag:
     count of requests in progress; an oversleeping timer sees that queue (as Node's toobusy
     does).
 
-    The figure is the least lateness of the last ``WINDOW`` ticks: under overload every tick is
-    late, while one stall of the interpreter (a window of the inference log written, a version
-    loaded, a garbage collection) makes one tick late and the next on time. Shedding then
-    answers a queue, not a pause."""
+    The figure is the median lateness of the last ``WINDOW`` ticks: under overload most ticks
+    are late, while one stall of the interpreter (a window of the inference log written, a
+    version loaded, a garbage collection) makes one tick late and the next on time. Shedding
+    then answers a queue, not a pause."""
 
     TICK = 0.005
-    WINDOW = 4
+    WINDOW = 5
 
     def __init__(self) -> None:
         self.seconds = 0.0
@@ -115,7 +115,7 @@ class _Lag:
             start = loop.time()
             await asyncio.sleep(self.TICK)
             recent.append(loop.time() - start - self.TICK)
-            self.seconds = min(recent)
+            self.seconds = sorted(recent)[len(recent) // 2]
 
 
 class _Guard:
