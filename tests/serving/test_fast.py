@@ -38,6 +38,8 @@ def test_the_fast_path_matches_the_pipeline(make_settings, estimator):
     assert len(rows) == len(rows_frame)
     fast = FastScorer.of(model, spec)
     assert fast is not None
+    # A logistic regression is scored without its predict_proba (and its input checks).
+    assert (fast.linear is not None) == estimator.endswith("LogisticRegression")
     slow = positive_scores(model, features(as_frame(rows, spec, "2026-01-01"), spec), 1)
     np.testing.assert_allclose(fast(rows), slow, rtol=0, atol=1e-12)
 

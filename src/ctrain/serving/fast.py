@@ -5,7 +5,9 @@ ColumnTransformer checks, selects and concatenates its columns. ctrain builds th
 itself (``training/pipeline.py``: median imputation and scaling of the numeric columns, a
 constant for missing categories and one-hot encoding), so the same arithmetic with the fitted
 statistics, written on NumPy arrays, gives the same matrix in microseconds; the estimator's own
-``predict_proba`` then scores it. ``FastScorer.of`` returns None for a pipeline of any other shape,
+``predict_proba`` then scores it. A binary logistic regression is scored as its ``predict_proba``
+computes it, the logistic of the decision function, without the input checks that cost most of
+a one-row call. ``FastScorer.of`` returns None for a pipeline of any other shape,
 and the slot uses it only after it matched the pipeline's scores on the warm-up rows
 (``reload.py``): a model it does not reproduce exactly is scored the slow way.
 """
@@ -15,8 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -44,6 +48,13 @@ class FastScorer:
             offset += len(cats)
         self.width = offset
         self.positive = list(self.estimator.classes_).index(spec.positive_class)
+        # Binary logistic regression: predict_proba is expit(X @ coef + intercept) for class 1.
+        est = self.estimator
+        self.linear = (
+            (est.coef_[0].astype(float), float(est.intercept_[0]))
+            if type(est) is LogisticRegression and len(est.classes_) == 2
+            else None
+        )
 
     @classmethod
     def of(cls, model: Any, spec: DatasetConfig) -> FastScorer | None:
@@ -96,4 +107,8 @@ class FastScorer:
                 at = positions.get(self.fill if value is None else value)
                 if at is not None:  # an unknown category encodes as all zeros
                     X[i, at] = 1.0
+        if self.linear is not None:
+            coef, intercept = self.linear
+            p1 = expit(X @ coef + intercept)
+            return p1 if self.positive == 1 else 1.0 - p1
         return self.estimator.predict_proba(X)[:, self.positive]
