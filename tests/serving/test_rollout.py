@@ -309,3 +309,16 @@ def test_ab_decides_on_each_arms_own_labeled_outcomes(make_settings, client):
         assert decision.rule == "ab_not_better" and not decision.moved
         assert current_champion(client, settings.model_name) == "1"
         assert read_split(client, settings.model_name).status == "rejected"
+
+
+def test_a_rollout_whose_watch_stopped_is_rolled_back_by_finish(make_settings, client):
+    settings, _ = _project(make_settings, client)
+    ctx = RunContext(dag_id="ct_rollout", run_id="canary-5", trigger_reason="test")
+    split = rollout.start(settings, client, "2", ctx)
+    # ct_rollout's watch failed or timed out: finish runs anyway (trigger rule all_done).
+    decision = rollout.finish(settings, client, split.rollout_id, ctx, passed=False)
+    assert decision.decision == DecisionKind.REJECTED and decision.rule == "canary_rolled_back"
+    assert "stopped before its steps were done" in decision.reason
+    ended = read_split(client, settings.model_name)
+    assert (ended.status, ended.active) == ("rolled_back", False)
+    assert current_champion(client, settings.model_name) == "1"

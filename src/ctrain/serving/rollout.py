@@ -230,6 +230,7 @@ def finish(settings: Settings, client, rollout_id: str, ctx: RunContext, passed:
     elif split.active and not passed:
         reason = "the rollout stopped before its steps were done (its watch failed or timed out)"
         split = _end(settings, client, split, "rolled_back", reason, ctx, **evidence)
+        rule = f"{split.strategy}_rolled_back"
     elif split.active:
         action, rule, reason = _decide(settings, split, ev)
         if action != DecisionKind.PROMOTED:  # traffic back before the record
