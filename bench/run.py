@@ -559,8 +559,9 @@ def _serving(out: dict) -> tuple[list[str], list[tuple[str, bool, str]]]:
         "Where the time goes in `ctrain serve`: the row is validated against the project's",
         "schema (pydantic), scored through ctrain's own preprocessing written on NumPy arrays",
         "(`serving/fast.py`, checked equal to the pipeline's scores when the version loads) and",
-        "the estimator's `predict_proba`, and logged to an in-memory window. MLflow's server builds",
-        "a DataFrame and runs the whole scikit-learn pipeline on it for every request.",
+        "the estimator (the demo's logistic regression as the logistic of its decision function,",
+        "without `predict_proba`'s input checks), and logged to an in-memory window. MLflow's",
+        "server builds a DataFrame and runs the whole scikit-learn pipeline on it for every request.",
         "",
     ]
     load = out.get("under_load")
