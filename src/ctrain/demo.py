@@ -146,14 +146,17 @@ Where to look:
 STREAM_START, BROKEN, DRIFT_FROM, STREAM_END = 4, 5, 7, 10
 
 
-def _wait(what: str, done, services, timeout: float) -> None:
+def wait_for(what: str, done, services, timeout: float = 300):
+    """Poll ``done`` every 2 s until it returns something true, and return that; raise if one of
+    ``services`` (Airflow's) stops or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
-    while not done():
+    while not (value := done()):
         if not services.alive():
             raise RuntimeError(f"an Airflow service stopped while waiting for {what}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"gave up waiting {timeout:.0f}s for {what}")
         time.sleep(2)
+    return value
 
 
 def stream_services(settings: Settings, log_dir: Path, approval: bool = False):
@@ -223,7 +226,7 @@ def run_stream(
             src.write_batch(i, settings.landing_dir, with_labels=False)
         # Nothing is triggered: the landing folders' watchers start ct_ingest on arrival.
         batch_id = f"batch_{i:04d}"
-        _wait(
+        wait_for(
             f"the monitor's verdict on batch {i}", lambda b=batch_id: judged(settings, b), af, 600
         )
         requested = len(trigger_log(settings)) > n_requests
@@ -244,7 +247,7 @@ def run_stream(
                     _answer(af, approve)
                 return len(list_decisions(client, settings, limit=100)) > n
 
-            _wait("ct_training's decision", decided, af, 900)
+            wait_for("ct_training's decision", decided, af, 900)
             entry["decision"] = list_decisions(client, settings, limit=1)[0]
         entry["seconds"] = time.monotonic() - t0
         timeline.append(entry)
@@ -367,18 +370,17 @@ def live_rows(settings: Settings, frame: pd.DataFrame, prefix: str = "live") -> 
     return rows.to_dict(orient="records")
 
 
-def _run_state(af, dag_id: str, run_id: str) -> str:
+def _run(af, dag_id: str, run_id: str) -> dict:
+    """The DAG run as the REST API returns it (empty until it exists)."""
     from urllib.parse import quote
 
     status, body = af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}")
-    return str(body.get("state")) if status == 200 and isinstance(body, dict) else ""
+    return body if status == 200 and isinstance(body, dict) else {}
 
 
-def _run_note(af, dag_id: str, run_id: str) -> str:
-    from urllib.parse import quote
-
-    status, body = af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}")
-    return str(body.get("note") or "") if status == 200 and isinstance(body, dict) else ""
+def _ended(af, dag_id: str, run_id: str) -> dict:
+    run = _run(af, dag_id, run_id)
+    return run if run.get("state") in ("success", "failed") else {}
 
 
 def run_online(settings: Settings, af, src: DemoSource) -> dict:
@@ -413,7 +415,7 @@ def run_online(settings: Settings, af, src: DemoSource) -> dict:
             except httpx.HTTPError:
                 return False
 
-        _wait("ctrain serve to be ready", ready, af, 120)
+        wait_for("ctrain serve to be ready", ready, af, 120)
         serving = httpx.get(f"{url}/health").json()["serving_version"]
         print(f"    ctrain serve on {url} answers with v{serving}; live traffic starts")
         rows = live_rows(settings, src.batch(STREAM_END - 1))
@@ -432,13 +434,10 @@ def run_online(settings: Settings, af, src: DemoSource) -> dict:
                 },
                 run_id=train_run,
             )
-            _wait(
-                "the challenger",
-                lambda: _run_state(af, dag_ids.TRAINING, train_run) in ("success", "failed"),
-                af,
-                900,
+            trained = wait_for(
+                "the challenger", lambda: _ended(af, dag_ids.TRAINING, train_run), af, 900
             )
-            print(f"    ct_training: {_run_note(af, dag_ids.TRAINING, train_run)}")
+            print(f"    ct_training: {trained.get('note') or ''}")
             rollout_run = f"demo_canary_{stamp}"
             af.trigger(
                 dag_ids.ROLLOUT,
@@ -447,17 +446,17 @@ def run_online(settings: Settings, af, src: DemoSource) -> dict:
             )
             seen = -1
 
-            def ended() -> bool:
+            def ended() -> dict:
                 nonlocal seen
                 split = read_split(client, settings.model_name)
                 if split.revision != seen:
                     seen = split.revision
                     print(f"    split r{split.revision}: {split.describe()}", flush=True)
-                return _run_state(af, dag_ids.ROLLOUT, rollout_run) in ("success", "failed")
+                return _ended(af, dag_ids.ROLLOUT, rollout_run)
 
-            _wait("the canary", ended, af, 900)
+            rolled = wait_for("the canary", ended, af, 900)
             time.sleep(2 * settings.serving.reload_seconds)  # callers see the final state
-        note = _run_note(af, dag_ids.ROLLOUT, rollout_run)
+        note = rolled.get("note") or ""
         print(f"    ct_rollout: {note}")
         answered = ", ".join(
             f"{n} by {arm} v{v}" for (arm, v), n in sorted(traffic.answered.items())

@@ -6,30 +6,18 @@ decision record that names the approver, and in a run note that says so.
 """
 
 import json
-import time
 import urllib.request
 
 import pytest
 from tests_support import WEAK, bootstrap_champion
 
 from ctrain.data.demo_source import DemoSource
+from ctrain.demo import wait_for
 from ctrain.promotion.decisions import list_decisions
 from ctrain.registry import current_champion
 from ctrain.runtime import AirflowServices, migrate
 
 pytestmark = pytest.mark.integration
-
-
-def _until(what, check, af, timeout=300):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not af.alive():
-            raise RuntimeError(f"an Airflow service stopped while waiting for {what}")
-        value = check()
-        if value:
-            return value
-        time.sleep(2)
-    raise TimeoutError(f"gave up waiting {timeout}s for {what}")
 
 
 def test_approve_reject_and_expire_each_make_one_record_naming_the_approver(make_settings, client):
@@ -68,7 +56,7 @@ def test_approve_reject_and_expire_each_make_one_record_naming_the_approver(make
                             raise
                         return None
 
-                return _until("ct_training to be registered", trigger, af)
+                return wait_for("ct_training to be registered", trigger, af)
 
             def pending(run_id):
                 details = tis.get_hitl_details("ct_training", run_id).hitl_details
@@ -94,7 +82,7 @@ def test_approve_reject_and_expire_each_make_one_record_naming_the_approver(make
                                 raise
                     return finished(run_id)
 
-                return _until(f"{run_id} to end after {option}", step, af)
+                return wait_for(f"{run_id} to end after {option}", step, af)
 
             def finished(run_id):
                 run = runs.get_dag_run("ct_training", run_id)
@@ -102,7 +90,7 @@ def test_approve_reject_and_expire_each_make_one_record_naming_the_approver(make
 
             # 1. Approve: the better challenger v2 is promoted, with the approver on record.
             run_id = start({"reason": "approve path"})
-            (asked,) = _until("the approval request", lambda: pending(run_id), af)
+            (asked,) = wait_for("the approval request", lambda: pending(run_id), af)
             assert asked.subject == (
                 f"Promote {settings.model_name} v2 over v1? (significant_improvement)"
             )
@@ -124,7 +112,7 @@ def test_approve_reject_and_expire_each_make_one_record_naming_the_approver(make
 
             # 2. Reject: a forced retrain (v3) asks again; the answer is no, with a comment.
             run_id = start({"reason": "reject path", "force": True})
-            _until("the second approval request", lambda: pending(run_id), af)
+            wait_for("the second approval request", lambda: pending(run_id), af)
             run = answer(run_id, "Reject", "not before the audit")
             assert str(run.state.value) == "success"
             assert run.note.startswith("v3 rejected (approval_rejected)")
@@ -132,8 +120,8 @@ def test_approve_reject_and_expire_each_make_one_record_naming_the_approver(make
 
             # 3. No answer: the request expires after approval_timeout_minutes (30 s).
             run_id = start({"reason": "expire path", "force": True})
-            _until("the third approval request", lambda: pending(run_id), af)
-            run = _until("the expired run to end", lambda: finished(run_id), af, timeout=240)
+            wait_for("the third approval request", lambda: pending(run_id), af)
+            run = wait_for("the expired run to end", lambda: finished(run_id), af, timeout=240)
             assert str(run.state.value) == "success"
             assert run.note.startswith("v4 expired (approval_expired)")
 

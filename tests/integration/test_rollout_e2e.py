@@ -12,7 +12,6 @@ restarted meanwhile, finds the split where it was. No caller sees a failed reque
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ import pytest
 from tests_support import ServerThread, bootstrap_champion, lose_artifacts, request_rows
 
 from ctrain.data.demo_source import DemoSource
-from ctrain.demo import LiveTraffic
+from ctrain.demo import LiveTraffic, wait_for
 from ctrain.promotion.decisions import list_decisions
 from ctrain.records import DecisionKind
 from ctrain.registry import current_champion
@@ -29,18 +28,6 @@ from ctrain.serving.app import create_app
 from ctrain.serving.traffic import read_split
 
 pytestmark = pytest.mark.integration
-
-
-def _until(what, check, af, timeout=300):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not af.alive():
-            raise RuntimeError(f"an Airflow service stopped while waiting for {what}")
-        value = check()
-        if value:
-            return value
-        time.sleep(2)
-    raise TimeoutError(f"gave up waiting {timeout}s for {what}")
 
 
 def test_a_canary_promotes_under_traffic_and_a_broken_one_rolls_back_by_itself(
@@ -89,7 +76,7 @@ def test_a_canary_promotes_under_traffic_and_a_broken_one_rolls_back_by_itself(
                                 raise
                             return None
 
-                    return _until(f"{dag_id} to be registered", once, af)
+                    return wait_for(f"{dag_id} to be registered", once, af)
 
                 def ended(dag_id, run_id):
                     run = runs.get_dag_run(dag_id, run_id)
@@ -100,12 +87,12 @@ def test_a_canary_promotes_under_traffic_and_a_broken_one_rolls_back_by_itself(
 
                 # 1. A retrain passes; ct_training hands it over; the canary promotes it.
                 run_id = trigger("ct_training", {"reason": "canary path", "force": True})
-                run = _until("ct_training to end", lambda: ended("ct_training", run_id), af)
+                run = wait_for("ct_training to end", lambda: ended("ct_training", run_id), af)
                 assert str(run.state.value) == "success", run
                 assert run.note.startswith("v2 won (forced)"), run.note
                 assert current_champion(client, settings.model_name) == "1"
-                (handed,) = _until("ct_rollout to start", rollout_runs, af)
-                run = _until(
+                (handed,) = wait_for("ct_rollout to start", rollout_runs, af)
+                run = wait_for(
                     "the canary to end", lambda: ended("ct_rollout", handed.dag_run_id), af
                 )
                 assert str(run.state.value) == "success", run
@@ -141,13 +128,13 @@ def test_a_canary_promotes_under_traffic_and_a_broken_one_rolls_back_by_itself(
                     assert state is None or state.value not in ("failed", "upstream_failed")
                     return state is not None and state.value == "success"
 
-                _until("the split of v3", began, af)
+                wait_for("the split of v3", began, af)
                 split = read_split(client, settings.model_name)
                 assert (split.challenger, split.percent, split.active) == ("3", 50.0, True)
                 lose_artifacts(client, settings.model_name, "3")
                 server = ServerThread(create_app(settings, client, source="e2e-2")).__enter__()
                 traffic.url = server.url
-                run = _until("the rollback", lambda: ended("ct_rollout", run_id), af)
+                run = wait_for("the rollback", lambda: ended("ct_rollout", run_id), af)
                 assert str(run.state.value) == "success", run
                 assert run.note.startswith("v3 rejected (canary_rolled_back)"), run.note
                 health = httpx.get(f"{server.url}/health").json()
