@@ -21,6 +21,7 @@ from ctrain_common import (
     LABELS,
     NOTE_KEY,
     PREDICTIONS,
+    ROLLOUT,
     TRAINING,
     settings,
 )
@@ -56,12 +57,15 @@ def ct_drift_monitor():
 
     @task.short_circuit(ignore_downstream_trigger_rules=True)
     def decide(checked: list[dict], ti=None, dag_run=None) -> dict | bool:
-        """Debounce, cooldown, one request at a time; continue only to trigger."""
+        """Debounce, cooldown, one request at a time, none during a rollout; continue only to
+        trigger."""
         from ctrain import steps
 
-        active = ti.get_dr_count(dag_id=TRAINING, states=["queued", "running"]) > 0
+        busy = ["queued", "running"]
         verdict = steps.decide_retrain(
-            key=f"{dag_run.dag_id}/{dag_run.run_id}", training_active=active
+            key=f"{dag_run.dag_id}/{dag_run.run_id}",
+            training_active=ti.get_dr_count(dag_id=TRAINING, states=busy) > 0,
+            rollout_active=ti.get_dr_count(dag_id=ROLLOUT, states=busy) > 0,
         )
         print(f"retrain verdict: {verdict}")
         ti.xcom_push(key=NOTE_KEY, value=steps.describe_verdict(verdict))

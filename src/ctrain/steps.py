@@ -328,12 +328,33 @@ def describe_verdict(verdict: XCom) -> str:
     return describe(RetrainVerdict.from_xcom(verdict))
 
 
-def decide_retrain(key: str, training_active: bool, settings: Settings | None = None) -> XCom:
-    """The retrain verdict on the recent windows; a positive one is logged once per ``key``."""
+def decide_retrain(
+    key: str,
+    training_active: bool,
+    settings: Settings | None = None,
+    rollout_active: bool = False,
+) -> XCom:
+    """The retrain verdict on the recent windows; a positive one is logged once per ``key``.
+
+    No request is made while ct_training is queued or running, nor while a rollout holds
+    traffic (the split says so) or ct_rollout is queued or running (``rollout_active``: between
+    ct_training's hand-over and the rollout's first write of the split).
+    """
     from ctrain.monitoring.trigger import decide
+    from ctrain.serving.traffic import read_split
 
     s = _settings(settings)
-    return decide(s, _client(s), key, training_active).to_xcom()
+    client = _client(s)
+    split = read_split(client, s.model_name)
+    rollout = (
+        f"the rollout of v{split.challenger} is running ({split.rollout_id}): its outcome "
+        "decides the champion first"
+        if split.active
+        else "ct_rollout is queued or running"
+        if rollout_active
+        else ""
+    )
+    return decide(s, client, key, training_active, rollout).to_xcom()
 
 
 def rollout_context(

@@ -185,3 +185,29 @@ def test_a_window_is_judged_for_the_model_that_scored_it_after_a_promotion(delay
     assert "batch_0003" not in {c["batch_id"] for c in steps.check_windows(settings)}
     verdict = steps.decide_retrain("t/after", training_active=False, settings=settings)
     assert verdict["trigger"] is False and "batch_0003" not in verdict["windows"]
+
+
+def test_no_retrain_is_asked_for_while_a_rollout_holds_traffic(delayed, client):
+    from ctrain.records import RunContext
+    from ctrain.serving import rollout
+
+    settings = delayed(estimate_performance=False, severe_drift_importance=1.0)
+    src = DemoSource(**settings.demo.model_dump() | {"covariate_shift_from": 5})
+    bootstrap_champion(settings, src)
+    # v2 (a dry run: @challenger, champion stays 1) is canaried while the drift builds up.
+    steps.run_training(RunContext(run_id="second", force=True, dry_run=True), settings=settings)
+    split = rollout.start(settings, client, None, RunContext(run_id="canary"), "canary")
+    verdicts = _stream(settings, src, 3, 7)
+    # The drift that asks for a retrain without a rollout (the test above) is held back.
+    held = verdicts[6]
+    assert held["trigger"] is False and held["flagged_windows"] == ["batch_0005", "batch_0006"]
+    assert held["suppressed_by"].startswith(f"the rollout of v2 is running ({split.rollout_id})")
+
+    rollout.abort(settings, client, "a test", RunContext(run_id="abort"))
+    # Between ct_training's hand-over and ct_rollout's first write, the DAG run says so.
+    queued = steps.decide_retrain("t/queued", False, settings=settings, rollout_active=True)
+    assert (
+        queued["trigger"] is False and queued["suppressed_by"] == "ct_rollout is queued or running"
+    )
+    after = steps.decide_retrain("t/after-rollout", training_active=False, settings=settings)
+    assert after["trigger"] and after["flagged_windows"] == ["batch_0005", "batch_0006"]

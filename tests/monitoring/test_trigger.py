@@ -292,3 +292,10 @@ def test_retrains_that_do_not_replace_the_champion_back_off(cfg):
         T0 + timedelta(hours=2),
         False,
     ).trigger
+
+
+def test_no_request_while_a_rollout_holds_traffic(cfg):
+    drifted = [window(0, ["data_drift"]), window(1, ["data_drift"])]
+    v = decide_retrain(cfg, drifted, "1", T0, False, rollout="the rollout of v2 is running")
+    assert v.trigger is False and v.suppressed_by == "the rollout of v2 is running"
+    assert decide_retrain(cfg, drifted, "1", T0, False).trigger

@@ -206,6 +206,7 @@ def decide_retrain(
     now: datetime,
     training_active: bool,
     learned: tuple[str, int] | None = None,
+    rollout: str = "",
 ) -> RetrainVerdict:
     """The verdict on the recent windows: ``trigger`` true with a reason, or why not.
 
@@ -213,6 +214,7 @@ def decide_retrain(
     windows, performance over the last ``debounce_n`` windows whose labels have matured (labels
     arrive late, so those are older windows). ``learned`` is where the champion's training window
     started at a change, and how many labeled batches it had from there (``_grown``).
+    ``rollout`` says which rollout holds traffic, when one does: no request is made then.
     """
     cfg = settings.monitoring
     k, n = cfg.debounce_k, cfg.debounce_n
@@ -269,6 +271,10 @@ def decide_retrain(
     suppressed_by = None
     if training_active:
         suppressed_by = "ct_training is queued or running"
+    elif rollout:
+        # A retrain would be compared with a champion the rollout may be about to replace, and
+        # its own rollout would queue behind this one: the rollout's outcome comes first.
+        suppressed_by = rollout
     elif last and now - datetime.fromisoformat(last.decided_at) < timedelta(
         minutes=cfg.cooldown_minutes
     ):
@@ -353,9 +359,12 @@ def _upload_request(
     return dataclasses.replace(entry, evidence_uri=uri, evidence_run_id=rid)
 
 
-def decide(settings: Settings, client, key: str, training_active: bool) -> RetrainVerdict:
+def decide(
+    settings: Settings, client, key: str, training_active: bool, rollout: str = ""
+) -> RetrainVerdict:
     """The monitor run ``key``'s verdict on the current champion's windows; a positive one is
-    logged once per key. The latest verdict is kept in ``monitor/last_verdict.json``."""
+    logged once per key. The latest verdict is kept in ``monitor/last_verdict.json``.
+    ``rollout`` names a rollout that holds traffic (no request then)."""
     version = current_champion(client, settings.model_name)
     summaries = load_summaries(settings)
     verdict = decide_retrain(
@@ -365,6 +374,7 @@ def decide(settings: Settings, client, key: str, training_active: bool) -> Retra
         now_utc(),
         training_active,
         _learned(settings, client, version),
+        rollout,
     )
     verdict = dataclasses.replace(verdict, key=key)
     if verdict.trigger:
