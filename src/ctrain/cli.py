@@ -113,7 +113,7 @@ def cmd_rollout(settings: Settings, args) -> int:
         if split.active:
             ev = measure(settings, split, datetime.fromisoformat(split.since))
             report["step_evidence"] = ev.to_dict()
-            report["checks"] = [c.__dict__ for c in guardrails(settings, ev)]
+            report["checks"] = [c.__dict__ for c in guardrails(settings, split, ev)]
         print(json.dumps(report, indent=2, default=str))
         return 0
     if args.action == "start":
@@ -279,7 +279,11 @@ def cmd_demo(settings: Settings, args) -> int:
     # The demo's labels arrive late, as separate files; every Airflow process inherits this.
     os.environ["CTRAIN_DATASET__LABELS"] = "delayed"
     if args.serve:
-        # The canary's steps, short enough for a demo; the stream's retrains stay direct.
+        # The monitor's retrain is canaried on the live traffic, in steps short enough for a
+        # demo; the first champion is promoted directly (there is nothing to roll out against).
+        # A log window the size of a stream batch: about one lands per batch.
+        os.environ.setdefault("CTRAIN_SERVING__ROLLOUT__STRATEGY", "canary")
+        os.environ.setdefault("CTRAIN_SERVING__LOG_WINDOW_ROWS", "1500")
         os.environ.setdefault("CTRAIN_SERVING__ROLLOUT__CANARY_STEPS", "[25, 100]")
         os.environ.setdefault("CTRAIN_SERVING__ROLLOUT__STEP_SECONDS", "15")
         os.environ.setdefault("CTRAIN_SERVING__ROLLOUT__MIN_ROWS", "200")

@@ -7,6 +7,7 @@ outcomes, the registry aliases and the decision records.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -112,16 +113,28 @@ def run_demo(settings: Settings, approval: bool = False, serve: bool = False) ->
         f"4. The stream, under the real scheduler: batches {STREAM_START}..{STREAM_END - 1} one at a time, "
         f"each with the previous batch's labels; batch {BROKEN} has 6% broken rows; drift from batch {DRIFT_FROM} on"
     )
+    if serve:
+        print(
+            "   (serving.rollout.strategy: canary: `ctrain serve` answers live traffic like each "
+            "batch's rows, and ct_rollout canaries the monitor's retrain on it)"
+        )
     if approval:
         print("   (promotion.approval: required: each promotion waits in Required Actions)")
     with stream_services(settings, log.parent, approval) as af:
-        timeline = run_stream(
-            settings, af, broken={BROKEN}, approve="Approve" if approval else None
-        )
+        online = Online(settings, af) if serve else contextlib.nullcontext()
+        with online:
+            timeline = run_stream(
+                settings,
+                af,
+                broken={BROKEN},
+                approve="Approve" if approval else None,
+                on_land=online.follow if serve else None,
+            )
+            if serve:
+                online.settle()
         print_timeline(settings, timeline)
         if serve:
-            print("\n4b. Online: `ctrain serve` answers live traffic while a retrain is canaried")
-            run_online(settings, af, src)
+            online.report()
     _show_outcomes(settings, seen)
 
     from ctrain.status import format_status, status
@@ -185,6 +198,7 @@ def run_stream(
     broken: frozenset[int] | set[int] = frozenset(),
     approve: str | None = None,
     src: DemoSource | None = None,
+    on_land=None,
 ) -> list[dict]:
     """Feed batches one at a time through the real scheduler of ``af`` (``stream_services``);
     return the timeline.
@@ -194,11 +208,13 @@ def run_stream(
     when drift persists. Covariate shift and a changed label rule start at batch ``drift_from``.
     With ``approve`` (``Approve`` or ``Reject``), a promotion waiting for approval is answered
     through Airflow's REST API as the admin user, as a person would in the UI. ``src`` replaces
-    the demo's stream (its drift settings then say where the change is).
+    the demo's stream (its drift settings then say where the change is). ``on_land(i, rows)`` is
+    told of each batch as it lands (with its clean rows), e.g. to send live traffic like it.
     """
     from ctrain.monitoring.hold import decided as judged
     from ctrain.monitoring.trigger import trigger_log
     from ctrain.promotion.decisions import list_decisions
+    from ctrain.records import DecisionKind
     from ctrain.tracking import configure
 
     src = src or DemoSource(
@@ -210,14 +226,22 @@ def run_stream(
         }
     )
     client = configure(settings)
+
+    def decisions() -> list:
+        # A rollout's changes of the split are records too; the stream follows the promotions.
+        found = list_decisions(client, settings, limit=100)
+        return [d for d in found if d.decision != DecisionKind.TRAFFIC]
+
     timeline = []
     for i in range(start, stop):
         t0 = time.monotonic()
-        n_decisions = len(list_decisions(client, settings, limit=100))
+        n_decisions = len(decisions())
         n_requests = len(trigger_log(settings))
         landed_at = time.time()
         # The labels first, as a labelling system that delivers with the next batch would.
         src.write_labels(i - 1, settings.labels_landing_dir)
+        if on_land:
+            on_land(i, src.batch(i))
         if i in broken:
             write_parquet_atomic(
                 settings.landing_dir / f"batch_{i:04d}.parquet", _broken_rows(src, i)
@@ -245,10 +269,10 @@ def run_stream(
                 # scheduler retries the task if an answer lands while it handles the pause).
                 if approve:
                     _answer(af, approve)
-                return len(list_decisions(client, settings, limit=100)) > n
+                return len(decisions()) > n
 
             wait_for("ct_training's decision", decided, af, 900)
-            entry["decision"] = list_decisions(client, settings, limit=1)[0]
+            entry["decision"] = decisions()[0]
         entry["seconds"] = time.monotonic() - t0
         timeline.append(entry)
         scored = entry.get("landing_to_predictions")
@@ -276,7 +300,11 @@ def print_timeline(settings: Settings, timeline: list[dict]) -> None:
     """One line per stream batch: drift, measured performance, and what the monitor did."""
     from ctrain.monitoring.check import load_summaries
 
-    checks = {int(c.batch_id.split("_")[1]): c for c in load_summaries(settings)}
+    checks = {
+        int(c.batch_id.split("_")[1]): c
+        for c in load_summaries(settings)
+        if c.batch_id.startswith("batch_")  # the stream's batches; not the inference log's
+    }
     print(
         f"\n    {'batch':<7}{'drifted':<9}{'share':<8}{'measured perf (labels)':<34}"
         "trigger / decision"
@@ -310,16 +338,27 @@ class LiveTraffic:
     """Callers of ``ctrain serve``: requests of ``per`` rows, one after another, in a thread,
     until stopped. A 503 with ``Retry-After`` (shed under load) is sent again after the wait, as
     a well-behaved client does; anything else that is not a 200 is a failure. ``url`` may be set
-    to None while the service restarts."""
+    to None while the service restarts; ``follow`` changes the rows sent (none: wait). With
+    ``id_column``, a row sent again after the list ran out gets an id of its own (``-r1``, ...):
+    a log window must not hold one id twice."""
 
-    def __init__(self, url: str | None, rows: list[dict], per: int = 10, pause: float = 0.02):
+    def __init__(
+        self,
+        url: str | None,
+        rows: list[dict],
+        per: int = 10,
+        pause: float = 0.02,
+        id_column: str | None = None,
+    ):
         import threading
         from collections import Counter
 
         self.url, self.rows, self.per, self.pause = url, rows, per, pause
+        self.id_column = id_column
         self.answered: Counter[tuple[str, str]] = Counter()  # rows per (arm, version)
         self.requests, self.shed = 0, 0
         self.failures: list[str] = []
+        self._next = 0  # the index in ``rows`` of the next row to send
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="live-traffic", daemon=True)
 
@@ -329,18 +368,29 @@ class LiveTraffic:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join(timeout=60)
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
+
+    def follow(self, rows: list[dict]) -> None:
+        """Send ``rows`` from now on, from the first."""
+        self.rows, self._next = rows, 0
+
+    def _row(self, rows: list[dict], j: int) -> dict:
+        row, again = rows[j % len(rows)], j // len(rows)
+        if again and self.id_column:
+            row = {**row, self.id_column: f"{row[self.id_column]}-r{again}"}
+        return row
 
     def _run(self) -> None:
         import httpx
 
-        i = 0
         with httpx.Client(timeout=30) as c:
             while not self._stop.is_set():
-                if self.url is None:
+                rows, i = self.rows, self._next
+                if self.url is None or not rows:
                     time.sleep(0.05)
                     continue
-                chunk = [self.rows[(i + k) % len(self.rows)] for k in range(self.per)]
+                chunk = [self._row(rows, i + k) for k in range(self.per)]
                 try:
                     r = c.post(f"{self.url}/predict", json={"rows": chunk})
                 except httpx.HTTPError as exc:
@@ -356,7 +406,8 @@ class LiveTraffic:
                     continue
                 else:
                     self.failures.append(f"{r.status_code} {r.text[:200]}")
-                i += self.per
+                if self.rows is rows:  # not followed elsewhere meanwhile
+                    self._next = i + self.per
                 time.sleep(self.pause)
 
 
@@ -370,112 +421,139 @@ def live_rows(settings: Settings, frame: pd.DataFrame, prefix: str = "live") -> 
     return rows.to_dict(orient="records")
 
 
-def _run(af, dag_id: str, run_id: str) -> dict:
-    """The DAG run as the REST API returns it (empty until it exists)."""
-    from urllib.parse import quote
+class Online:
+    """The demo's online half: ``ctrain serve`` in its own process, callers that send rows like
+    each stream batch's as it lands (``follow``), and a watch on the traffic split that prints
+    each change as the service follows it. The monitor's retrain is handed to ``ct_rollout``
+    (``serving.rollout.strategy: canary``), which canaries it on this traffic."""
 
-    status, body = af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}")
-    return body if status == 200 and isinstance(body, dict) else {}
+    def __init__(self, settings: Settings, af):
+        self.settings, self.af = settings, af
+        self.traffic = LiveTraffic(None, [], per=5, pause=0.1, id_column=settings.dataset.id_column)
+        self._proc = None
+        self._out = None
+        self._watching = None
+        self._stop = None
 
+    def __enter__(self) -> Online:
+        import subprocess
+        import sys
+        import threading
 
-def _ended(af, dag_id: str, run_id: str) -> dict:
-    run = _run(af, dag_id, run_id)
-    return run if run.get("state") in ("success", "failed") else {}
+        import httpx
 
+        from ctrain.runtime import free_port
 
-def run_online(settings: Settings, af, src: DemoSource) -> dict:
-    """``ctrain serve`` in its own process answers live traffic; ct_training trains a
-    challenger (a dry run: it moves nothing), then ct_rollout canaries it through
-    ``serving.rollout.canary_steps`` and promotes it or rolls it back. Prints each change of the
-    split as the service follows it, and what the callers saw."""
-    import subprocess
-    import sys
-
-    import httpx
-
-    from ctrain.runtime import free_port
-    from ctrain.serving.traffic import read_split
-    from ctrain.tracking import configure
-
-    client = configure(settings)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    out = open(settings.root / "logs" / "serve.log", "ab")  # noqa: SIM115 (the process's life)
-    ctrain = str(Path(sys.executable).with_name("ctrain"))
-    proc = subprocess.Popen(
-        [ctrain, "serve", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT
-    )
-    try:
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ctrain serve stopped (rc {proc.returncode}): see {out.name}")
-            try:
-                return httpx.get(f"{url}/ready", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for("ctrain serve to be ready", ready, af, 120)
-        serving = httpx.get(f"{url}/health").json()["serving_version"]
-        print(f"    ctrain serve on {url} answers with v{serving}; live traffic starts")
-        rows = live_rows(settings, src.batch(STREAM_END - 1))
-        with LiveTraffic(url, rows, per=5, pause=0.05) as traffic:
-            stamp = time.strftime("%Y%m%dT%H%M%S")
-            train_run = f"demo_online_train_{stamp}"
-            af.trigger(
-                dag_ids.TRAINING,
-                # Forced past significance (the stream's champion is recent) on the rows since
-                # the change, as the monitor's retrain was; a dry run: it moves nothing.
-                {
-                    "reason": "demo: a retrain under live traffic",
-                    "since_batch": f"batch_{DRIFT_FROM:04d}",
-                    "force": True,
-                    "dry_run": True,
-                },
-                run_id=train_run,
-            )
-            trained = wait_for(
-                "the challenger", lambda: _ended(af, dag_ids.TRAINING, train_run), af, 900
-            )
-            print(f"    ct_training: {trained.get('note') or ''}")
-            rollout_run = f"demo_canary_{stamp}"
-            af.trigger(
-                dag_ids.ROLLOUT,
-                {"strategy": "canary", "reason": "demo: canary of @challenger under live traffic"},
-                run_id=rollout_run,
-            )
-            seen = -1
-
-            def ended() -> dict:
-                nonlocal seen
-                split = read_split(client, settings.model_name)
-                if split.revision != seen:
-                    seen = split.revision
-                    print(f"    split r{split.revision}: {split.describe()}", flush=True)
-                return _ended(af, dag_ids.ROLLOUT, rollout_run)
-
-            rolled = wait_for("the canary", ended, af, 900)
-            time.sleep(2 * settings.serving.reload_seconds)  # callers see the final state
-        note = rolled.get("note") or ""
-        print(f"    ct_rollout: {note}")
-        answered = ", ".join(
-            f"{n} by {arm} v{v}" for (arm, v), n in sorted(traffic.answered.items())
+        url = f"http://127.0.0.1:{free_port()}"
+        self._out = open(self.settings.root / "logs" / "serve.log", "ab")  # noqa: SIM115
+        ctrain = str(Path(sys.executable).with_name("ctrain"))
+        self._proc = proc = subprocess.Popen(
+            [ctrain, "serve", "--port", url.rsplit(":", 1)[1]],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
         )
-        print(
-            f"    callers: {traffic.requests} requests, {len(traffic.failures)} failed, "
-            f"{traffic.shed} shed and sent again; rows answered {answered}"
-        )
-        return {
-            "requests": traffic.requests,
-            "failures": traffic.failures,
-            "shed": traffic.shed,
-            "answered": dict(traffic.answered),
-            "decision": note,
-        }
-    finally:
-        proc.terminate()
         try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        out.close()
+
+            def ready() -> bool:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"ctrain serve stopped (rc {proc.returncode}): see {self._out.name}"
+                    )
+                try:
+                    return httpx.get(f"{url}/ready", timeout=5).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_for("ctrain serve to be ready", ready, self.af, 120)
+        except BaseException:
+            self.__exit__()
+            raise
+        serving = httpx.get(f"{url}/health").json()["serving_version"]
+        print(
+            f"    ctrain serve on {url} answers with v{serving}; its callers send rows like each "
+            "batch's as it lands (ids live-<batch>-<n>)",
+            flush=True,
+        )
+        self.traffic.url = url
+        self.traffic.__enter__()
+        self._stop = threading.Event()
+        self._watching = threading.Thread(target=self._watch, name="split-watch", daemon=True)
+        self._watching.start()
+        return self
+
+    def follow(self, i: int, rows: pd.DataFrame) -> None:
+        """From now on the callers send batch ``i``'s rows, under ids of their own."""
+        self.traffic.follow(live_rows(self.settings, rows, prefix=f"live-{i}"))
+
+    def _watch(self) -> None:
+        from ctrain.serving.traffic import read_split
+        from ctrain.tracking import configure
+
+        client, seen = configure(self.settings), 0
+        while not self._stop.wait(1.0):
+            try:
+                split = read_split(client, self.settings.model_name)
+            except Exception as exc:  # noqa: BLE001 (a watch that prints; the demo goes on)
+                print(f"    (split not read: {exc})", flush=True)
+                continue
+            if split.revision != seen:
+                seen = split.revision
+                print(f"    split r{split.revision}: {split.describe()}", flush=True)
+
+    def _rollouts(self) -> list[dict]:
+        status, body = self.af.api("GET", f"/api/v2/dags/{dag_ids.ROLLOUT}/dagRuns")
+        return body.get("dag_runs", []) if status == 200 and isinstance(body, dict) else []
+
+    def settle(self) -> None:
+        """Wait until no rollout runs, then a little longer: the callers see the final state."""
+        from ctrain.serving.traffic import read_split
+        from ctrain.tracking import configure
+
+        client = configure(self.settings)
+
+        def quiet() -> bool:
+            running = [r for r in self._rollouts() if r["state"] in ("queued", "running")]
+            return not running and not read_split(client, self.settings.model_name).active
+
+        wait_for("the rollouts to end", quiet, self.af, 900)
+        time.sleep(2 * self.settings.serving.reload_seconds)
+        self.traffic.__exit__()
+
+    def report(self) -> dict:
+        """What ct_rollout decided and what the callers saw; printed, and returned."""
+        notes = [r.get("note") or r["state"] for r in self._rollouts()]
+        for note in notes:
+            print(f"    ct_rollout: {note}")
+        if not notes:
+            print("    ct_rollout: no rollout ran (no retrain's challenger won)")
+        t = self.traffic
+        answered = ", ".join(f"{n} by {arm} v{v}" for (arm, v), n in sorted(t.answered.items()))
+        print(
+            f"    callers: {t.requests} requests, {len(t.failures)} failed, "
+            f"{t.shed} shed and sent again; rows answered {answered}"
+        )
+        for failure in t.failures[:5]:
+            print(f"      failed: {failure}")
+        return {
+            "requests": t.requests,
+            "failures": t.failures,
+            "shed": t.shed,
+            "answered": dict(t.answered),
+            "rollouts": notes,
+        }
+
+    def __exit__(self, *exc) -> None:
+        import subprocess
+
+        if self._stop is not None:
+            self._stop.set()
+            self._watching.join(timeout=10)
+        self.traffic.__exit__()
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        if self._out is not None:
+            self._out.close()

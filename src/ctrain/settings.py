@@ -454,7 +454,9 @@ class RolloutConfig(_Strict):
         le=1,
         description="guardrail: prediction drift against the champion, as the change in the "
         "share of rows predicted positive when the challenger scores the same rows (what "
-        "callers would see change); the KS distance of the scores is reported beside it",
+        "callers would see change), held to the change its comparison showed on its held-out "
+        "rows (a retrain after a change is meant to answer differently); the KS distance of "
+        "the scores is reported beside it",
     )
     min_labeled_rows: int = Field(
         200, ge=10, description="labeled live rows before the labeled comparison counts"

@@ -6,6 +6,7 @@ tested under the real scheduler in ``tests/integration/test_rollout_e2e.py``).
 """
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from ctrain.records import DecisionKind, RunContext
 from ctrain.registry import CHALLENGER, aliased_version, current_champion
 from ctrain.serving import rollout
 from ctrain.serving.app import create_app
-from ctrain.serving.evidence import measure
-from ctrain.serving.traffic import read_split
+from ctrain.serving.evidence import Evidence, guardrails, measure
+from ctrain.serving.traffic import Split, read_split
 
 
 def _project(make_settings, client, challenger=None, **rollout_cfg):
@@ -156,6 +157,9 @@ def test_canary_moves_a_sticky_share_in_steps_then_promotes(make_settings, clien
     with ServerThread(create_app(settings, client, source="test")) as server:
         split = rollout.start(settings, client, "2", ctx)
         assert (split.strategy, split.percent, split.step) == ("canary", 50.0, 0)
+        # What the offline comparison's rows say about how differently v2 answers.
+        assert re.match(r"\d+ held-out rows of v2's training window: v2 ", split.expected_from)
+        assert split.expected_shift is not None and abs(split.expected_shift) < 0.1
         _following(server, split)
         rows = request_rows(src, batch=21, n=200)
         first, failures = _send(server, rows)
@@ -234,6 +238,9 @@ def test_a_challenger_that_cannot_load_never_answers_and_is_rolled_back(make_set
     ctx = RunContext(dag_id="ct_rollout", run_id="canary-3", trigger_reason="test")
     split = rollout.start(settings, client, "2", ctx)
     lose_artifacts(client, settings.model_name, "2")  # the artifact store lost its files
+    # A rollout begun now would have no expectation of v2's answers (the guardrails judge it).
+    expected, _, why = rollout.expected_shift_of(settings, client, "2", "1")
+    assert expected is None and why.startswith("no expectation: v2's held-out rows could not")
     # The service starts after the split was set: it finds the split where it was.
     with ServerThread(create_app(settings, client, source="test")) as server:
         health = _following(server, split)
@@ -322,3 +329,43 @@ def test_a_rollout_whose_watch_stopped_is_rolled_back_by_finish(make_settings, c
     ended = read_split(client, settings.model_name)
     assert (ended.status, ended.active) == ("rolled_back", False)
     assert current_champion(client, settings.model_name) == "1"
+
+
+def test_prediction_drift_is_held_to_the_shift_the_comparison_showed(make_settings):
+    # A retrain after a change answers differently from the champion, by design: its live
+    # shift is judged against the shift on its held-out rows, not against zero.
+    settings = make_settings()
+    ev = Evidence(
+        **dict.fromkeys(["rollout_id", "since", "champion", "challenger"], "x"),
+        answered={"champion": 800, "challenger": 200},
+        challenger_scored=1000,
+        challenger_errors=0,
+        error_rate=0.0,
+        champion_p99_ms=None,
+        challenger_p99_ms=None,
+        pairs=1000,
+        agreement=0.6,
+        mean_abs_diff=0.3,
+        positive_rate={"champion": 0.37, "challenger": 0.18},
+        prediction_shift=-0.19,
+        prediction_shift_se=0.01,
+        prediction_drift=0.2,
+        labeled_pairs=0,
+        paired=None,
+        per_arm=None,
+    )
+
+    def check(split):
+        (c,) = [c for c in guardrails(settings, split, ev) if c.name == "prediction_drift"]
+        return c
+
+    expected = Split(status="running", expected_shift=-0.17, expected_from="375 held-out rows")
+    assert check(expected).passed
+    assert "a shift of -19.0% against -17.0% expected (375 held-out rows): off by 2.0% ± 2.0% " in (
+        check(expected).detail
+    )
+    assert not check(Split(status="running", expected_from="no expectation: none")).passed
+    assert not check(Split(status="running", expected_shift=0.05)).passed  # the other way
+    # Off by 13 points: past 10 on these samples, not when the held-out rows were few.
+    assert not check(Split(status="running", expected_shift=-0.06)).passed
+    assert check(Split(status="running", expected_shift=-0.06, expected_shift_se=0.03)).passed

@@ -19,9 +19,11 @@ labels arrive (joined by row id), a paired comparison with the statistics promot
 from __future__ import annotations
 
 import dataclasses
+import math
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -55,6 +57,7 @@ class Evidence:
     mean_abs_diff: float | None
     positive_rate: dict[str, float] | None  # share predicted positive per version, on the pairs
     prediction_shift: float | None  # challenger's positive rate minus the champion's
+    prediction_shift_se: float | None  # its standard error (paired rows)
     prediction_drift: float | None  # KS distance of the two versions' scores on the pairs
     labeled_pairs: int
     paired: dict[str, float] | None  # PairedResult on labeled pairs (challenger vs champion)
@@ -134,6 +137,7 @@ def measure(settings: Settings, split: Split, since: datetime) -> Evidence:
                     _seed(split),
                 )
                 paired = dataclasses.asdict(result) | {"metric": cfg.metric}
+    shift, shift_se = shift_and_se(s_ch >= 0.5, s_cm >= 0.5) if n else (None, None)
     return Evidence(
         rollout_id=split.rollout_id,
         since=since.isoformat(),
@@ -154,12 +158,20 @@ def measure(settings: Settings, split: Split, since: datetime) -> Evidence:
         }
         if n
         else None,
-        prediction_shift=float((s_ch >= 0.5).mean() - (s_cm >= 0.5).mean()) if n else None,
+        prediction_shift=shift,
+        prediction_shift_se=shift_se,
         prediction_drift=float(ks_two_sample(s_cm, s_ch)[0]) if n else None,
         labeled_pairs=labeled_pairs,
         paired=paired,
         per_arm=_per_arm(settings, split, ok) if split.strategy == "ab" else None,
     )
+
+
+def shift_and_se(new: np.ndarray, old: np.ndarray) -> tuple[float, float]:
+    """The share of rows ``new`` predicts positive minus ``old``'s, on the same rows, and its
+    standard error (the per-row differences are paired)."""
+    d = new.astype(float) - old.astype(float)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
 
 
 def _seed(split: Split) -> int:
@@ -200,8 +212,14 @@ class Check:
     detail: str
 
 
-def guardrails(settings: Settings, ev: Evidence) -> list[Check]:
-    """Each guardrail on ``ev``: whether it passed and why."""
+def _z(confidence: float) -> float:
+    """The two-sided normal quantile for ``confidence``."""
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def guardrails(settings: Settings, split: Split, ev: Evidence) -> list[Check]:
+    """Each guardrail on ``ev``, the evidence of ``split``'s current step: whether it passed
+    and why."""
     cfg = settings.serving.rollout
     checks = [
         Check(
@@ -225,13 +243,24 @@ def guardrails(settings: Settings, ev: Evidence) -> list[Check]:
         )
     if ev.prediction_shift is not None:
         rates = ev.positive_rate or {}
+        expected = split.expected_shift or 0.0
+        off = ev.prediction_shift - expected
+        # Both shifts are measured on samples: fail only when the whole interval of the
+        # difference lies past the tolerance, as promotion needs its whole interval above 0.
+        margin = _z(settings.promotion.confidence) * math.hypot(
+            ev.prediction_shift_se or 0.0, split.expected_shift_se
+        )
         checks.append(
             Check(
                 "prediction_drift",
-                abs(ev.prediction_shift) <= cfg.max_prediction_shift,
-                f"predicted positive on {ev.pairs} rows: challenger {rates['challenger']:.1%}, "
-                f"champion {rates['champion']:.1%} (shift at most {cfg.max_prediction_shift:.0%}); "
-                f"agreement {ev.agreement:.1%}, KS of the scores {ev.prediction_drift:.3f}",
+                abs(off) - margin <= cfg.max_prediction_shift,
+                f"predicted positive on {ev.pairs} live rows: challenger "
+                f"{rates['challenger']:.1%}, champion {rates['champion']:.1%}, a shift of "
+                f"{ev.prediction_shift:+.1%} against {expected:+.1%} expected "
+                f"({split.expected_from or 'no expectation'}): off by {abs(off):.1%} "
+                f"± {margin:.1%} at {settings.promotion.confidence:.0%} (at most "
+                f"{cfg.max_prediction_shift:.0%}); agreement {ev.agreement:.1%}, KS of the "
+                f"scores {ev.prediction_drift:.3f}",
             )
         )
     if ev.paired is not None:

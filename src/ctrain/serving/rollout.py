@@ -30,7 +30,7 @@ from typing import Any
 from ctrain.promotion.promote import PromotionRefused, move_champion, refusal
 from ctrain.records import DecisionKind, Record, RunContext
 from ctrain.registry import current_champion
-from ctrain.serving.evidence import Evidence, guardrails, measure
+from ctrain.serving.evidence import Evidence, guardrails, measure, shift_and_se
 from ctrain.serving.traffic import RUNNING, Split, now_iso, read_split, write_split
 from ctrain.settings import Settings
 
@@ -82,6 +82,7 @@ def start(
     if champion == version:
         raise PromotionRefused(f"version {version} is champion already")
     percent = {"shadow": 0.0, "canary": cfg.canary_steps[0], "ab": cfg.ab_percent}[strategy]
+    expected, expected_se, expected_from = expected_shift_of(settings, client, version, champion)
     now = now_iso()
     new = Split(
         rollout_id=rollout_id,
@@ -93,12 +94,58 @@ def start(
         since=now,
         started=now,
         status=RUNNING,
+        expected_shift=expected,
+        expected_shift_se=expected_se,
+        expected_from=expected_from,
     )
     reason = f"{strategy} of v{version} begins: {_share(new)} (champion {champion})"
     if current.active:
         reason += f"; it replaces {current.rollout_id}, left running by a run that stopped"
     return write_split(
         settings, client, new, expected_revision=current.revision, reason=reason, ctx=ctx
+    )
+
+
+def expected_shift_of(
+    settings: Settings, client, version: str, champion: str
+) -> tuple[float | None, float, str]:
+    """How much more often ``version`` predicts positive than ``champion`` on ``version``'s
+    held-out rows (the newest of its training window, the rows its comparison used), its
+    standard error, and where that comes from; ``(None, 0, why)`` when they cannot be scored.
+
+    A retrain after a change is meant to answer differently from the champion: the prediction
+    drift guardrail holds the live shift to this one, not to zero.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from ctrain.model_io import features, positive_scores
+    from ctrain.registry import load_model, training_window, version_uri
+
+    spec = settings.dataset
+    try:
+        folder = training_window(client, settings.model_name, version, settings.datasets_dir)
+        if folder is None:
+            return None, f"no expectation: v{version} names no training window here"
+        holdout = pd.read_parquet(folder / "holdout.parquet")
+        X = features(holdout, spec)
+
+        def positive(v: str) -> np.ndarray:  # predicted positive, as the service answers
+            model = load_model(version_uri(settings.model_name, v))
+            return positive_scores(model, X, spec.positive_class) >= 0.5
+
+        new, old = positive(version), positive(champion)
+    except Exception as exc:  # noqa: BLE001 (said in the split; the guardrails still judge)
+        why = f"no expectation: v{version}'s held-out rows could not be scored: {exc}"
+        return None, 0.0, why
+    shift, se = shift_and_se(new, old)
+    return (
+        shift,
+        se,
+        (
+            f"{len(holdout)} held-out rows of v{version}'s training window: v{version} "
+            f"{new.mean():.1%}, v{champion} {old.mean():.1%}"
+        ),
     )
 
 
@@ -161,7 +208,7 @@ def advance(
     since = _since(split.since)
     elapsed = (now - since).total_seconds()
     ev = measure(settings, split, since)
-    checks = guardrails(settings, ev)
+    checks = guardrails(settings, split, ev)
     failed = [c for c in checks if not c.passed]
     enough = ev.challenger_scored >= cfg.min_rows
     # More failures than a whole step may have: the step cannot pass, whatever comes next.
@@ -223,7 +270,7 @@ def finish(settings: Settings, client, rollout_id: str, ctx: RunContext, passed:
     key = f"{ctx.dag_id}/{ctx.run_id}/rollout/{rollout_id}"
     started = _since(split.started)
     ev = measure(settings, split, started)
-    evidence = _evidence(ev, guardrails(settings, ev))
+    evidence = _evidence(ev, guardrails(settings, split, ev))
     action, rule, reason = DecisionKind.REJECTED, f"{split.strategy}_{split.status}", split.note
     if split.status == "promoted":
         action, rule, reason = DecisionKind.PROMOTED, f"{split.strategy}_passed", split.note

@@ -53,6 +53,12 @@ class Split:
     started: str = ""  # when the rollout began
     status: str = ""
     note: str = ""  # why it has this status (a failed guardrail, an abort, the outcome)
+    # The challenger's share predicted positive minus the champion's on the challenger's
+    # held-out rows (None: no such rows could be scored), and where that figure comes from:
+    # the live shift is judged against what the offline comparison already showed.
+    expected_shift: float | None = None
+    expected_shift_se: float = 0.0  # its standard error (the held-out rows are a sample too)
+    expected_from: str = ""
 
     @property
     def active(self) -> bool:
