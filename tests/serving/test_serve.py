@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pandas as pd
 import pytest
 from tests_support import (
     Payload,
@@ -239,3 +240,32 @@ def test_the_inference_log_lands_windows_the_monitor_checks_like_batches(served,
     (check,) = [c for c in steps.check_windows(settings) if c["batch_id"] == window]
     assert check["performance"]["status"] == "matured"
     assert check["performance"]["labeled_rows"] == 300 and check["performance"]["value"] > 0.7
+
+
+def test_the_demo_callers_follow_the_stream_and_never_send_one_id_twice(served):
+    # ``ctrain demo --serve``'s callers: rows like the batch that landed last, sent round and
+    # round; a row sent again gets an id of its own, so a window (300 rows) never holds one id
+    # twice and ingest accepts all of it.
+    from ctrain.demo import LiveTraffic, live_rows
+
+    settings, src, server, app = served
+    spec = settings.dataset
+    with LiveTraffic(server.url, [], per=20, pause=0, id_column=spec.id_column) as callers:
+        callers.follow(live_rows(settings, src.batch(20).iloc[:120], prefix="live-20"))
+        inference_log = app.app.state.log
+        deadline = time.monotonic() + 30
+        while not inference_log.landed:
+            assert time.monotonic() < deadline, "no window landed"
+            time.sleep(0.05)
+    assert callers.failures == [] and callers.requests >= 15
+    window = inference_log.landed[0]
+    rows = pd.read_parquet(settings.landing_dir / f"{window}.parquet")
+    ids = rows[spec.id_column]
+    assert len(rows) == 300 and ids.is_unique
+    assert {"live-20-0", "live-20-0-r1", "live-20-0-r2"} <= set(ids)
+    outcomes = {
+        o["batch_id"]: o
+        for o in (steps.ingest_one(p, settings) for p in steps.list_landed(settings))
+    }
+    assert outcomes[window]["status"] == "accepted", outcomes[window]
+    assert outcomes[window]["rows_accepted"] == 300
