@@ -192,15 +192,15 @@ def test_no_retrain_is_asked_for_while_a_rollout_holds_traffic(delayed, client):
     from ctrain.serving import rollout
 
     settings = delayed(estimate_performance=False, severe_drift_importance=1.0)
-    src = DemoSource(**settings.demo.model_dump() | {"covariate_shift_from": 5})
+    src = DemoSource(**settings.demo.model_dump() | {"covariate_shift_from": 3})
     bootstrap_champion(settings, src)
     # v2 (a dry run: @challenger, champion stays 1) is canaried while the drift builds up.
     steps.run_training(RunContext(run_id="second", force=True, dry_run=True), settings=settings)
     split = rollout.start(settings, client, None, RunContext(run_id="canary"), "canary")
-    verdicts = _stream(settings, src, 3, 7)
+    verdicts = _stream(settings, src, 3, 5)
     # The drift that asks for a retrain without a rollout (the test above) is held back.
-    held = verdicts[6]
-    assert held["trigger"] is False and held["flagged_windows"] == ["batch_0005", "batch_0006"]
+    held = verdicts[4]
+    assert held["trigger"] is False and held["flagged_windows"] == ["batch_0003", "batch_0004"]
     assert held["suppressed_by"].startswith(f"the rollout of v2 is running ({split.rollout_id})")
 
     rollout.abort(settings, client, "a test", RunContext(run_id="abort"))
@@ -210,4 +210,4 @@ def test_no_retrain_is_asked_for_while_a_rollout_holds_traffic(delayed, client):
         queued["trigger"] is False and queued["suppressed_by"] == "ct_rollout is queued or running"
     )
     after = steps.decide_retrain("t/after-rollout", training_active=False, settings=settings)
-    assert after["trigger"] and after["flagged_windows"] == ["batch_0005", "batch_0006"]
+    assert after["trigger"] and after["flagged_windows"] == ["batch_0003", "batch_0004"]
