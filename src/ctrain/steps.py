@@ -346,14 +346,12 @@ def decide_retrain(
     s = _settings(settings)
     client = _client(s)
     split = read_split(client, s.model_name)
-    rollout = (
-        f"the rollout of v{split.challenger} is running ({split.rollout_id}): its outcome "
-        "decides the champion first"
-        if split.active
-        else "ct_rollout is queued or running"
-        if rollout_active
-        else ""
-    )
+    rollout = "ct_rollout is queued or running" if rollout_active else ""
+    if split.active:
+        rollout = (
+            f"the rollout of v{split.challenger} is running ({split.rollout_id}): its outcome "
+            "decides the champion first"
+        )
     return decide(s, client, key, training_active, rollout).to_xcom()
 
 

@@ -273,7 +273,12 @@ def test_one_writer_a_stale_split_write_is_refused(make_settings, client):
 
     settings, _ = _project(make_settings, client)
     ctx = RunContext(dag_id="ct_rollout", run_id="canary-4", trigger_reason="test")
+    # A version whose training window is not here (registered elsewhere) starts without an
+    # expectation of how differently it answers.
+    client.set_model_version_tag(settings.model_name, "2", "data_content_hash", "elsewhere")
     split = rollout.start(settings, client, "2", ctx)
+    assert (split.expected_shift, split.expected_shift_se) == (None, 0.0)
+    assert split.expected_from == "no expectation: v2 names no training window here"
     rollout.abort(settings, client, "test: stop it", RunContext(trigger_reason="a person"))
     with pytest.raises(SplitConflict, match="not 1"):
         write_split(settings, client, split, expected_revision=1, reason="stale", ctx=ctx)

@@ -126,7 +126,7 @@ def expected_shift_of(
     try:
         folder = training_window(client, settings.model_name, version, settings.datasets_dir)
         if folder is None:
-            return None, f"no expectation: v{version} names no training window here"
+            return None, 0.0, f"no expectation: v{version} names no training window here"
         holdout = pd.read_parquet(folder / "holdout.parquet")
         X = features(holdout, spec)
 
@@ -138,15 +138,11 @@ def expected_shift_of(
     except Exception as exc:  # noqa: BLE001 (said in the split; the guardrails still judge)
         why = f"no expectation: v{version}'s held-out rows could not be scored: {exc}"
         return None, 0.0, why
-    shift, se = shift_and_se(new, old)
-    return (
-        shift,
-        se,
-        (
-            f"{len(holdout)} held-out rows of v{version}'s training window: v{version} "
-            f"{new.mean():.1%}, v{champion} {old.mean():.1%}"
-        ),
+    source = (
+        f"{len(holdout)} held-out rows of v{version}'s training window: v{version} "
+        f"{new.mean():.1%}, v{champion} {old.mean():.1%}"
     )
+    return *shift_and_se(new, old), source
 
 
 def _share(split: Split) -> str:
