@@ -8,29 +8,29 @@ hand from the UI (**Trigger DAG w/ config**: window, dry run, force, reason).
 
 assemble window (a window already trained under the same config is recorded as skipped) →
 validate training set → train (MLflow run) → evaluate on the held-out slice → register version →
-paired comparison with `champion` on the same rows → [with `promotion.approval: required`: a
-person approves or rejects the promotion under **Required Actions**] → promote or reject
-(compare-and-set under a lock; a version that passed its gates is aliased `challenger`) → one
-decision record in MLflow. The run's note says what was decided. With
-`serving.rollout.strategy` shadow, canary or ab, a winner is handed to `ct_rollout` instead, which
-promotes it or rolls it back on live traffic.
+paired comparison with `champion` on the same rows → approval gate → approval (with
+`promotion.approval: required` and a comparison that would move champion, a person approves or
+rejects under **Required Actions**; skipped otherwise) → promote or reject (compare-and-set under
+a lock; a version that passed its gates is aliased `challenger`) → one decision record in MLflow
+→ hand-over to `ct_rollout` (with `serving.rollout.strategy` shadow, canary or ab, a winner is
+rolled out on live traffic, which promotes it or rolls it back; skipped otherwise). The run's
+note says what was decided. The graph is the same under every setting: each gate decides when
+the run reaches it.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from ctrain_common import (
     ACCEPTED,
-    APPROVE,
     DEFAULT_ARGS,
     NOTE_KEY,
-    REJECT,
     ROLLOUT,
     TRAINING,
+    ApprovalRequest,
     MlflowRunLink,
     ModelVersionLink,
     settings,
@@ -49,10 +49,6 @@ def _schedule():
         return AssetOrTimeSchedule(timetable=timetable, assets=on_data)
     return timetable or on_data or None
 
-
-APPROVAL = settings().promotion.approval == "required"
-# With a rollout strategy, a winner goes to ct_rollout, which promotes it or rolls it back.
-ROLLOUT_ON = settings().serving.rollout.strategy != "direct"
 
 # The trigger form; a run given any other conf key fails (a typo would run a real training).
 PARAMS = {
@@ -183,33 +179,36 @@ def ct_training():
 
         return steps.compare(challenger, dataset, ctx)
 
-    @task.branch
-    def approval_gate(comparison: dict, ctx: dict, ti=None) -> list[str]:
-        """Ask a person only when the comparison would move champion."""
+    @task
+    def approval_gate(comparison: dict, ctx: dict) -> dict | None:
+        """The approval request when a person must answer before promote (approval required and
+        the comparison would move champion), else None: the approval task then skips."""
         from ctrain import steps
 
-        asked = steps.approval_request(comparison, ctx)
-        if asked is None:
-            return ["promote"]
-        ti.xcom_push(key="request", value=asked)
-        return ["approval", "promote"]
+        return steps.approval_request(comparison, ctx)
 
-    @task
-    def promote(comparison: dict | None = None, ctx: dict | None = None, ti=None) -> dict:
+    # A failed step upstream stops promote; a skipped approval (nobody asked) does not.
+    @task(trigger_rule="none_failed")
+    def promote(
+        comparison: dict | None,
+        ctx: dict,
+        dataset: dict | None,
+        request: dict | None,
+        answer: dict | None,
+        ti=None,
+    ) -> dict:
         """Compare-and-set of champion under the lock; writes exactly one decision record.
 
         After an approval request, the answer decides: a rejection or an expiry is recorded;
         an approval promotes if the challenger still wins against the champion of the moment.
         """
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from ctrain import steps
 
-        if APPROVAL:  # behind the gate, the inputs are read here (see the wiring below)
-            comparison = ti.xcom_pull(task_ids="compare")
-            ctx = ti.xcom_pull(task_ids="run_context")
-        asked = ti.xcom_pull(task_ids="approval_gate", key="request") if APPROVAL else None
-        if asked:
-            dataset = ti.xcom_pull(task_ids="assemble_window")
-            answer = ti.xcom_pull(task_ids="approval")
+        if comparison is None:  # the run trained nothing (its note says why)
+            raise AirflowSkipException("nothing was compared")
+        if request:
             decision = steps.promote_after_approval(comparison, ctx, dataset, answer)
         else:
             decision = steps.promote(comparison, ctx)
@@ -218,19 +217,9 @@ def ct_training():
 
     @task.short_circuit
     def handed_to_rollout(decision: dict) -> bool:
-        """Whether the decision hands the challenger to ct_rollout (champion stays meanwhile)."""
+        """Whether the decision hands the challenger to ct_rollout (champion stays meanwhile):
+        only with a rollout strategy (``serving.rollout.strategy``) and a winning challenger."""
         return decision.get("decision") == "rollout"
-
-    def roll_out(decision) -> None:
-        handed_to_rollout(decision) >> TriggerDagRunOperator(
-            task_id="start_rollout",
-            trigger_dag_id=ROLLOUT,
-            conf={
-                "version": "{{ ti.xcom_pull(task_ids='promote')['challenger_version'] }}",
-                "reason": "{{ ti.xcom_pull(task_ids='promote')['headline'] }}",
-                "handed_over_by": "{{ dag_run.run_id }}",
-            },
-        )
 
     ctx = run_context()
     dataset = assemble_window(ctx)
@@ -241,33 +230,20 @@ def ct_training():
         register(trained, dataset, validation, evaluation, ctx), ModelVersionLink()
     )
     comparison = with_links(compare(challenger, dataset, ctx), ModelVersionLink())
-    if not APPROVAL:
-        decision = with_links(promote(comparison, ctx), ModelVersionLink())
-    else:
-        # promote's only upstreams are the gate and the approval: it runs when the gate sends
-        # it on alone, or after the person answered; skipped when the run trained nothing.
-        decision = with_links(
-            promote.override(trigger_rule="none_failed_min_one_success")(), ModelVersionLink()
-        )
-        approval = HITLOperator(
-            task_id="approval",
-            subject="{{ ti.xcom_pull(task_ids='approval_gate', key='request')['subject'] }}",
-            body="{{ ti.xcom_pull(task_ids='approval_gate', key='request')['body'] }}",
-            options=[APPROVE, REJECT],
-            # Unanswered in time, the default answers with no person: recorded as expired.
-            defaults=[REJECT],
-            params={
-                "comment": Param(
-                    "", type="string", description="Why: goes into the decision record."
-                )
-            },
-            response_timeout=timedelta(minutes=settings().promotion.approval_timeout_minutes),
-        )
-        gate = approval_gate(comparison, ctx)
-        gate >> [approval, decision]
-        approval >> decision
-    if ROLLOUT_ON:
-        roll_out(decision)
+    request = approval_gate(comparison, ctx)
+    answer = ApprovalRequest(task_id="approval", request=request)
+    decision = with_links(
+        promote(comparison, ctx, dataset, request, answer.output), ModelVersionLink()
+    )
+    handed_to_rollout(decision) >> TriggerDagRunOperator(
+        task_id="start_rollout",
+        trigger_dag_id=ROLLOUT,
+        conf={
+            "version": "{{ ti.xcom_pull(task_ids='promote')['challenger_version'] }}",
+            "reason": "{{ ti.xcom_pull(task_ids='promote')['headline'] }}",
+            "handed_over_by": "{{ dag_run.run_id }}",
+        },
+    )
 
 
 ct_training()

@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import cache
 
-from airflow.sdk import Asset, BaseOperatorLink
+from airflow.providers.standard.operators.hitl import HITLOperator
+from airflow.sdk import Asset, BaseOperatorLink, Param
 
 from ctrain import dag_ids
 from ctrain.settings import Settings, load_settings
@@ -67,6 +68,42 @@ APPROVE, REJECT = dag_ids.APPROVE, dag_ids.REJECT
 def settings() -> Settings:
     """The project's settings (``CTRAIN_PROJECT`` and ``CTRAIN_*``), read once per process."""
     return load_settings()
+
+
+class ApprovalRequest(HITLOperator):
+    """ct_training's approval: a person approves or rejects the promotion in **Required
+    Actions**, when the gate made a ``request`` (``promotion.approval: required`` and the
+    comparison would move champion); skipped otherwise. Subject, body and the time to answer
+    (``promotion.approval_timeout_minutes``) are read when the task runs, not when the DAG is
+    parsed; unanswered in time, the default answer comes from no person and is recorded as
+    expired."""
+
+    template_fields = (*HITLOperator.template_fields, "request")
+
+    def __init__(self, *, request, params=None, **kwargs):
+        # ``params`` holds the DAG's own, which Airflow merges in again below; the form of the
+        # request is the comment alone.
+        super().__init__(
+            subject="Promote the challenger?",
+            options=[APPROVE, REJECT],
+            defaults=[REJECT],
+            params={
+                "comment": Param(
+                    "", type="string", description="Why: goes into the decision record."
+                )
+            },
+            **kwargs,
+        )
+        self.request = request
+
+    def execute(self, context):
+        if not self.request:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException("no approval needed for this comparison")
+        self.subject, self.body = self.request["subject"], self.request["body"]
+        self.response_timeout = timedelta(minutes=settings().promotion.approval_timeout_minutes)
+        return super().execute(context)
 
 
 def _returned(ti) -> dict:

@@ -1,7 +1,6 @@
 """Every DAG imports cleanly, wires only, and carries retries, tags and docs."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,22 +56,32 @@ def test_ct_training_runs_on_schedule_and_on_accepted_data(dagbag):
     assert [o.name for o in producer.outlets] == ["ctrain_accepted"]
 
 
-@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
-def test_parsing_a_dag_file_imports_nothing_heavy(path):
-    """Fast parsing, checked without timing: the heavy libraries stay out of the module top level."""
+def test_parsing_the_dag_files_imports_nothing_heavy():
+    """Fast parsing, checked without timing: the heavy libraries stay out of the module top level.
+    One fresh interpreter parses the files one after another and looks after each."""
     code = (
         "import importlib.util, json, sys\n"
         f"sys.path.append({str(DAGS)!r})\n"
-        f"spec = importlib.util.spec_from_file_location('d', {str(path)!r})\n"
-        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
-        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
-        "ours = sorted(m for m in sys.modules if m == 'ctrain' or m.startswith('ctrain.'))\n"
-        "print(json.dumps([heavy, ours]))\n"
+        "seen = {}\n"
+        "for path in sys.argv[1:]:\n"
+        "    spec = importlib.util.spec_from_file_location('d', path)\n"
+        "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        f"    heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "    ours = sorted(m for m in sys.modules if m == 'ctrain' or m.startswith('ctrain.'))\n"
+        "    seen[path.rsplit('/', 1)[-1]] = [heavy, ours]\n"
+        "print(json.dumps(seen))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    heavy, ours = json.loads(out.stdout.strip().splitlines()[-1])
-    assert heavy == []
-    assert set(ours) <= PARSE_TIME_CTRAIN, ours
+    out = subprocess.run(
+        [sys.executable, "-c", code, *map(str, DAG_FILES)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert sorted(seen) == sorted(p.name for p in DAG_FILES)
+    for name, (heavy, ours) in seen.items():
+        assert heavy == [], name
+        assert set(ours) <= PARSE_TIME_CTRAIN, (name, ours)
 
 
 def test_dag_files_only_wire(tmp_path):
@@ -105,67 +114,99 @@ def test_inference_runs_on_accepted_data(dagbag):
     assert [o.name for o in dag.get_task("publish_predictions").outlets] == ["ctrain_predictions"]
 
 
-def test_schedules_and_the_new_data_trigger_come_from_the_settings(tmp_path):
-    # A fresh process: ctrain_common reads the settings once per process, as the DAG processor does.
-    code = (
-        "import json\n"
-        "from tests_support import load_dagbag\n"
-        "bag = load_dagbag()\n"
-        "tt = {d: bag.dags[d].timetable for d in ('ct_ingest', 'ct_training', 'ct_drift_monitor')}\n"
-        "print(json.dumps({\n"
-        "  'errors': list(bag.import_errors),\n"
-        "  'training': [type(tt['ct_training']).__name__, tt['ct_training'].expression],\n"
-        "  'ingest': tt['ct_ingest'].timetable.expression,\n"
-        "  'monitor': tt['ct_drift_monitor'].timetable.expression,\n"
-        "}))\n"
-    )
-    env = os.environ | {
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-        "AIRFLOW_HOME": str(tmp_path),
-        "CTRAIN_SCHEDULES__TRAINING": "0 5 * * 1",
-        "CTRAIN_SCHEDULES__INGEST": "*/5 * * * *",
-        "CTRAIN_SCHEDULES__MONITORING": "30 * * * *",
-        "CTRAIN_TRAIN_ON_NEW_DATA": "false",
-    }
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    )
-    got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got == {
-        "errors": [],
-        "training": ["CronTriggerTimetable", "0 5 * * 1"],
-        "ingest": "*/5 * * * *",
-        "monitor": "30 * * * *",
-    }
+@pytest.fixture
+def parse_under(monkeypatch):
+    """The DAGs as the DAG processor parses them under ``CTRAIN_*`` variables: ctrain_common
+    reads the settings once per process, so its cache is emptied before and after."""
+    monkeypatch.syspath_prepend(str(DAGS))
+    import ctrain_common
+
+    def parse(**env):
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        ctrain_common.settings.cache_clear()
+        bag = load_dagbag()
+        assert bag.import_errors == {}
+        return bag
+
+    yield parse
+    monkeypatch.undo()
+    ctrain_common.settings.cache_clear()
 
 
-def test_training_without_a_cron_runs_only_on_new_data_or_when_asked(tmp_path):
+def test_schedules_and_the_new_data_trigger_come_from_the_settings(parse_under):
+    bag = parse_under(
+        CTRAIN_SCHEDULES__TRAINING="0 5 * * 1",
+        CTRAIN_SCHEDULES__INGEST="*/5 * * * *",
+        CTRAIN_SCHEDULES__MONITORING="30 * * * *",
+        CTRAIN_TRAIN_ON_NEW_DATA="false",
+    )
+    tt = {d: bag.dags[d].timetable for d in ("ct_ingest", "ct_training", "ct_drift_monitor")}
+    assert [type(tt["ct_training"]).__name__, tt["ct_training"].expression] == [
+        "CronTriggerTimetable",
+        "0 5 * * 1",
+    ]
+    assert tt["ct_ingest"].timetable.expression == "*/5 * * * *"
+    assert tt["ct_drift_monitor"].timetable.expression == "30 * * * *"
+
+
+@pytest.mark.parametrize(
+    ("on_data", "expected"),
+    [
+        ("true", ("AssetTriggeredTimetable", ["ctrain_accepted"])),
+        ("false", ("NullTimetable", None)),
+    ],
+)
+def test_training_without_a_cron_runs_only_on_new_data_or_when_asked(
+    parse_under, on_data, expected
+):
     # schedules.training: none leaves the daily cron out (the demo and the tests drive it).
-    code = (
-        "import json\n"
-        "from tests_support import load_dagbag\n"
-        "bag = load_dagbag()\n"
-        "t = bag.dags['ct_training'].timetable\n"
-        "print(json.dumps([list(bag.import_errors), type(t).__name__, "
-        "sorted(a.name for a in getattr(t, 'asset_condition', None).objects) "
-        "if getattr(t, 'asset_condition', None) else None]))\n"
+    bag = parse_under(CTRAIN_SCHEDULES__TRAINING="none", CTRAIN_TRAIN_ON_NEW_DATA=on_data)
+    t = bag.dags["ct_training"].timetable
+    condition = getattr(t, "asset_condition", None)
+    assets = sorted(a.name for a in condition.objects) if condition else None
+    assert (type(t).__name__, assets) == expected
+
+
+def _graph(dag) -> dict:
+    """What a person sees of a DAG in the UI: its tasks, their kinds, edges and trigger rules."""
+    return {
+        t.task_id: (type(t).__name__, sorted(t.upstream_task_ids), str(t.trigger_rule))
+        for t in dag.tasks
+    }
+
+
+def test_every_dag_has_the_same_graph_under_every_setting(parse_under):
+    """Gates decide when a run reaches them (skip, short-circuit), never when the file is parsed:
+    the approval task and the hand-over to ct_rollout are always there."""
+    default = {d: _graph(dag) for d, dag in parse_under().dags.items()}
+    training = default["ct_training"]
+    assert {"approval_gate", "approval", "promote", "handed_to_rollout", "start_rollout"} <= set(
+        training
     )
-    base = os.environ | {
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-        "AIRFLOW_HOME": str(tmp_path),
-        "CTRAIN_SCHEDULES__TRAINING": "none",
-    }
-    got = {}
-    for on_data in ("true", "false"):
-        env = base | {"CTRAIN_TRAIN_ON_NEW_DATA": on_data}
-        out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-        )
-        got[on_data] = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got == {
-        "true": [[], "AssetTriggeredTimetable", ["ctrain_accepted"]],
-        "false": [[], "NullTimetable", None],
-    }
+    assert training["approval"][0] == "ApprovalRequest"
+    assert training["promote"][1] == [
+        "approval",
+        "approval_gate",
+        "assemble_window",
+        "compare",
+        "run_context",
+    ]
+    assert training["start_rollout"][1] == ["handed_to_rollout"]
+    variants = [
+        {"CTRAIN_PROMOTION__APPROVAL": "required"},
+        {"CTRAIN_SERVING__ROLLOUT__STRATEGY": "canary"},
+        {
+            "CTRAIN_PROMOTION__APPROVAL": "required",
+            "CTRAIN_PROMOTION__APPROVAL_TIMEOUT_MINUTES": "5",
+            "CTRAIN_SERVING__ROLLOUT__STRATEGY": "ab",
+            "CTRAIN_SCHEDULES__WATCH_SECONDS": "0",
+            "CTRAIN_TRAIN_ON_NEW_DATA": "false",
+            "CTRAIN_DATASET__LABELS": "delayed",
+        },
+    ]
+    for env in variants:
+        assert {d: _graph(dag) for d, dag in parse_under(**env).dags.items()} == default, env
 
 
 def test_links_sit_only_on_the_tasks_they_belong_to(dagbag):
@@ -181,6 +222,7 @@ def test_links_sit_only_on_the_tasks_they_belong_to(dagbag):
         ("ct_training", "register"): ["Model version"],
         ("ct_training", "compare"): ["Model version"],
         ("ct_training", "promote"): ["Model version"],
+        ("ct_training", "start_rollout"): ["Triggered DAG"],  # Airflow's own
         ("ct_drift_monitor", "trigger_ct_training"): ["Triggered DAG"],  # Airflow's own
     }
 
