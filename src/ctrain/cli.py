@@ -96,8 +96,8 @@ def cmd_rollout(settings: Settings, args) -> int:
     """The rollout's split and its live evidence; or one of its verbs, without Airflow."""
     from datetime import datetime
 
-    from ctrain.serving import rollout
-    from ctrain.serving.evidence import guardrails, measure
+    from ctrain.rollout import control as rollout
+    from ctrain.rollout.evidence import guardrails, measure
     from ctrain.serving.traffic import read_split
 
     client = _client(settings)

@@ -493,7 +493,7 @@ class Online:
         while not self._stop.wait(1.0):
             try:
                 split = read_split(client, self.settings.model_name)
-            except Exception as exc:  # noqa: BLE001 (a watch that prints; the demo goes on)
+            except Exception as exc:  # a watch that prints; the demo goes on
                 print(f"    (split not read: {exc})", flush=True)
                 continue
             if split.revision != seen:

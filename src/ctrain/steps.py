@@ -369,7 +369,7 @@ def start_rollout(version: str, strategy: str, ctx: XCom, settings: Settings | N
     """Begin the rollout of ``version`` (empty: @challenger); its split, as the service reads it."""
     import dataclasses
 
-    from ctrain.serving.rollout import start
+    from ctrain.rollout.control import start
 
     s = _settings(settings)
     split = start(s, _client(s), version or None, RunContext.from_xcom(ctx), strategy or None)
@@ -378,7 +378,7 @@ def start_rollout(version: str, strategy: str, ctx: XCom, settings: Settings | N
 
 def advance_rollout(rollout_id: str, ctx: XCom, settings: Settings | None = None) -> XCom:
     """One look at the rollout's current step: wait, next step, passed, failed or ended."""
-    from ctrain.serving.rollout import advance
+    from ctrain.rollout.control import advance
 
     s = _settings(settings)
     return advance(s, _client(s), rollout_id, RunContext.from_xcom(ctx)).to_xcom()
@@ -388,7 +388,7 @@ def finish_rollout(
     rollout_id: str, ctx: XCom, passed: bool, settings: Settings | None = None
 ) -> XCom:
     """Promote (compare-and-set) or roll back, in one decision record."""
-    from ctrain.serving.rollout import finish
+    from ctrain.rollout.control import finish
 
     s = _settings(settings)
     return finish(s, _client(s), rollout_id, RunContext.from_xcom(ctx), passed).to_xcom()

@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 
 from ctrain.metrics import ResampleMetric, known_metrics, metric_value
-from ctrain.promotion.compare import decide, paired_bootstrap, slice_metrics
+from ctrain.promotion.compare import decide, slice_metrics
 from ctrain.settings import PromotionConfig
+from ctrain.stats import paired_bootstrap
 
 
 @pytest.fixture
@@ -86,9 +87,9 @@ def test_lower_is_better_metrics_are_oriented(rows):
 
 
 def _paired(diff, lo, hi):
-    from ctrain.promotion.compare import PairedResult
+    from ctrain.stats import Difference
 
-    return PairedResult(0.8 + diff, 0.8, diff, lo, hi, 1000, 1000)
+    return Difference(0.8 + diff, 0.8, diff, lo, hi, 1000, 1000)
 
 
 CFG = PromotionConfig(

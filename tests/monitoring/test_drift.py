@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ctrain.monitoring.drift import detect_drift, evidently_report, ks_two_sample
+from ctrain.monitoring.drift import detect_drift, evidently_report
 from ctrain.settings import DriftMethod
+from ctrain.stats import ks_two_sample
 
 W = DriftMethod(method="wasserstein", threshold=0.1)
 JS = DriftMethod(method="jensenshannon", threshold=0.1)

@@ -189,7 +189,7 @@ def test_a_window_is_judged_for_the_model_that_scored_it_after_a_promotion(delay
 
 def test_no_retrain_is_asked_for_while_a_rollout_holds_traffic(delayed, client):
     from ctrain.records import RunContext
-    from ctrain.serving import rollout
+    from ctrain.rollout import control as rollout
 
     settings = delayed(estimate_performance=False, severe_drift_importance=1.0)
     src = DemoSource(**settings.demo.model_dump() | {"covariate_shift_from": 3})

@@ -51,15 +51,17 @@ def test_every_preloaded_module_imports_and_none_starts_a_thread(tmp_path):
     assert fresh_import(list(TASK_PRELOAD), tmp_path)["threads"] == ["MainThread"]
 
 
-# The layering of the library. Shared pieces sit below the loop's stages; the stages follow the
-# loop (ingest -> training -> promotion -> monitoring) and may use what comes before them, never
-# what comes after; the entry points (steps, CLI, demo, runtime) sit on top.
+# The layering of the library. Shared pieces sit below the loop's stages (the statistics among
+# them); the stages follow the loop (ingest -> training -> promotion -> monitoring -> serving ->
+# rollout) and may use what comes before them, never what comes after; the entry points (steps,
+# CLI, demo, runtime) sit on top.
 SHARED = {
     "ctrain",
     "ctrain.settings",
     "ctrain.storage",
     "ctrain.records",
     "ctrain.metrics",
+    "ctrain.stats",
     "ctrain.model_io",
     "ctrain.expectations",
     "ctrain.tracking",
@@ -73,6 +75,7 @@ LOOP = [
     "ctrain.promotion",
     "ctrain.monitoring",
     "ctrain.serving",
+    "ctrain.rollout",
 ]
 ENTRY = {
     "ctrain.steps",
@@ -169,6 +172,39 @@ def test_no_stage_of_the_loop_imports_a_later_stage_or_an_entry_point():
             if layer in ENTRY or (layer in LOOP and LOOP.index(layer) > mine):
                 wrong.add((m, dep))
     assert wrong == set()
+
+
+def test_the_service_uses_only_shared_pieces():
+    """``ctrain serve`` answers requests; what moves aliases or judges a rollout (promotion, the
+    rollout's control) stays out of its process, and it borrows no stage's math."""
+    wrong = {
+        (m, dep)
+        for m, deps in _library_imports().items()
+        if _layer(m) == "ctrain.serving"
+        for dep in deps
+        if _layer(dep) not in SHARED | {"ctrain.serving"}
+    }
+    assert wrong == set()
+
+
+def test_stages_share_their_statistics_through_one_module():
+    graph = _library_imports()
+    users = {m for m, deps in graph.items() if "ctrain.stats" in deps}
+    assert {
+        "ctrain.promotion.compare",
+        "ctrain.monitoring.check",
+        "ctrain.monitoring.drift",
+        "ctrain.rollout.evidence",
+    } <= users
+    borrowed = {
+        (m, dep)
+        for m, deps in graph.items()
+        if _layer(m) in LOOP
+        for dep in deps
+        if dep in {"ctrain.promotion.compare", "ctrain.monitoring.drift"}
+        and _layer(dep) != _layer(m)
+    }
+    assert borrowed == set()
 
 
 def test_the_layering_test_sees_the_imports_it_judges():

@@ -27,10 +27,10 @@ from ctrain.model_io import features, positive_scores
 from ctrain.monitoring.drift import detect_drift, evidently_report
 from ctrain.monitoring.estimate import estimate_drop, fit_calibrator
 from ctrain.monitoring.severity import drift_severity, feature_importance
-from ctrain.promotion.compare import two_sample_bootstrap
 from ctrain.records import Estimate, Performance, WindowCheck
 from ctrain.registry import current_champion, load_model, version_uri
 from ctrain.settings import Settings
+from ctrain.stats import two_sample_bootstrap
 from ctrain.storage import read_json, write_json_atomic
 from ctrain.tracking import ensure_experiment
 

@@ -8,84 +8,18 @@ then slice guardrails. The first rule that decides is named in the result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ctrain.metrics import ResampleMetric, greater_is_better, metric_value
+from ctrain.metrics import greater_is_better, metric_value
 from ctrain.model_io import features, positive_scores, target
 from ctrain.records import Comparison, DatasetWindow, RegisteredVersion, RunContext
 from ctrain.registry import current_champion, load_model, version_uri
 from ctrain.settings import PromotionConfig, Settings
+from ctrain.stats import Difference, paired_bootstrap
 from ctrain.storage import write_json_atomic
-
-
-@dataclass(frozen=True)
-class PairedResult:
-    """Metric of each model on the same rows and the bootstrap interval of their difference."""
-
-    challenger: float
-    champion: float
-    diff: float  # oriented so that positive means the challenger is better
-    ci_low: float
-    ci_high: float
-    n_rows: int
-    n_resamples: int
-
-
-def paired_bootstrap(
-    y: np.ndarray,
-    s_new: np.ndarray,
-    s_old: np.ndarray,
-    metric: str,
-    n_boot: int,
-    confidence: float,
-    seed: int,
-) -> PairedResult:
-    """Percentile interval of ``metric(new) - metric(old)`` over paired row resamples."""
-    return _bootstrap((y, s_new), (y, s_old), metric, n_boot, confidence, seed, paired=True)
-
-
-def two_sample_bootstrap(
-    y_new: np.ndarray,
-    s_new: np.ndarray,
-    y_old: np.ndarray,
-    s_old: np.ndarray,
-    metric: str,
-    n_boot: int,
-    confidence: float,
-    seed: int,
-) -> PairedResult:
-    """Percentile interval of ``metric(new) - metric(old)`` measured on two different sets of rows
-    (one model on a live window, against its own held-out figure): each side is resampled on its
-    own, so the interval carries the uncertainty of both figures.
-    """
-    return _bootstrap(
-        (y_new, s_new), (y_old, s_old), metric, n_boot, confidence, seed, paired=False
-    )
-
-
-def _bootstrap(new_side, old_side, metric, n_boot, confidence, seed, paired) -> PairedResult:
-    sign = 1.0 if greater_is_better(metric) else -1.0
-    (y_new, s_new), (y_old, s_old) = new_side, old_side
-    new, old = metric_value(metric, y_new, s_new), metric_value(metric, y_old, s_old)
-    on_new, on_old = ResampleMetric(metric, y_new, s_new), ResampleMetric(metric, y_old, s_old)
-    y_new, y_old = np.asarray(y_new, dtype=bool), np.asarray(y_old, dtype=bool)
-    rng = np.random.default_rng(seed)
-    n_new, n_old = len(y_new), len(y_old)
-    diffs = []
-    for _ in range(n_boot):
-        # A resample as counts per row; paired, one draw of rows scores both models.
-        c_new = np.bincount(rng.integers(0, n_new, n_new), minlength=n_new)
-        c_old = c_new if paired else np.bincount(rng.integers(0, n_old, n_old), minlength=n_old)
-        if not (0 < c_new @ y_new < n_new and 0 < c_old @ y_old < n_old):
-            continue  # one class only: no AUC on this draw
-        diffs.append(sign * (on_new(c_new) - on_old(c_old)))
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(diffs, [alpha, 1 - alpha]) if diffs else (np.nan, np.nan)
-    return PairedResult(new, old, sign * (new - old), float(lo), float(hi), n_new, len(diffs))
 
 
 def slice_metrics(
@@ -119,7 +53,7 @@ def decide(
     cfg: PromotionConfig,
     validation_status: str,
     floors: dict[str, float],
-    paired: PairedResult | None,
+    paired: Difference | None,
     slices: list[dict[str, Any]],
     force: bool,
 ) -> tuple[str, str, str]:

@@ -49,6 +49,7 @@ from prometheus_client import (
 from starlette.background import BackgroundTask
 
 from ctrain.registry import CHALLENGER, CHAMPION, training_window
+from ctrain.serving.arms import plan_arms
 from ctrain.serving.log import SHADOW, InferenceLog
 from ctrain.serving.reload import Failure, ModelSlot, Served
 from ctrain.serving.rows import explain, request_model, rows_from_frame
@@ -404,45 +405,37 @@ def create_app(
         rows = body.rows
         challenger = routes.challenger_ready(split)
         ids = [str(getattr(r, spec.id_column)) for r in rows]
-        to_challenger = [split.answers(i) for i in ids] if split.active else [False] * len(rows)
+        plan = plan_arms(ids, split, challenger is not None)
         answers = np.empty(len(rows))
-        arms: list[tuple[str, Served]] = [(CHAMPION, served)] * len(rows)
-        logged, after, failed_rows = [], [], set()
-        mine = [i for i, c in enumerate(to_challenger) if not c]
-        theirs = [i for i, c in enumerate(to_challenger) if c]
-        if theirs and challenger is not None:
-            part = [rows[i] for i in theirs]
+        logged = []  # (rows, scores, version, arm, ms, error), landed in the inference log
+        if plan.challenger:
+            part = [rows[i] for i in plan.challenger]
             scores, ms, error = scored(challenger, part)
             if error:  # the champion answers; the failure is the challenger's evidence
                 logged.append(
                     (part, np.full(len(part), np.nan), challenger.version, SHADOW, ms, error)
                 )
-                mine, failed_rows = sorted(mine + theirs), set(theirs)
+                plan = plan.challenger_failed()
             else:
-                answers[theirs] = scores
-                for i in theirs:
-                    arms[i] = (CHALLENGER, challenger)
+                answers[list(plan.challenger)] = scores
                 logged.append((part, scores, challenger.version, CHALLENGER, ms, ""))
-                after.append((served, part, ""))
-        elif split.active:
-            mine = list(range(len(rows)))
-        if mine:
-            part = [rows[i] for i in mine]
+        if plan.champion:
+            part = [rows[i] for i in plan.champion]
             scores, ms, error = scored(served, part)
             if error:  # the champion itself fails: a server error, as before any rollout
                 raise RuntimeError(error)
-            answers[mine] = scores
+            answers[list(plan.champion)] = scores
             logged.insert(0, (part, scores, served.version, CHAMPION, ms, ""))
-            if split.active:
-                # Shadow scoring: every row the champion answered is scored by the challenger
-                # too (in shadow, that is all of them), after the answer is sent.
-                # Rows the challenger just failed on are logged already, once.
-                part = [rows[i] for i in mine if i not in failed_rows]
-                failed = routes.challenger.failed(split.challenger or "")
-                if challenger is not None and part:
-                    after.append((challenger, part, ""))
-                elif failed is not None:
-                    after.append((None, part, f"not loaded: {failed.error}"))
+        after = []  # (version or None, rows, why): scored after the answer is sent
+        if plan.champion_shadow():
+            after.append((served, [rows[i] for i in plan.champion_shadow()], ""))
+        if plan.challenger_shadow():
+            part = [rows[i] for i in plan.challenger_shadow()]
+            failed = routes.challenger.failed(split.challenger or "")
+            if challenger is not None:
+                after.append((challenger, part, ""))
+            elif failed is not None:
+                after.append((None, part, f"not loaded: {failed.error}"))
         latency = time.perf_counter() - started
         for part, scores, version, arm, ms, error in logged:
             inference_log.add(
@@ -453,16 +446,20 @@ def create_app(
                 metrics.rows.labels(version, arm).inc(len(part))
                 metrics.latency.labels(version, arm).observe(latency)
         recent[:] = [rows[:WARM_ROWS]]  # what the next version warms up on
-        out = [
-            {
-                spec.id_column: i,
-                "score": float(s),
-                "prediction": spec.positive_class if s >= 0.5 else negative,
-                "model_version": version.version,
-                "arm": arm,
-            }
-            for i, s, (arm, version) in zip(ids, answers, arms, strict=True)
-        ]
+        by_challenger = set(plan.challenger)
+        out = []
+        for k, (i, s) in enumerate(zip(ids, answers, strict=True)):
+            arm, version = (CHALLENGER, challenger) if k in by_challenger else (CHAMPION, served)
+            prediction = spec.positive_class if s >= 0.5 else negative
+            out.append(
+                {
+                    spec.id_column: i,
+                    "score": float(s),
+                    "prediction": prediction,
+                    "model_version": version.version,
+                    "arm": arm,
+                }
+            )
         return JSONResponse(
             {"request_id": rid, "model_version": served.version, "predictions": out},
             headers={"X-Request-ID": rid},

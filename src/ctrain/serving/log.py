@@ -13,7 +13,7 @@ background thread, never on a request's path) after ``serving.log_window_rows`` 
 Arms: ``champion`` and ``challenger`` are the versions that answered; ``shadow`` is a version
 that scored rows it did not answer (during a rollout every row is scored by both versions, the
 other one after the answer is sent). Only answered windows land their rows; a shadow window is
-evidence for the rollout (``evidence.py``), joined to the answers by request id and row id.
+evidence for the rollout (``ctrain.rollout.evidence``), joined to the answers by request id and row id.
 - then the rows themselves (id, event time, features) in the landing folder as
   ``<window>.parquet``: ``ct_ingest`` validates them like any batch (its watcher starts it
   within seconds), so ``ct_drift_monitor`` checks the window for drift, prediction drift and,

@@ -1,12 +1,10 @@
-"""The traffic split of a rollout: which version answers which rows, kept in the registry.
+"""The traffic split of a rollout as the service reads it: which version answers which rows.
 
 The split is a tag of the registered model (``ctrain.traffic``, a small JSON document), so
 every serving replica reads it in the same call that reads the aliases, a restarted service
 finds it where it was, and only a principal with EDIT on the model can change it (the serving
-user has READ). It has one writer at a time: ``write_split`` runs under the promotion lock and
-is a compare-and-set on the split's ``revision``; a writer that read an older split is refused.
-Every change is a decision record (``traffic``) in the decisions experiment, beside the moves of
-``champion``.
+user has READ). The service only reads it; its one writer is the rollout
+(``ctrain.rollout.split``).
 
 Which rows the challenger answers is sticky: a row goes to the challenger when a hash of the
 rollout id and the row's id falls under the challenger's share, so the same id gets the same
@@ -20,20 +18,10 @@ import json
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-from ctrain.promotion.decisions import close_record, find_record, open_record
-from ctrain.promotion.lock import promotion_lock
-from ctrain.records import DecisionKind, RunContext
-from ctrain.settings import Settings
 
 TRAFFIC_TAG = "ctrain.traffic"
 RUNNING = "running"
 BUCKETS = 10_000
-
-
-class SplitConflict(Exception):
-    """The split changed since the writer read it; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -104,58 +92,3 @@ def read_split(client, name: str) -> Split:
     except MlflowException:
         return Split()
     return Split.from_json(model.tags.get(TRAFFIC_TAG))
-
-
-def write_split(
-    settings: Settings,
-    client,
-    new: Split,
-    *,
-    expected_revision: int,
-    reason: str,
-    ctx: RunContext,
-    evidence: dict[str, Any] | None = None,
-) -> Split:
-    """Set the split to ``new`` (its revision becomes ``expected_revision + 1``) iff the split on
-    record is still at ``expected_revision``; record the change. A retry of a write that landed
-    (same rollout, same revision) only makes sure its record exists."""
-    name = settings.model_name
-    new = dataclasses.replace(new, revision=expected_revision + 1, since=new.since or now_iso())
-    key = f"traffic/{new.rollout_id or 'none'}/r{new.revision}"
-    with promotion_lock(settings):
-        current = read_split(client, name)
-        # This very write, landed before a crash or a lost answer (the time aside).
-        landed = dataclasses.replace(current, since="") == dataclasses.replace(new, since="")
-        if current.revision != expected_revision and not landed:
-            raise SplitConflict(
-                f"the traffic split of {name} is at revision {current.revision} "
-                f"({current.describe()}), not {expected_revision}: refusing to write over it"
-            )
-        if landed:
-            new = current
-        else:
-            client.set_registered_model_tag(name, TRAFFIC_TAG, new.to_json())
-        done = find_record(client, settings, key)
-        if done is None or done.info.status != "FINISHED":
-            champion = current.champion if current.active else new.champion
-            close_record(
-                client,
-                open_record(client, settings, key),
-                {
-                    **(evidence or {}),
-                    "decision": DecisionKind.TRAFFIC,
-                    "rule": new.strategy,
-                    "reason": reason,
-                    "model_name": name,
-                    "challenger_version": new.challenger,
-                    "champion_before": champion,
-                    "champion_after": champion,
-                    "trigger_reason": ctx.trigger_reason,
-                    "started_by": ctx.started_by or None,
-                    "airflow_dag_id": ctx.dag_id,
-                    "airflow_run_id": ctx.run_id,
-                    "decision_key": key,
-                    "split": dataclasses.asdict(new),
-                },
-            )
-    return new

@@ -23,19 +23,24 @@ import math
 import zlib
 from dataclasses import dataclass
 from datetime import datetime
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ctrain.ingest.labels import attach_labels
-from ctrain.monitoring.drift import ks_two_sample
-from ctrain.promotion.compare import PairedResult, paired_bootstrap, two_sample_bootstrap
 from ctrain.registry import CHALLENGER, CHAMPION
 from ctrain.serving.log import SHADOW
 from ctrain.serving.traffic import Split
 from ctrain.settings import Settings
+from ctrain.stats import (
+    Difference,
+    ks_two_sample,
+    paired_bootstrap,
+    shift_and_se,
+    two_sample_bootstrap,
+    z_value,
+)
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class Evidence:
     prediction_shift_se: float | None  # its standard error (paired rows)
     prediction_drift: float | None  # KS distance of the two versions' scores on the pairs
     labeled_pairs: int
-    paired: dict[str, float] | None  # PairedResult on labeled pairs (challenger vs champion)
+    paired: dict[str, float] | None  # Difference on labeled pairs (challenger vs champion)
     per_arm: dict[str, Any] | None  # ab: each arm's metric on the rows it answered, and the test
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,13 +172,6 @@ def measure(settings: Settings, split: Split, since: datetime) -> Evidence:
     )
 
 
-def shift_and_se(new: np.ndarray, old: np.ndarray) -> tuple[float, float]:
-    """The share of rows ``new`` predicts positive minus ``old``'s, on the same rows, and its
-    standard error (the per-row differences are paired)."""
-    d = new.astype(float) - old.astype(float)
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-
-
 def _seed(split: Split) -> int:
     return zlib.crc32(split.rollout_id.encode())
 
@@ -193,7 +191,7 @@ def _per_arm(settings: Settings, split: Split, answered: pd.DataFrame) -> dict[s
         sides[arm] = (y, lab["score"].to_numpy(dtype=float))
     need = settings.serving.rollout.min_labeled_rows
     if all(len(y) >= need and 0 < y.sum() < len(y) for y, _ in sides.values()):
-        result: PairedResult = two_sample_bootstrap(
+        result: Difference = two_sample_bootstrap(
             *sides[CHALLENGER],
             *sides[CHAMPION],
             cfg.metric,
@@ -210,11 +208,6 @@ class Check:
     name: str
     passed: bool
     detail: str
-
-
-def _z(confidence: float) -> float:
-    """The two-sided normal quantile for ``confidence``."""
-    return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
 def guardrails(settings: Settings, split: Split, ev: Evidence) -> list[Check]:
@@ -247,7 +240,7 @@ def guardrails(settings: Settings, split: Split, ev: Evidence) -> list[Check]:
         off = ev.prediction_shift - expected
         # Both shifts are measured on samples: fail only when the whole interval of the
         # difference lies past the tolerance, as promotion needs its whole interval above 0.
-        margin = _z(settings.promotion.confidence) * math.hypot(
+        margin = z_value(settings.promotion.confidence) * math.hypot(
             ev.prediction_shift_se or 0.0, split.expected_shift_se
         )
         checks.append(

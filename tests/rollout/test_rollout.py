@@ -20,9 +20,9 @@ from ctrain.data.demo_source import DemoSource
 from ctrain.promotion.decisions import list_decisions
 from ctrain.records import DecisionKind, RunContext
 from ctrain.registry import CHALLENGER, aliased_version, current_champion
-from ctrain.serving import rollout
+from ctrain.rollout import control as rollout
+from ctrain.rollout.evidence import Evidence, guardrails, measure
 from ctrain.serving.app import create_app
-from ctrain.serving.evidence import Evidence, guardrails, measure
 from ctrain.serving.traffic import Split, read_split
 
 
@@ -269,7 +269,7 @@ def test_a_challenger_that_cannot_load_never_answers_and_is_rolled_back(make_set
 
 
 def test_one_writer_a_stale_split_write_is_refused(make_settings, client):
-    from ctrain.serving.traffic import SplitConflict, write_split
+    from ctrain.rollout.split import SplitConflict, write_split
 
     settings, _ = _project(make_settings, client)
     ctx = RunContext(dag_id="ct_rollout", run_id="canary-4", trigger_reason="test")

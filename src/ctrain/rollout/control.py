@@ -30,9 +30,11 @@ from typing import Any
 from ctrain.promotion.promote import PromotionRefused, move_champion, refusal
 from ctrain.records import DecisionKind, Record, RunContext
 from ctrain.registry import current_champion
-from ctrain.serving.evidence import Evidence, guardrails, measure, shift_and_se
-from ctrain.serving.traffic import RUNNING, Split, now_iso, read_split, write_split
+from ctrain.rollout.evidence import Evidence, guardrails, measure
+from ctrain.rollout.split import write_split
+from ctrain.serving.traffic import RUNNING, Split, now_iso, read_split
 from ctrain.settings import Settings
+from ctrain.stats import shift_and_se
 
 WAIT, NEXT, PASSED, FAILED, ENDED = "wait", "next", "passed", "failed", "ended"
 
@@ -135,7 +137,7 @@ def expected_shift_of(
             return positive_scores(model, X, spec.positive_class) >= 0.5
 
         new, old = positive(version), positive(champion)
-    except Exception as exc:  # noqa: BLE001 (said in the split; the guardrails still judge)
+    except Exception as exc:  # said in the split; the guardrails still judge
         why = f"no expectation: v{version}'s held-out rows could not be scored: {exc}"
         return None, 0.0, why
     source = (

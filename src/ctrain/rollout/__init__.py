@@ -1,0 +1,1 @@
+"""Rolling a challenger out on live traffic: the split's one writer, the evidence, the control."""
