@@ -194,6 +194,8 @@ def test_mlflow_runs_the_basic_auth_app_with_proxied_artifacts(services):
     host_path = REPO / str(ini_mount[0]).split(":", 1)[0]
     assert re.search(r"^default_permission\s*=\s*NO_PERMISSIONS\s*$", host_path.read_text(), re.M)
     assert "admin_password" not in re.sub(r"#.*", "", host_path.read_text())
+    # Logins are cached for a bounded time (every request's scrypt check otherwise dominates).
+    assert re.search(r"^auth_cache_ttl_seconds\s*=\s*60\s*$", host_path.read_text(), re.M)
 
 
 def test_healthchecks_and_conditional_start_order(services):

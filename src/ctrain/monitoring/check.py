@@ -53,7 +53,8 @@ class ChampionReference:
 def load_reference(settings: Settings, client, version: str) -> ChampionReference:
     """Read champion ``version``'s training window and score its held-out rows, once."""
     name, spec = settings.model_name, settings.dataset
-    tags = client.get_model_version(name, version).tags
+    mv = client.get_model_version(name, version)
+    tags = mv.tags
     folder = settings.datasets_dir / tags["data_content_hash"]
     metric = settings.promotion.metric
     holdout = pd.read_parquet(folder / "holdout.parquet")
@@ -69,8 +70,21 @@ def load_reference(settings: Settings, client, version: str) -> ChampionReferenc
         holdout_positive=positive.to_numpy(),
         profile=window_profile(settings, folder),
         calibrator=fit_calibrator(scores, positive.to_numpy()),
-        importance=feature_importance(model, holdout, spec, metric),
+        importance=_importance(
+            folder / f"importance-{mv.run_id}-{metric}.json", model, holdout, settings
+        ),
     )
+
+
+def _importance(path, model, holdout: pd.DataFrame, settings: Settings) -> dict[str, float]:
+    """The version's feature importance on its held-out rows: computed once (it is the same for
+    every window, and costs more than the rest of a check) and kept beside its training window,
+    named by the version's run."""
+    if path.exists():
+        return read_json(path)
+    importance = feature_importance(model, holdout, settings.dataset, settings.promotion.metric)
+    write_json_atomic(path, importance)
+    return importance
 
 
 def champion_version(settings: Settings, client) -> str:
