@@ -5,7 +5,7 @@
 
 Each stream runs in a fresh CTRAIN_HOME through the real DAGs: the first champion from batches
 0-2 (``airflow dags test``, as in the demo), then one batch a window under the real scheduler,
-triggerer and API server (``ctrain.demo.run_stream``): each batch lands with the previous
+triggerer and API server (``ctrain.harness.stream.run_stream``): each batch lands with the previous
 batch's labels (labels one window late), the watchers start ct_ingest, and ct_batch_inference,
 ct_drift_monitor and (when the monitor asks) ct_training follow on their own.
 
@@ -79,12 +79,12 @@ def _measure(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
 def run_stream_once(kind: str, n_windows: int, change_after: int, log_dir: Path) -> dict:
     """One stream in a fresh home: the per-window figures and the stream's summary."""
     from ctrain import dag_ids
-    from ctrain.demo import _dag, run_stream, stream_services
+    from ctrain.harness.stream import run_stream, stream_services
     from ctrain.model_io import features, positive_scores
     from ctrain.monitoring.trigger import trigger_log
     from ctrain.promotion.decisions import list_decisions
     from ctrain.registry import load_model, version_uri
-    from ctrain.runtime import migrate
+    from ctrain.runtime import dag_test, migrate
     from ctrain.settings import load_settings
     from ctrain.tracking import configure
 
@@ -96,8 +96,8 @@ def run_stream_once(kind: str, n_windows: int, change_after: int, log_dir: Path)
     for i in range(FIRST_STREAM_BATCH):
         src.write_batch(i, settings.landing_dir, with_labels=False)
         src.write_labels(i, settings.labels_landing_dir)
-    _dag(settings, dag_ids.INGEST, log)
-    _dag(settings, dag_ids.TRAINING, log, {"reason": "bench: first training"})
+    dag_test(settings, dag_ids.INGEST, log)
+    dag_test(settings, dag_ids.TRAINING, log, {"reason": "bench: first training"})
     stop = FIRST_STREAM_BATCH + n_windows
     started = time.monotonic()
     with stream_services(settings, log_dir) as af:

@@ -161,13 +161,12 @@ def _airflow_run(db: Path, run_id: str) -> dict[str, Any] | None:
 
 
 def _run_airflow(af, db: Path, run_id: str, timeout: float = 3600) -> dict[str, Any]:
+    from ctrain.runtime import wait_for
+
     af.trigger("ct_training", {"reason": "bench", "force": True}, run_id=run_id)
-    deadline = time.monotonic() + timeout
-    while (result := _airflow_run(db, run_id)) is None:
-        if not af.alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"ct_training run {run_id} did not finish; see {af.log_dir}")
-        time.sleep(1)
-    return result
+    return wait_for(
+        f"ct_training run {run_id}", lambda: _airflow_run(db, run_id), timeout, 1, af.alive
+    )
 
 
 def measure(rows: int, repeat: int, keep: bool = False) -> dict[str, Any]:

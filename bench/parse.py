@@ -21,7 +21,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +77,7 @@ def dag_processor(folder: Path, home: Path, repeat: int, timeout: float = 600) -
     """Parse durations recorded by the real DAG processor, ``repeat`` parses per DAG."""
     os.environ["CTRAIN_HOME"] = str(home)
     os.environ["CTRAIN_DAGS_FOLDER"] = str(folder)
-    from ctrain.runtime import airflow_bin, airflow_env, migrate
+    from ctrain.runtime import Services, airflow_bin, airflow_env, migrate, wait_for
     from ctrain.settings import load_settings
 
     s = load_settings()
@@ -88,18 +87,9 @@ def dag_processor(folder: Path, home: Path, repeat: int, timeout: float = 600) -
     db = s.airflow_home / "airflow.db"
     dag_ids = {p.stem for p in dag_files(folder)}
     seen: dict[str, dict[str, float]] = {d: {} for d in dag_ids}
-    with open(log, "a") as fh:
-        proc = subprocess.Popen(
-            [airflow_bin(), "dag-processor"], env=env, stdout=fh, stderr=subprocess.STDOUT
-        )
-    deadline = time.monotonic() + timeout
-    try:
-        while any(len(v) < repeat for v in seen.values()):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the DAG processor did not parse every file; see {log}")
-            time.sleep(0.5)
-            if not db.exists():
-                continue
+
+    def parsed_enough() -> bool:
+        if db.exists():
             with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
                 rows = con.execute(
                     "select dag_id, last_parsed_time, last_parse_duration from dag"
@@ -107,12 +97,13 @@ def dag_processor(folder: Path, home: Path, repeat: int, timeout: float = 600) -
             for dag_id, parsed_at, duration in rows:
                 if dag_id in seen and duration is not None:
                     seen[dag_id][parsed_at] = duration
-    finally:
-        proc.send_signal(2)  # SIGINT: the processor's clean shutdown
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        return all(len(v) >= repeat for v in seen.values())
+
+    with Services(env) as processor:
+        processor.start([airflow_bin(), "dag-processor"], log)
+        wait_for(
+            "the DAG processor to parse every file", parsed_enough, timeout, 0.5, processor.alive
+        )
     # The first parse of each file is the warm-up (cold page cache, the DAG created in the DB).
     return {d: stats([x for _, x in sorted(parses.items())][1:]) for d, parses in seen.items()}
 

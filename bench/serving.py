@@ -33,23 +33,18 @@ BIN = Path(sys.executable).parent
 
 
 def _wait(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    from ctrain.runtime import wait_for
+
+    def ready() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
+                return r.status == 200
         except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} not ready in {timeout}s")
+            return False
 
-
-def _free_port() -> int:
-    from ctrain.runtime import free_port
-
-    return free_port()
+    wait_for(url, ready, timeout)
 
 
 def _champion(home: Path) -> tuple[Any, list[dict]]:
@@ -263,7 +258,9 @@ def main() -> None:
     }
     stack = contextlib.ExitStack()
     logs = {n: stack.enter_context(open(home / f"{n}.log", "w")) for n in ("ours", "mlflow")}  # noqa: SIM115 (closed by the stack)
-    ours, theirs = _free_port(), _free_port()
+    from ctrain.runtime import free_ports
+
+    ours, theirs = free_ports(2)
     procs = [
         subprocess.Popen(
             [str(BIN / "ctrain"), "serve", "--port", str(ours)],

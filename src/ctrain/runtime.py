@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,11 +97,42 @@ def api_server_env(port: int) -> dict[str, str]:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports on 127.0.0.1 that nothing listens on right now (all sockets
+    are held open together, so no two are the same)."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
+def wait_for(
+    what: str,
+    done: Callable[[], Any],
+    timeout: float = 300,
+    interval: float = 0.5,
+    alive: Callable[[], bool] | None = None,
+) -> Any:
+    """Call ``done`` every ``interval`` seconds until it returns something true, and return that.
+
+    Raises ``TimeoutError`` once ``timeout`` seconds have passed, and ``RuntimeError`` as soon as
+    ``alive()`` (the services being waited on) is false. The one poll loop of the demo, the tests
+    and the bench.
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := done()):
+        if alive is not None and not alive():
+            raise RuntimeError(f"a service stopped while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting {timeout:.0f}s for {what}")
+        time.sleep(interval)
+    return value
 
 
 def airflow_bin() -> str:
@@ -125,12 +159,73 @@ def migrate(settings: Settings, log_file: Path) -> None:
         raise RuntimeError(f"airflow db migrate failed; see {log_file}")
 
 
-class AirflowServices:
-    """Airflow's scheduler, DAG processor and triggerer on the embedded stores, as a context manager.
+def dag_test(settings: Settings, dag_id: str, log: Path, conf: dict | None = None) -> float:
+    """``airflow dags test`` of ``dag_id`` (a real DAG run, executed in one process) on the
+    embedded stores; its output goes to ``log``. Returns its duration in seconds."""
+    import json
 
-    Each runs in its own process group; on exit they get SIGINT (Airflow's clean shutdown), then
-    SIGKILL for anything still alive after ``grace`` seconds, so no process outlives the block.
+    started = time.monotonic()
+    args = ["dags", "test", dag_id] + (["--conf", json.dumps(conf)] if conf else [])
+    print(f"  $ airflow {' '.join(args)}", flush=True)
+    if run_airflow(settings, args, log) != 0:
+        raise RuntimeError(f"airflow dags test {dag_id} failed; see {log}")
+    return time.monotonic() - started
+
+
+class Services:
+    """Long-running processes started together and stopped as a whole (a context manager).
+
+    Each runs in its own process group, so whatever it starts is stopped with it: first SIGINT
+    (the clean shutdown of Airflow's components and of MLflow's server), then SIGKILL for
+    anything still alive after ``grace`` seconds. Nothing outlives ``stop``.
     """
+
+    def __init__(self, env: dict[str, str] | None = None, grace: float = 30):
+        self.env, self.grace = env, grace
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, args: list[str], log: Path | None = None) -> subprocess.Popen:
+        """Start ``args``; its output goes to ``log`` (appended), or where this process's goes."""
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+        # The child keeps its own copy of the log's descriptor; ours closes at once.
+        with open(log, "a") if log is not None else contextlib.nullcontext() as out:
+            proc = subprocess.Popen(
+                args,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT if out is not None else None,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGINT)
+        deadline = time.monotonic() + self.grace
+        for p in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)  # stragglers in the group (task runners)
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class AirflowServices(Services):
+    """Airflow's API server, scheduler, DAG processor and triggerer on the embedded stores, as a
+    context manager; with the calls the demo, the tests and the bench make of them (REST with a
+    token, approvals, triggers)."""
 
     # Tasks reach Airflow through the api-server's Task Execution API, so it runs here too.
     COMPONENTS = (["api-server"], ["scheduler"], ["dag-processor"], ["triggerer"])
@@ -141,24 +236,25 @@ class AirflowServices:
         log_dir: Path,
         extra_env: dict[str, str] | None = None,
         grace: float = 30,
+        base_env: dict[str, str] | None = None,
     ):
-        self.settings, self.log_dir, self.grace = settings, log_dir, grace
-        port = free_port()
-        self.base_url = f"http://127.0.0.1:{port}"
-        self._token: str | None = None
-        self.env = (
-            airflow_env(settings)
+        port, worker_logs, trigger_logs = free_ports(3)
+        env = (
+            airflow_env(settings, base_env)
             | api_server_env(port)
             | {
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(worker_logs),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(trigger_logs),
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__CORE__PARALLELISM": "2",
             }
             | (extra_env or {})
         )
-        self.procs: list[subprocess.Popen] = []
+        super().__init__(env, grace)
+        self.settings, self.log_dir = settings, log_dir
+        self.base_url = f"http://127.0.0.1:{port}"
+        self._token: str | None = None
 
     def __enter__(self) -> AirflowServices:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -171,35 +267,13 @@ class AirflowServices:
                 stderr=subprocess.STDOUT,
                 check=False,
             )
-        for args in self.COMPONENTS:
-            log = open(self.log_dir / f"{args[0]}.log", "a")  # noqa: SIM115 (closed with the process)
-            self.procs.append(
-                subprocess.Popen(
-                    [airflow_bin(), *args],
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
+        try:
+            for args in self.COMPONENTS:
+                self.start([airflow_bin(), *args], self.log_dir / f"{args[0]}.log")
+        except BaseException:
+            self.stop()
+            raise
         return self
-
-    def __exit__(self, *exc) -> None:
-        import signal
-        import time
-
-        for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGINT)
-        deadline = time.monotonic() + self.grace
-        for p in self.procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)  # stragglers in the group (task runners)
-
-    def alive(self) -> bool:
-        return all(p.poll() is None for p in self.procs)
 
     def admin_password(self) -> str:
         """The generated password of Airflow's ``admin`` user (SimpleAuthManager)."""
@@ -249,19 +323,14 @@ class AirflowServices:
 
     def wait_until_serving(self, timeout: float = 120) -> None:
         """Wait until the API server answers its health check."""
-        import time
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"an Airflow service stopped; see {self.log_dir}")
+        def healthy() -> bool:
             try:
-                if self.api("GET", "/api/v2/monitor/health", token="")[0] == 200:
-                    return
+                return self.api("GET", "/api/v2/monitor/health", token="")[0] == 200
             except OSError:
-                pass
-            time.sleep(1)
-        raise TimeoutError(f"Airflow's API server did not answer within {timeout:.0f}s")
+                return False
+
+        wait_for("Airflow's API server", healthy, timeout, interval=0.5, alive=self.alive)
 
     def pending_approvals(self, dag_id: str) -> list[dict]:
         """Human-in-the-loop requests of ``dag_id`` that no one has answered."""
@@ -295,16 +364,15 @@ class AirflowServices:
     ) -> None:
         """``airflow dags trigger``, retried until the DAG processor has registered the DAG."""
         import json
-        import time
 
         args = [airflow_bin(), "dags", "trigger", dag_id]
         args += ["--conf", json.dumps(conf)] if conf else []
         args += ["--run-id", run_id] if run_id else []
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def once() -> bool:
             out = subprocess.run(args, env=self.env, capture_output=True, text=True)
-            if out.returncode == 0:
-                return
-            if "DagNotFound" not in out.stderr or time.monotonic() > deadline or not self.alive():
+            if out.returncode != 0 and "DagNotFound" not in out.stderr:
                 raise RuntimeError(f"airflow dags trigger {dag_id} failed: {out.stderr[-2000:]}")
-            time.sleep(3)
+            return out.returncode == 0
+
+        wait_for(f"{dag_id} to be registered", once, timeout, interval=2, alive=self.alive)

@@ -81,6 +81,7 @@ ENTRY = {
     "ctrain.steps",
     "ctrain.status",
     "ctrain.runtime",
+    "ctrain.harness",
     "ctrain.demo",
     "ctrain.cli",
     "ctrain.orchestration",
