@@ -38,7 +38,7 @@ from ctrain_common import (
     default_args=DEFAULT_ARGS,
     tags=["ctrain", "monitoring"],
     doc_md=__doc__,
-    # The trigger's conf keeps native types (the window is an integer Param of ct_training).
+    # The trigger's conf keeps native types (window_batches is an integer Param of ct_training).
     render_template_as_native_obj=True,
 )
 def ct_drift_monitor():
@@ -78,7 +78,7 @@ def ct_drift_monitor():
         conf={
             "reason": "{{ ti.xcom_pull(task_ids='decide')['reason'] }}",
             "evidence_uri": "{{ ti.xcom_pull(task_ids='decide')['evidence_uri'] }}",
-            "window": "{{ ti.xcom_pull(task_ids='decide')['window'] }}",
+            "window_batches": "{{ ti.xcom_pull(task_ids='decide')['window_batches'] }}",
             "since_batch": "{{ ti.xcom_pull(task_ids='decide')['change_from'] }}",
         },
         wait_for_completion=True,

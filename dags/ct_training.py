@@ -4,7 +4,7 @@
 Runs on a schedule (`schedules.training`, default daily 03:00 UTC; `none` for no schedule), when `ct_ingest`
 publishes new accepted data (the `ctrain_accepted` asset; off with `CTRAIN_TRAIN_ON_NEW_DATA=false`),
 when `ct_drift_monitor` asks for it (with the drift or performance reason and its evidence), and by
-hand from the UI (**Trigger DAG w/ config**: window, dry run, force, reason).
+hand from the UI (**Trigger DAG w/ config**: window (batches), dry run, force, reason).
 
 assemble window (a window already trained under the same config is recorded as skipped) →
 validate training set → train (MLflow run) → evaluate on the held-out slice → register version →
@@ -52,10 +52,11 @@ def _schedule():
 
 # The trigger form; a run given any other conf key fails (a typo would run a real training).
 PARAMS = {
-    "window": Param(
+    "window_batches": Param(
         0,
         type="integer",
         minimum=0,
+        title="window (batches)",
         description="Most recent accepted batches to train on; 0 = all.",
     ),
     "since_batch": Param(

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -186,7 +185,7 @@ def cmd_train(settings: Settings, args) -> int:
         trigger_reason=args.reason,
         dry_run=args.dry_run,
         force=args.force,
-        window=args.window,
+        window_batches=args.window_batches,
     )
     print(json.dumps(steps.run_training(ctx, settings), indent=2, default=str))
     return 0
@@ -209,7 +208,7 @@ def cmd_generate(settings: Settings, args) -> int:
 
 def cmd_up(settings: Settings, args) -> int:
     """Airflow (standalone) and the MLflow UI on the embedded stores, until Ctrl-C."""
-    from ctrain.runtime import airflow_bin, airflow_env, api_server_env
+    from ctrain.runtime import Services, airflow_bin, airflow_env, api_server_env
 
     env = (
         airflow_env(settings)
@@ -227,14 +226,6 @@ def cmd_up(settings: Settings, args) -> int:
         "--port",
         str(args.mlflow_port),
     ]
-    procs = [
-        subprocess.Popen([airflow_bin(), "standalone"], env=env, start_new_session=True),
-        subprocess.Popen(mlflow, env=env, start_new_session=True),
-    ]
-    pw = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
-    print(f"Airflow UI: http://127.0.0.1:{args.airflow_port}  (user admin, password in {pw})")
-    print(f"MLflow UI:  http://127.0.0.1:{args.mlflow_port}")
-    print("Ctrl-C stops both.")
 
     def stop(*_):
         raise KeyboardInterrupt
@@ -243,19 +234,19 @@ def cmd_up(settings: Settings, args) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, stop)
     try:
-        while all(p.poll() is None for p in procs):
-            time.sleep(1)
+        with Services(env) as services:
+            services.start([airflow_bin(), "standalone"])
+            services.start(mlflow)
+            pw = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+            print(
+                f"Airflow UI: http://127.0.0.1:{args.airflow_port}  (user admin, password in {pw})"
+            )
+            print(f"MLflow UI:  http://127.0.0.1:{args.mlflow_port}")
+            print("Ctrl-C stops both.", flush=True)
+            while services.alive():
+                time.sleep(1)
     except KeyboardInterrupt:
-        pass
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        pass  # the services were stopped on the way out
     return 0
 
 
@@ -384,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         fn=cmd_ingest
     )
     s = sub.add_parser("train", help="run the training pipeline now, without Airflow")
-    s.add_argument("--window", type=int)
+    s.add_argument("--window-batches", type=int, help="train on the most recent N accepted batches")
     s.add_argument("--reason", default="manual (ctrain train)")
     s.add_argument("--dry-run", action="store_true")
     s.add_argument("--force", action="store_true")

@@ -5,6 +5,20 @@ data from one step to the next. ``to_xcom()`` gives a small JSON-able dict (ids,
 metrics: never data) and ``from_xcom()`` rebuilds the record from it; ``ctrain.steps`` is the one
 place that converts. Records that are also written to disk (an ingest outcome, a dataset's
 ``meta.json``, a window's ``summary.json``) use the same dict there.
+
+Glossary (one meaning per name):
+
+- **batch**: one landed file, once ingested (``batch_id``); the inference log's windows land
+  as batches too (``online-...``).
+- **window_batches**: a count, how many of the newest accepted batches a training uses (0: all):
+  ``training.window_batches``, ``monitoring.retrain_window_batches``, the trigger form's and the
+  monitor's ``window_batches``, ``RunContext.window_batches``.
+- **training window** (``DatasetWindow``): the rows a version was trained and held out on,
+  addressed by their content hash; ``span`` says in one line for people what they cover (the
+  version's ``data_window`` tag).
+- **monitored window** (``WindowCheck``): one batch as the monitor checks it, for the version
+  that scored it.
+- **log window**: what ``ctrain serve``'s inference log lands at a time (``serving/log.py``).
 """
 
 from __future__ import annotations
@@ -91,7 +105,7 @@ class RunContext(Record):
     dry_run: bool = False
     force: bool = False
     evidence_uri: str = ""
-    window: int | None = None  # most recent accepted batches to train on; None = the settings'
+    window_batches: int | None = None  # most recent accepted batches to train on; None: settings'
     since_batch: str = ""  # train from this batch on (where the monitor saw the change begin)
     started_by: str = ""  # who or what asked: a user name, "schedule", "ct_drift_monitor", ...
 
@@ -138,7 +152,7 @@ class DatasetWindow(Record):
     window_start: str
     window_end: str
     holdout_start: str
-    window: str  # one line for people: the time span, the number of batches, and why those
+    span: str  # one line for people: the time span, the number of batches, and why those
     rows_superseded: int = 0  # rows whose id came again in a later batch (the latest arrival wins)
     since_batch: str | None = None  # trained from this batch on (a detected change), if asked
     topped_up: tuple[str, ...] = ()  # batches from before the change added to reach the minimum
@@ -146,6 +160,13 @@ class DatasetWindow(Record):
     @property
     def dataset_id(self) -> str:
         return self.content_hash
+
+    @classmethod
+    def from_xcom(cls, data: dict[str, Any]) -> Self:
+        # A meta.json written before the span had its own name called it "window".
+        if "span" not in data and "window" in data:
+            data = {**data, "span": data["window"]}
+        return super().from_xcom(data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,5 +401,5 @@ class RetrainVerdict(Record):
     key: str = ""  # the monitor run that decided; a request is logged once per key
     evidence_uri: str | None = None  # the request's evidence (an MLflow artifact), when it triggers
     evidence_run_id: str | None = None  # the monitoring experiment's run that holds it
-    window: int = 0  # the retrain trains on this many recent batches (0 = all)
+    window_batches: int = 0  # the retrain trains on this many recent batches (0 = all)
     change_from: str = ""  # the first flagged window: the retrain's data starts there

@@ -45,7 +45,7 @@ def format_status(report: dict[str, Any], metric: str) -> str:
         lines.append(
             f"{alias:<10}: "
             + (
-                f"version {v['version']}  {key}={v.get(key)}  window={v.get('data_window')}"
+                f"version {v['version']}  {key}={v.get(key)}  data_window={v.get('data_window')}"
                 if v
                 else "none"
             )
@@ -88,7 +88,7 @@ def _version(client, settings: Settings, alias: str, links) -> dict[str, Any] | 
     holdout = tags.get(f"holdout_{metric}")
     return {
         "version": str(mv.version),
-        "window": tags.get("data_window"),
+        "data_window": tags.get("data_window"),
         "data_hash": tags.get("data_content_hash"),
         "code_version": tags.get("code_version"),
         "estimator": tags.get("estimator"),

@@ -85,7 +85,7 @@ def run_context(
         evidence_uri=conf.get("evidence_uri", ""),
         dry_run=bool(params["dry_run"]),
         force=bool(params["force"]),
-        window=int(params["window"]) or None,
+        window_batches=int(params["window_batches"]) or None,
         since_batch=str(params.get("since_batch") or ""),
         started_by=started_by,
     ).to_xcom()
@@ -145,7 +145,7 @@ def assemble(ctx: XCom, settings: Settings | None = None) -> XCom:
     s = _settings(settings)
     clean_temp_files(s.datasets_dir)
     run = RunContext.from_xcom(ctx)
-    return assemble_window(s, run.window, since_batch=run.since_batch or None).to_xcom()
+    return assemble_window(s, run.window_batches, since_batch=run.since_batch or None).to_xcom()
 
 
 def skip_if_trained(dataset: XCom, ctx: XCom, settings: Settings | None = None) -> XCom | None:

@@ -42,7 +42,7 @@ def test_dag_policy(dagbag, dag_id):
 
 def test_ct_training_has_the_manual_trigger_form(dagbag):
     params = dagbag.dags["ct_training"].params
-    assert {"window", "dry_run", "force", "reason"} <= set(params.keys())
+    assert {"window_batches", "dry_run", "force", "reason"} <= set(params.keys())
     assert params["dry_run"] is False and params["force"] is False
 
 

@@ -69,7 +69,7 @@ def test_labels_that_condemn_the_champion_hold_the_next_batch_until_its_retrain_
         RunContext(
             run_id="retrain",
             trigger_reason=verdict["reason"],
-            window=verdict["window"],
+            window_batches=verdict["window_batches"],
             since_batch=verdict["change_from"],
         ),
         settings=settings,

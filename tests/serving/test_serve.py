@@ -139,7 +139,7 @@ def test_a_token_is_required_when_configured(project, client):
 
 def test_a_promotion_under_traffic_switches_every_request_without_a_failure(served, client):
     settings, src, server, _ = served
-    steps.run_training(RunContext(run_id="second", force=True, window=2), settings=settings)
+    steps.run_training(RunContext(run_id="second", force=True, window_batches=2), settings=settings)
     if current_champion(client, settings.model_name) == "2":  # it won on its own; go back
         manual_promote(settings, "1", RunContext(trigger_reason="test"), client)
     wait_serving(server, "1")
@@ -246,7 +246,7 @@ def test_the_demo_callers_follow_the_stream_and_never_send_one_id_twice(served):
     # ``ctrain demo --serve``'s callers: rows like the batch that landed last, sent round and
     # round; a row sent again gets an id of its own, so a window (300 rows) never holds one id
     # twice and ingest accepts all of it.
-    from ctrain.demo import LiveTraffic, live_rows
+    from ctrain.harness.callers import LiveTraffic, live_rows
 
     settings, src, server, app = served
     spec = settings.dataset

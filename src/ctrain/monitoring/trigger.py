@@ -236,7 +236,7 @@ def decide_retrain(
         reason="",
         suppressed_by=None,
         decided_at=now.isoformat(),
-        window=cfg.retrain_window_batches,
+        window_batches=cfg.retrain_window_batches,
     )
     decisive = [s for s in perf if s.performance.decisive]
     drift_fires, perf_fires = len(drift) >= k, len(perf) >= k or bool(decisive)
@@ -245,7 +245,7 @@ def decide_retrain(
         # No new evidence against the champion: it learned the new regime from too little.
         # Trained on all of them: the window of a request after drift is capped, this one not.
         verdict = dataclasses.replace(
-            verdict, flagged_windows=tuple(s.batch_id for s in grown), window=0
+            verdict, flagged_windows=tuple(s.batch_id for s in grown), window_batches=0
         )
     elif not (drift_fires or perf_fires or at_once):
         return dataclasses.replace(

@@ -301,7 +301,7 @@ def record_skip(
         new_version=version,
         rule="identical_window",
         reason=(
-            f"the window ({dataset.window}; data hash {dataset.content_hash[:12]}) and the "
+            f"the window ({dataset.span}; data hash {dataset.content_hash[:12]}) and the "
             f"training config are those of version {version}: no new version (force=true "
             "trains anyway)"
         ),

@@ -39,7 +39,7 @@ def register(
     found = client.search_model_versions(f"name = '{name}' and run_id = '{trained.mlflow_run_id}'")
     tags = {
         "validation_status": validation.validation_status,
-        "data_window": dataset.window,
+        "data_window": dataset.span,
         "data_content_hash": dataset.content_hash,
         "training_config_hash": training_config_hash(settings),
         "code_version": code_version(),

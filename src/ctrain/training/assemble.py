@@ -43,7 +43,8 @@ def assemble_window(
         NoTrainingData: nothing accepted, or nothing labeled yet.
         UnknownBatch: ``since_batch`` is not a batch ingest accepted.
     """
-    window = settings.training.window_batches if window_batches is None else window_batches
+    if window_batches is None:
+        window_batches = settings.training.window_batches
     paths = accepted_batches(settings)
     if not paths:
         raise NoTrainingData(f"no accepted batches in {settings.accepted_dir}: ingest data first")
@@ -53,7 +54,7 @@ def assemble_window(
         start = accepted_path(settings, since_batch)  # checked: a name from a trigger's conf
         at = [p.name for p in paths].index(start.name)
         before, paths = paths[:at], paths[at:]
-    paths, df, unlabeled = _labeled_batches(paths, window, settings)
+    paths, df, unlabeled = _labeled_batches(paths, window_batches, settings)
     topped_up: list[Path] = []
     if since_batch:
         need = math.ceil(
@@ -88,7 +89,7 @@ def assemble_window(
     how = {
         "rows_unlabeled": unlabeled,
         "batches": tuple(p.stem for p in paths),
-        "window": f"{times.min():{fmt}}..{times.max():{fmt}} UTC ({_batches(len(paths))})"
+        "span": f"{times.min():{fmt}}..{times.max():{fmt}} UTC ({_batches(len(paths))})"
         + _why(since_batch, topped_up, len(df)),
         "since_batch": since_batch,
         "topped_up": tuple(p.stem for p in topped_up),
@@ -114,8 +115,8 @@ def assemble_window(
     return meta
 
 
-def _labeled_batches(paths: list[Path], window: int, settings: Settings):
-    """The newest ``window`` batches (0: all) that have labeled rows, their labeled rows, and
+def _labeled_batches(paths: list[Path], window_batches: int, settings: Settings):
+    """The newest ``window_batches`` batches (0: all) that have labeled rows, their labeled rows, and
     the number of rows left out for want of a label.
 
     A batch whose labels have not arrived yet does not count towards the window: a retrain
@@ -126,7 +127,7 @@ def _labeled_batches(paths: list[Path], window: int, settings: Settings):
     frames: list[pd.DataFrame] = []
     unlabeled = 0
     for path in reversed(paths):
-        if window and len(chosen) == window:
+        if window_batches and len(chosen) == window_batches:
             break
         df = attach_labels(read_accepted([path]), settings)
         labeled = df[target].notna()

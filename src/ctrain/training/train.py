@@ -92,7 +92,7 @@ def train(settings: Settings, dataset: DatasetWindow, ctx: RunContext, client) -
         "airflow_run_id": ctx.run_id,
         "trigger_reason": ctx.trigger_reason,
         "data_content_hash": dataset.content_hash,
-        "data_window": dataset.window,
+        "data_window": dataset.span,
         "code_version": code_version(),
         "validation_status": "passed",
     }
