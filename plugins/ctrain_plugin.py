@@ -26,9 +26,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -45,30 +45,45 @@ PAGE = Path(__file__).with_name("ctrain_view.html")
 CACHE_SECONDS = 5.0
 
 
-@cache
+_loaded: tuple[tuple[str, int], Any] | None = None
+
+
 def _settings():
+    """The project's settings, read again when the project file (``CTRAIN_PROJECT``) changes: a
+    person who edits it sees the view follow without restarting Airflow's API server."""
+    global _loaded
     from ctrain.settings import load_settings
 
-    return load_settings()
+    path = os.environ.get("CTRAIN_PROJECT", "")
+    try:
+        stamp = (path, os.stat(path).st_mtime_ns if path else 0)
+    except OSError:
+        stamp = (path, -1)
+    if _loaded is None or _loaded[0] != stamp:
+        _loaded = (stamp, load_settings())
+    return _loaded[1]
 
 
 class _Overview:
-    """``ctrain.status.overview`` of the model, kept for ``CACHE_SECONDS``."""
+    """``ctrain.status.overview`` of the model, kept for ``CACHE_SECONDS`` (and while the
+    settings stay the same)."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._value: dict[str, Any] | None = None
+        self._for: Any = None
         self._at = 0.0
 
     def get(self) -> dict[str, Any]:
         with self._lock:
-            if self._value is None or time.monotonic() - self._at > CACHE_SECONDS:
+            settings = _settings()
+            stale = time.monotonic() - self._at > CACHE_SECONDS or settings is not self._for
+            if self._value is None or stale:
                 from ctrain.status import overview
                 from ctrain.tracking import configure
 
-                settings = _settings()
                 self._value = overview(settings, configure(settings))
-                self._at = time.monotonic()
+                self._for, self._at = settings, time.monotonic()
             return self._value
 
 

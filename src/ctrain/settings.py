@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -594,8 +593,9 @@ class Settings(BaseSettings):
                 )
         return self
 
-    # Derived paths: computed, never created here.
-    @cached_property
+    # Derived paths: computed, never created here; never cached (a copy with another home must
+    # not keep the first one's paths).
+    @property
     def root(self) -> Path:
         return self.home.expanduser().resolve()
 
