@@ -22,7 +22,7 @@ CHALLENGER = "challenger"
 FORMAT = "skops"
 
 # The types a fitted ctrain model may hold beyond skops' own defaults: ctrain's preprocessing
-# and the estimators training allows, fitted. tests/model/test_safe_loading.py fits every allowed
+# and the estimators training allows, fitted. tests/unit/test_safe_loading.py fits every allowed
 # estimator and checks that this list is exactly what they need, so it cannot drift.
 TRUSTED_TYPES: tuple[str, ...] = (
     "numpy.dtype",

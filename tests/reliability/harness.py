@@ -558,7 +558,7 @@ def render(r: dict[str, Any], machine: str) -> str:
         "  alias is) against the moves the calls report; a move made and undone between two",
         "  records outside ctrain would not show.",
         "- A kill lands at a random moment: the points between two MLflow calls are covered one",
-        "  by one in `tests/model/test_promotion_history.py` (a client that kills its own process",
+        "  by one in `tests/promotion/test_promotion_history.py` (a client that kills its own process",
         "  after a chosen call); here the moments are whatever the clock gives.",
         "- Kills hit the process, not the machine: a power cut between a rename and the",
         "  directory's own fsync is not tried.",
