@@ -1,15 +1,15 @@
 """Shared fixtures: every test gets its own CTRAIN_HOME, MLflow store and (for DAG tests) Airflow DB.
 
 Airflow reads its configuration when first imported, so AIRFLOW_HOME points at a per-session temp
-folder before anything imports it.
+folder before anything imports it. Each home starts with a copy of an MLflow store migrated once
+per session (creating and migrating a SQLite store costs seconds, a copy milliseconds; the copy is
+what a fresh store would be).
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -42,10 +42,32 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _templates(tmp_path_factory):
+    """Templates (``tests_support.from_template``) live in the session's temp folder, one for all
+    of pytest-xdist's workers: each is built once per run, by whichever worker needs it first."""
+    from tests_support import use_template_dir
+
+    base = tmp_path_factory.getbasetemp()
+    use_template_dir((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "templates")
+
+
+@pytest.fixture(scope="session")
+def mlflow_template() -> Path:
+    """An empty MLflow store, migrated once per session."""
+    from tests_support import empty_mlflow_store
+
+    return empty_mlflow_store()
+
+
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    """A fresh CTRAIN_HOME, also set in the environment for code that loads settings itself."""
+def home(tmp_path, monkeypatch, mlflow_template) -> Path:
+    """A fresh CTRAIN_HOME with an empty MLflow store, also set in the environment for code that
+    loads settings itself."""
+    from tests_support import copy_store
+
     h = tmp_path / "ctrain"
+    copy_store(mlflow_template, h / "mlflow" / "mlflow.db")
     monkeypatch.setenv("CTRAIN_HOME", str(h))
     return h
 
@@ -70,6 +92,17 @@ def settings(make_settings):
 
 
 @pytest.fixture
+def delayed(make_settings):
+    """Settings whose labels arrive late, in files of their own (``dataset.labels: delayed``);
+    ``delayed(**monitoring)`` deep-merges monitoring settings over no HTML reports and no
+    cooldown."""
+    return lambda **monitoring: make_settings(
+        dataset={"labels": "delayed"},
+        monitoring={"html_reports": False, "cooldown_minutes": 0, **monitoring},
+    )
+
+
+@pytest.fixture
 def client(settings):
     from ctrain.tracking import configure
 
@@ -84,23 +117,40 @@ def source(settings):
 
 
 @pytest.fixture
-def ingested(settings, source):
+def ingested(settings):
     """Land and ingest ``n`` good demo batches starting at ``start``."""
+    from tests_support import ingest_batches
+
+    return lambda n=3, start=0: ingest_batches(settings, n, start)
+
+
+@pytest.fixture
+def two_versions(make_settings, client):
+    """v1 champion, v2 a validated challenger that lost (so it may be promoted by hand)."""
+    from tests_support import WEAK, from_template, ingest_batches
+
     from ctrain import steps
+    from ctrain.records import RunContext
+    from ctrain.registry import current_champion
 
-    def ingest(n: int = 3, start: int = 0):
-        for i in range(start, start + n):
-            source.write_batch(i, settings.landing_dir)
-        return [steps.ingest_one(p, settings) for p in steps.list_landed(settings)]
+    settings = make_settings(promotion={"floors": {"roc_auc": 0.5}})
+    weak = make_settings(training={"candidates": WEAK}, promotion={"floors": {"roc_auc": 0.5}})
 
-    return ingest
+    def build(home):
+        good, stump = (s.model_copy(update={"home": home}) for s in (settings, weak))
+        ingest_batches(good, 3)
+        steps.run_training(RunContext(run_id="a"), settings=good)
+        steps.run_training(RunContext(run_id="b"), settings=stump)
+
+    from_template(settings, ("two_versions", weak.training.model_dump(mode="json")), build)
+    assert current_champion(client, settings.model_name) == "1"
+    return settings
 
 
 @pytest.fixture(scope="session")
 def airflow_db():
-    """Airflow's metadata database (SQLite) for this session, migrated once."""
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run(
-        [str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy()
-    )
+    """Airflow's metadata database (SQLite) for this session: a copy of one migrated once."""
+    from tests_support import copy_store, migrated_airflow_db
+
+    copy_store(migrated_airflow_db(), _AIRFLOW_HOME / "airflow.db")
     return _AIRFLOW_HOME

@@ -1,10 +1,15 @@
 """Paths and helpers shared by tests."""
 
+import atexit
 import contextlib
+import fcntl
+import hashlib
+import json
 import os
 import shutil
+import sqlite3
+import tempfile
 import threading
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -12,6 +17,17 @@ DAGS = REPO / "dags"
 # What the DAG files share; imported by them, not a DAG file itself (see dags/.airflowignore).
 DAG_SHARED = DAGS / "ctrain_common.py"
 DAG_FILES = sorted(p for p in DAGS.glob("*.py") if p != DAG_SHARED)
+
+# One quick candidate, for tests whose subject is not the model (a gate, a rollout): a logistic
+# regression with no grid, clearly better than WEAK.
+QUICK = [
+    {
+        "name": "logistic_regression",
+        "estimator": "sklearn.linear_model.LogisticRegression",
+        "params": {"max_iter": 500},
+        "grid": {},
+    }
+]
 
 # A candidate list that trains a deliberately weak model (a depth-1 tree).
 WEAK = [
@@ -32,7 +48,76 @@ def load_dagbag():
 
 
 def bootstrap_champion(settings, src, n: int = 3) -> None:
-    """Land ``n`` batches with their labels in separate files, ingest them, train the first champion."""
+    """Land ``n`` batches with their labels in separate files, ingest them, train the first champion.
+
+    Made once per project and source in a template home, then copied (``from_template``).
+    """
+    source = {k: v for k, v in sorted(vars(src).items()) if not k.startswith("_")}
+    from_template(
+        settings,
+        ("bootstrap", source, n),
+        lambda home: run_bootstrap(settings.model_copy(update={"home": home}), src, n),
+    )
+
+
+def from_template(settings, key, build):
+    """Make the home of ``settings`` what ``build(home)`` makes of an empty home; return what
+    ``build`` returned (JSON-able), its paths moved to this home.
+
+    The first time for a given project and ``key`` (JSON-able: what else decides the result)
+    ``build`` runs in a template home; every later time the template is copied in, with its
+    paths moved to this home, which leaves the same files and records as building again (see
+    ``tests/unit/test_templates.py``). A home that holds more than an empty MLflow store, or a
+    project that points outside its home, gets ``build`` run in it directly.
+    """
+    from ctrain.tracking import configure
+
+    digest = _project_key(settings, key)
+    if digest is None or not _empty_home(settings.root):
+        return build(settings.root)
+    folder = template_dir() / digest
+    template = folder / "ctrain"
+    # One builder per template across the session's processes (pytest-xdist workers); the
+    # others wait, then copy what it made.
+    with open(template_dir() / f"{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "made.json").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed half way
+            made = json.dumps(build(template))
+            (folder / "made.json").write_text(made)
+        made = (folder / "made.json").read_text()
+    clone_home(template, settings.root)
+    configure(settings)  # the process's MLflow points at this home's store again
+    return json.loads(made.replace(str(template.resolve()), str(settings.root)))
+
+
+def ingest_batches(settings, n: int = 3, start: int = 0) -> list[dict]:
+    """Land demo batches ``start .. start + n - 1`` (labels in the rows) and ingest them."""
+    from ctrain import steps
+    from ctrain.data.demo_source import DemoSource
+
+    src = DemoSource(**settings.demo.model_dump())
+    for i in range(start, start + n):
+        src.write_batch(i, settings.landing_dir)
+    return [steps.ingest_one(p, settings) for p in steps.list_landed(settings)]
+
+
+def trained_champion(settings, run_id: str = "base") -> dict:
+    """Three demo batches (labels in their rows) ingested and a first champion trained on them;
+    returns the training's decision (made once per project, then copied: ``from_template``)."""
+    from ctrain import steps
+    from ctrain.records import RunContext
+
+    def build(home):
+        here = settings.model_copy(update={"home": home})
+        ingest_batches(here, 3)
+        return steps.run_training(RunContext(run_id=run_id), settings=here)
+
+    return from_template(settings, ("champion", run_id), build)
+
+
+def run_bootstrap(settings, src, n: int = 3) -> None:
+    """The bootstrap itself, run in the home of ``settings``."""
     from ctrain import steps
     from ctrain.records import RunContext
 
@@ -43,6 +128,137 @@ def bootstrap_champion(settings, src, n: int = 3) -> None:
         steps.ingest_one(p, settings)
     steps.ingest_labels(settings)
     steps.run_training(RunContext(run_id="bootstrap"), settings=settings)
+
+
+_TEMPLATE_DIR: Path | None = None
+
+
+def template_dir() -> Path:
+    """Where templates are kept: ``use_template_dir``'s folder (the session's, shared by its
+    workers), else a folder of this process, removed at exit."""
+    global _TEMPLATE_DIR
+    if _TEMPLATE_DIR is None:
+        _TEMPLATE_DIR = Path(tempfile.mkdtemp(prefix="ctrain-templates-"))
+        atexit.register(shutil.rmtree, _TEMPLATE_DIR, True)
+    return _TEMPLATE_DIR
+
+
+def use_template_dir(folder: Path) -> None:
+    global _TEMPLATE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    _TEMPLATE_DIR = folder
+
+
+def _project_key(settings, key) -> str | None:
+    """``key`` with what of the project a home's content depends on: all but its home and what
+    only later stages read (monitoring, schedules, serving but its strategy). None when the
+    project points outside its home (its own landing folders or tracking server)."""
+    if settings.tracking_uri or settings.dataset.landing_dir or settings.dataset.labels_landing_dir:
+        return None
+    parts = settings.model_dump(
+        mode="json",
+        exclude={"home", "monitoring", "schedules", "serving", "dags_folder", "train_on_new_data"},
+    )
+    parts["strategy"] = settings.serving.rollout.strategy
+    parts["key"] = key
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _empty_home(root: Path) -> bool:
+    """Nothing in ``root`` but (perhaps) an MLflow store without runs."""
+    files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    if any(p != root / "mlflow" / "mlflow.db" for p in files):
+        return False
+    if not files:
+        return True
+    with contextlib.closing(sqlite3.connect(files[0])) as db:
+        return db.execute("select count(*) from runs").fetchone()[0] == 0
+
+
+def empty_mlflow_store(folder: Path | None = None) -> Path:
+    """A new MLflow SQLite store, created and migrated as ctrain's client creates one."""
+    from mlflow import MlflowClient
+
+    folder = folder or template_dir() / "empty-mlflow"
+    path = folder / "mlflow.db"
+    with open(template_dir() / "empty-mlflow.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "done").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            uri = f"sqlite:///{path}"
+            MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments()
+            (folder / "done").touch()
+    return path
+
+
+def migrated_airflow_db() -> Path:
+    """An Airflow metadata database (SQLite) migrated once per session by ``airflow db migrate``;
+    copy it (``copy_store``) where a fresh one is wanted."""
+    import subprocess
+    import sys
+
+    folder = template_dir() / "airflow"
+    path = folder / "airflow.db"
+    with open(template_dir() / "airflow.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "done").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__DATABASE")}
+            subprocess.run(
+                [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+                check=True,
+                capture_output=True,
+                env=env | {"AIRFLOW_HOME": str(folder)},
+            )
+            (folder / "done").touch()
+    return path
+
+
+def copy_store(source: Path, dest: Path, moved: tuple[str, str] | None = None) -> None:
+    """Copy an SQLite store into ``dest`` page by page (SQLite's backup API: a connection already
+    open on ``dest`` sees the new content); with ``moved=(old, new)``, every text value that names
+    ``old`` names ``new`` instead."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        contextlib.closing(sqlite3.connect(source)) as src,
+        contextlib.closing(sqlite3.connect(dest)) as out,
+    ):
+        src.backup(out)
+        if moved:
+            old, new = moved
+            tables = [
+                r[0] for r in out.execute("select name from sqlite_master where type='table'")
+            ]
+            for table in tables:
+                for _, column, kind, *_ in out.execute(f"pragma table_info('{table}')"):
+                    if any(t in kind.upper() for t in ("CHAR", "TEXT", "CLOB")):
+                        out.execute(
+                            f'update "{table}" set "{column}" = replace("{column}", ?, ?) '
+                            f'where instr("{column}", ?) > 0',
+                            (old, new, old),
+                        )
+            out.commit()
+
+
+def clone_home(template: Path, dest: Path) -> None:
+    """``dest`` becomes what ``template`` is, as if made there: files copied (times kept), and every
+    absolute path of the template, in text files and in the MLflow store, moved to ``dest``."""
+    old, new = str(template.resolve()), str(dest.resolve())
+    store = template / "mlflow" / "mlflow.db"
+    for path in sorted(template.rglob("*")):
+        target = dest / path.relative_to(template)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif path == store:
+            copy_store(path, target, moved=(old, new))
+        else:
+            data = path.read_bytes()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if old.encode() in data:
+                target.write_text(data.decode().replace(old, new))  # a text file: it names a path
+                shutil.copystat(path, target)
+            else:
+                shutil.copy2(path, target)
 
 
 @contextlib.contextmanager
@@ -120,11 +336,10 @@ class ServerThread:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self):
+        from ctrain.runtime import wait_for
+
         self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "did not start"
-            time.sleep(0.05)
+        wait_for("uvicorn to start", lambda: self.server.started, 30, 0.05, self.thread.is_alive)
         return self
 
     def __exit__(self, *exc):
@@ -136,10 +351,12 @@ def wait_serving(server, version, timeout=30):
     """Until the service at ``server`` answers with ``version``."""
     import httpx
 
-    deadline = time.monotonic() + timeout
-    while httpx.get(f"{server.url}/health").json()["serving_version"] != version:
-        assert time.monotonic() < deadline, f"v{version} never served"
-        time.sleep(0.1)
+    from ctrain.runtime import wait_for
+
+    def serving() -> bool:
+        return httpx.get(f"{server.url}/health").json()["serving_version"] == version
+
+    wait_for(f"v{version} to be served", serving, timeout, 0.1)
 
 
 def request_rows(src, batch=20, n=5, start=0):

@@ -191,13 +191,8 @@ def test_integral_float_labels_from_csv_are_valid(settings, source):
     assert out["status"] == "partial" and out["rows_quarantined"] == 1
 
 
-@pytest.fixture
-def delayed(make_settings):
-    base = make_settings()
-    return make_settings(dataset={**base.dataset.model_dump(mode="json"), "labels": "delayed"})
-
-
 def test_a_label_file_delivered_again_with_other_rows_is_kept_beside_the_first(delayed, source):
+    delayed = delayed()  # this test's settings
     from ctrain.ingest.labels import label_store
 
     landing = delayed.labels_landing_dir
@@ -215,6 +210,7 @@ def test_a_label_file_delivered_again_with_other_rows_is_kept_beside_the_first(d
 
 
 def test_quarantined_label_rows_keep_the_values_they_came_with(delayed, source):
+    delayed = delayed()  # this test's settings
     landing = delayed.labels_landing_dir
     landing.mkdir(parents=True)
     labels = source.labels(0).iloc[:200].astype({"label": object})
@@ -229,6 +225,7 @@ def test_quarantined_label_rows_keep_the_values_they_came_with(delayed, source):
 
 
 def test_a_label_file_mostly_wrong_is_quarantined_whole(delayed, source):
+    delayed = delayed()  # this test's settings
     landing = delayed.labels_landing_dir
     landing.mkdir(parents=True)
     labels = source.labels(0).iloc[:100].assign(label=9)
@@ -403,7 +400,7 @@ def test_the_window_follows_arrival_and_a_repeated_id_keeps_its_latest_row(setti
     _land(settings, "a_second.parquet", second)
     _ingest_all(settings)
     assert [p.stem for p in accepted_batches(settings)] == ["z_first", "a_second"]
-    window = steps.assemble(RunContext(window=1).to_xcom(), settings)
+    window = steps.assemble(RunContext(window_batches=1).to_xcom(), settings)
     assert window["batches"] == ["a_second"]
     both = steps.assemble(RunContext().to_xcom(), settings)
     assert both["rows_superseded"] == 100

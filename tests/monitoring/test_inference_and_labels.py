@@ -9,17 +9,12 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from tests_support import trained_champion
 
 from ctrain import steps
 from ctrain.ingest.labels import attach_labels, label_store
 from ctrain.monitoring.score import NoChampion
 from ctrain.records import RunContext
-
-
-@pytest.fixture
-def delayed(make_settings):
-    base = make_settings()
-    return make_settings(dataset={**base.dataset.model_dump(mode="json"), "labels": "delayed"})
 
 
 def test_scoring_needs_a_champion(settings, ingested):
@@ -28,9 +23,8 @@ def test_scoring_needs_a_champion(settings, ingested):
         steps.score("batch_0000", settings)
 
 
-def test_rescoring_leaves_exactly_one_prediction_per_row(settings, ingested):
-    ingested(3)
-    steps.run_training(RunContext(), settings=settings)
+def test_rescoring_leaves_exactly_one_prediction_per_row(settings):
+    trained_champion(settings)
     first = steps.score("batch_0001", settings)
     again = steps.score("batch_0001", settings)
     assert first == again
@@ -43,15 +37,12 @@ def test_rescoring_leaves_exactly_one_prediction_per_row(settings, ingested):
 
 
 @pytest.mark.parametrize("ids", ["text", "integer"])
-def test_predictions_are_the_champions_scores_with_the_batchs_keys_unchanged(
-    settings, ingested, ids
-):
+def test_predictions_are_the_champions_scores_with_the_batchs_keys_unchanged(settings, ids):
     from ctrain.model_io import features, positive_scores
     from ctrain.registry import load_model
     from ctrain.storage import write_parquet_atomic
 
-    ingested(3)
-    steps.run_training(RunContext(), settings=settings)
+    trained_champion(settings)
     batch = pd.read_parquet(settings.accepted_dir / "batch_0002.parquet")
     if ids == "integer":
         batch["row_id"] = range(10**6, 10**6 + len(batch))
@@ -71,9 +62,8 @@ def test_predictions_are_the_champions_scores_with_the_batchs_keys_unchanged(
     assert (preds["batch_id"] == "batch_0002").all()
 
 
-def test_a_killed_scoring_run_then_retried_leaves_one_prediction_per_row(settings, ingested):
-    ingested(3)
-    steps.run_training(RunContext(), settings=settings)
+def test_a_killed_scoring_run_then_retried_leaves_one_prediction_per_row(settings):
+    trained_champion(settings)
     code = "import time\nfrom ctrain import steps\ntime.sleep(3.5)\nsteps.score('batch_0002')\n"
     proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
     time.sleep(5)  # imports done, scoring under way or about to write
@@ -91,6 +81,7 @@ def test_a_killed_scoring_run_then_retried_leaves_one_prediction_per_row(setting
 
 
 def test_delayed_labels_are_validated_and_joined(delayed, source):
+    delayed = delayed()  # this test's settings
     source.write_batch(0, delayed.landing_dir, with_labels=False)
     (b,) = [steps.ingest_one(p, delayed) for p in steps.list_landed(delayed)]
     assert b["status"] == "accepted"
@@ -107,6 +98,7 @@ def test_delayed_labels_are_validated_and_joined(delayed, source):
 
 
 def test_training_uses_only_labeled_rows(delayed, source):
+    delayed = delayed()  # this test's settings
     for i in range(3):
         source.write_batch(i, delayed.landing_dir, with_labels=False)
     [steps.ingest_one(p, delayed) for p in steps.list_landed(delayed)]
@@ -121,6 +113,7 @@ def test_training_uses_only_labeled_rows(delayed, source):
 
 
 def test_a_window_of_n_batches_is_n_labeled_batches(delayed, source):
+    delayed = delayed()  # this test's settings
     # A retrain asked for on two batches, before the newest batch's labels arrived: it trains
     # on the two newest labeled batches, and its record names those.
     for i in range(3):
@@ -129,16 +122,17 @@ def test_a_window_of_n_batches_is_n_labeled_batches(delayed, source):
     for i in range(2):
         source.write_labels(i, delayed.labels_landing_dir)
     steps.ingest_labels(delayed)
-    dataset = steps.assemble(RunContext(window=2).to_xcom(), delayed)
+    dataset = steps.assemble(RunContext(window_batches=2).to_xcom(), delayed)
     assert dataset["batches"] == ["batch_0000", "batch_0001"]
     assert dataset["rows_train"] + dataset["rows_holdout"] == 3000
     assert dataset["rows_unlabeled"] == 1500
-    assert dataset["window"].endswith("(2 batches)")
-    one = steps.assemble(RunContext(window=1).to_xcom(), delayed)
-    assert one["batches"] == ["batch_0001"] and one["window"].endswith("(1 batch)")
+    assert dataset["span"].endswith("(2 batches)")
+    one = steps.assemble(RunContext(window_batches=1).to_xcom(), delayed)
+    assert one["batches"] == ["batch_0001"] and one["span"].endswith("(1 batch)")
 
 
 def test_a_retrain_after_a_change_trains_from_the_change_on(delayed, source):
+    delayed = delayed()  # this test's settings
     from ctrain.ingest.batches import UnknownBatch
     from ctrain.training.assemble import assemble_window
 
@@ -148,10 +142,12 @@ def test_a_retrain_after_a_change_trains_from_the_change_on(delayed, source):
     [steps.ingest_one(p, delayed) for p in steps.list_landed(delayed)]
     steps.ingest_labels(delayed)
 
-    after = steps.assemble(RunContext(window=2, since_batch="batch_0003").to_xcom(), delayed)
+    after = steps.assemble(
+        RunContext(window_batches=2, since_batch="batch_0003").to_xcom(), delayed
+    )
     assert after["batches"] == ["batch_0003", "batch_0004"] and after["topped_up"] == []
     assert after["since_batch"] == "batch_0003"
-    assert after["window"].endswith(
+    assert after["span"].endswith(
         "(2 batches), from batch_0003 on, where the monitor saw the change begin"
     )
     # The held-out rows the challenger is compared on come after the change too.
@@ -167,7 +163,7 @@ def test_a_retrain_after_a_change_trains_from_the_change_on(delayed, source):
     )
     topped = assemble_window(need_more, 2, since_batch="batch_0004")
     assert topped.batches == ("batch_0003", "batch_0004") and topped.topped_up == ("batch_0003",)
-    assert "; topped up with batch_0003 from before it to reach 3000 labeled rows" in topped.window
+    assert "; topped up with batch_0003 from before it to reach 3000 labeled rows" in topped.span
 
     with pytest.raises(UnknownBatch, match="not a batch id ingest makes"):
         assemble_window(delayed, 2, since_batch="../accepted/batch_0001")

@@ -1,7 +1,7 @@
 """The approval gate's verbs on a real MLflow store: what the approver reads, and each answer."""
 
 import pytest
-from tests_support import WEAK
+from tests_support import WEAK, from_template, ingest_batches
 
 from ctrain import steps
 from ctrain.promotion.approval import answer_of, needs_approval
@@ -12,23 +12,28 @@ from ctrain.registry import current_champion
 
 
 @pytest.fixture
-def waiting(make_settings, client, ingested):
+def waiting(make_settings, client):
     """A weak champion v1 and a better v2 whose comparison proposes promotion, under
     ``approval: required``: what ct_training holds when it asks a person."""
     weak = make_settings(training={"candidates": WEAK}, promotion={"floors": {"roc_auc": 0.5}})
-    ingested(3)
-    steps.run_training(RunContext(run_id="weak"), settings=weak)
     settings = make_settings(
         promotion={"floors": {"roc_auc": 0.5}, "approval": "required", "slice_columns": ["region"]}
     )
     ctx = RunContext(run_id="good", trigger_reason="drift seen", started_by="ct_drift_monitor")
     c = ctx.to_xcom()
-    dataset = steps.assemble(c, settings)
-    validation = steps.validate_set(dataset, settings)
-    trained = steps.train(dataset, c, settings)
-    evaluation = steps.evaluate(trained, dataset, settings)
-    challenger = steps.register(trained, dataset, validation, evaluation, c, settings)
-    comparison = steps.compare(challenger, dataset, c, settings)
+
+    def build(home):
+        stump, s = (x.model_copy(update={"home": home}) for x in (weak, settings))
+        ingest_batches(s, 3)
+        steps.run_training(RunContext(run_id="weak"), settings=stump)
+        dataset = steps.assemble(c, s)
+        validation = steps.validate_set(dataset, s)
+        trained = steps.train(dataset, c, s)
+        evaluation = steps.evaluate(trained, dataset, s)
+        challenger = steps.register(trained, dataset, validation, evaluation, c, s)
+        return dataset, steps.compare(challenger, dataset, c, s)
+
+    dataset, comparison = from_template(settings, ("waiting", weak.training.model_dump()), build)
     assert comparison["action"] == "promote" and comparison["champion_seen"] == "1"
     return settings, c, dataset, comparison
 

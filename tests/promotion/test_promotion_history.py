@@ -11,21 +11,11 @@ import sys
 
 import pytest
 
-from ctrain import steps
 from ctrain.promotion.decisions import history, list_decisions, open_records
 from ctrain.promotion.lock import promotion_lock
 from ctrain.promotion.promote import PromotionRefused, manual_promote, reconcile, rollback
 from ctrain.records import RunContext
 from ctrain.registry import CHAMPION, current_champion
-
-WEAK = [
-    {
-        "name": "stump",
-        "estimator": "sklearn.tree.DecisionTreeClassifier",
-        "params": {"max_depth": 1},
-        "grid": {},
-    }
-]
 
 
 def assert_history_true(client, settings):
@@ -41,18 +31,6 @@ def assert_history_true(client, settings):
         client, settings.model_name
     )
     return moves
-
-
-@pytest.fixture
-def two_versions(make_settings, ingested, client):
-    """v1 champion, v2 a validated challenger that lost (so it may be promoted by hand)."""
-    settings = make_settings(promotion={"floors": {"roc_auc": 0.5}})
-    ingested(3)
-    steps.run_training(RunContext(run_id="a"), settings=settings)
-    weak = make_settings(training={"candidates": WEAK}, promotion={"floors": {"roc_auc": 0.5}})
-    steps.run_training(RunContext(run_id="b"), settings=weak)
-    assert current_champion(client, settings.model_name) == "1"
-    return settings
 
 
 def test_a_no_op_promote_is_no_move_and_rollback_goes_to_the_previous_champion(

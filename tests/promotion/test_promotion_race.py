@@ -9,6 +9,7 @@ import time
 import uuid
 
 import pytest
+from tests_support import trained_champion
 
 from ctrain import steps
 from ctrain.promotion.decisions import list_decisions
@@ -17,12 +18,11 @@ from ctrain.registry import current_champion
 
 
 @pytest.fixture
-def contenders(settings, client, ingested):
+def contenders(settings, client):
     """Champion v1 plus two validated versions, v2 and v3, each with a comparison that saw v1."""
     import mlflow
 
-    ingested(3)
-    steps.run_training(RunContext(run_id="base"), settings=settings)
+    trained_champion(settings)
     mv1 = client.get_model_version(settings.model_name, "1")
     comparisons = []
     for _ in range(2):

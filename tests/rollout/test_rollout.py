@@ -13,7 +13,14 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from tests_support import WEAK, ServerThread, bootstrap_champion, lose_artifacts, request_rows
+from tests_support import (
+    WEAK,
+    ServerThread,
+    bootstrap_champion,
+    from_template,
+    lose_artifacts,
+    request_rows,
+)
 
 from ctrain import steps
 from ctrain.data.demo_source import DemoSource
@@ -22,6 +29,7 @@ from ctrain.records import DecisionKind, RunContext
 from ctrain.registry import CHALLENGER, aliased_version, current_champion
 from ctrain.rollout import control as rollout
 from ctrain.rollout.evidence import Evidence, guardrails, measure
+from ctrain.runtime import wait_for
 from ctrain.serving.app import create_app
 from ctrain.serving.traffic import Split, read_split
 
@@ -52,9 +60,16 @@ def _project(make_settings, client, challenger=None, **rollout_cfg):
 
     settings = project()
     src = DemoSource(**settings.demo.model_dump())
-    bootstrap_champion(settings, src)
     trainer = project(training={"candidates": challenger}) if challenger else settings
-    out = steps.run_training(RunContext(run_id="second", force=True, window=2), settings=trainer)
+
+    def build(home):
+        bootstrap_champion(settings.model_copy(update={"home": home}), src)
+        return steps.run_training(
+            RunContext(run_id="second", force=True, window_batches=2),
+            settings=trainer.model_copy(update={"home": home}),
+        )
+
+    out = from_template(settings, ("handed to a rollout", challenger), build)
     assert out["decision"] == DecisionKind.ROLLOUT, out  # handed over, not promoted
     assert current_champion(client, settings.model_name) == "1"
     assert aliased_version(client, settings.model_name, CHALLENGER).version == 2
@@ -75,11 +90,7 @@ def _send(server, rows, per=20):
 
 
 def _until(what, check, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
-    return value
+    return wait_for(what, check, timeout, 0.1)
 
 
 def _landed(settings, split, rows):

@@ -28,6 +28,7 @@ from ctrain.model_io import features, positive_scores
 from ctrain.promotion.promote import manual_promote
 from ctrain.records import RunContext
 from ctrain.registry import CHAMPION, current_champion, load_model
+from ctrain.runtime import wait_for
 from ctrain.serving.app import create_app
 
 TOKEN = "t0ken-for-tests-only-0123456789"
@@ -194,12 +195,14 @@ def test_a_version_that_does_not_load_safely_never_answers(served, client, tmp_p
     )
     # Someone moves the alias in MLflow directly, past promotion's checks.
     client.set_registered_model_alias(settings.model_name, CHAMPION, bad)
-    deadline = time.monotonic() + 10
-    while httpx.get(f"{server.url}/health").json()["not_serving"] is None:
-        assert time.monotonic() < deadline, "the failure was never reported"
+
+    def reported() -> bool:
+        # Meanwhile every request is answered by the version that loaded safely.
         r = httpx.post(f"{server.url}/predict", json={"rows": request_rows(src, n=1)})
         assert r.status_code == 200 and r.json()["model_version"] == "1"
-        time.sleep(0.1)
+        return httpx.get(f"{server.url}/health").json()["not_serving"] is not None
+
+    wait_for("the failure to be reported", reported, 10, 0.1)
     health = httpx.get(f"{server.url}/health").json()
     assert health["status"] == "degraded" and health["serving_version"] == "1"
     assert health["not_serving"]["version"] == bad
@@ -217,10 +220,8 @@ def test_the_inference_log_lands_windows_the_monitor_checks_like_batches(served,
         assert httpx.post(f"{server.url}/predict", json={"rows": rows[i : i + 100]}).is_success
     # 300 rows fill a window: predictions first, then the rows in the landing folder.
     inference_log = app.app.state.log
-    deadline = time.monotonic() + 10
-    while not inference_log.landed:  # landed by the service's thread, off the request path
-        assert time.monotonic() < deadline, "the full window never landed"
-        time.sleep(0.05)
+    # Landed by the service's thread, off the request path.
+    wait_for("the full window to land", lambda: inference_log.landed, 10, 0.05)
     (window,) = inference_log.landed
     assert window.startswith("online-") and window.endswith("-test-0001")
     assert (settings.predictions_dir / f"{window}.parquet").exists()
@@ -253,10 +254,7 @@ def test_the_demo_callers_follow_the_stream_and_never_send_one_id_twice(served):
     with LiveTraffic(server.url, [], per=20, pause=0, id_column=spec.id_column) as callers:
         callers.follow(live_rows(settings, src.batch(20).iloc[:120], prefix="live-20"))
         inference_log = app.app.state.log
-        deadline = time.monotonic() + 30
-        while not inference_log.landed:
-            assert time.monotonic() < deadline, "no window landed"
-            time.sleep(0.05)
+        wait_for("a window to land", lambda: inference_log.landed, 60, 0.05)
     assert callers.failures == [] and callers.requests >= 15
     window = inference_log.landed[0]
     rows = pd.read_parquet(settings.landing_dir / f"{window}.parquet")

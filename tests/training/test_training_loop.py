@@ -1,7 +1,7 @@
 """The training and promotion verbs on a real temporary MLflow store (SQLite) with real data."""
 
 import pytest
-from tests_support import WEAK
+from tests_support import WEAK, trained_champion
 
 from ctrain import steps
 from ctrain.promotion.decisions import list_decisions, serving_history
@@ -67,8 +67,7 @@ def test_first_run_makes_a_tagged_champion_and_one_record(settings, client, inge
 
 def test_a_worse_challenger_is_rejected_and_the_champion_stays(make_settings, ingested):
     settings = make_settings()
-    ingested(3)
-    steps.run_training(RunContext(run_id="good"), settings=settings)
+    trained_champion(settings, "good")
     weak = make_settings(training={"candidates": WEAK}, promotion={"floors": {"roc_auc": 0.5}})
     ingested(1, start=3)
     rec = steps.run_training(RunContext(run_id="weak", trigger_reason="worse"), settings=weak)
@@ -103,8 +102,7 @@ def test_a_model_below_the_floor_never_becomes_the_first_champion(make_settings,
 
 
 def test_a_window_trained_before_is_skipped_unless_forced(settings, client, ingested):
-    ingested(3)
-    first = steps.run_training(RunContext(run_id="first"), settings=settings)
+    first = trained_champion(settings, "first")
     again = steps.run_training(RunContext(run_id="again"), settings=settings)
     assert again["decision"] == "skipped" and again["rule"] == "identical_window"
     assert again["challenger_version"] == first["champion_after"] == "1"
@@ -148,12 +146,8 @@ def test_retrying_promote_writes_no_second_record(settings, client, ingested):
     assert len(list_decisions(client, settings)) == 1
 
 
-def test_manual_promote_and_rollback_are_recorded(make_settings, client, ingested):
-    settings = make_settings(promotion={"floors": {"roc_auc": 0.5}})
-    ingested(3)
-    steps.run_training(RunContext(run_id="a"), settings=settings)
-    weak = make_settings(training={"candidates": WEAK}, promotion={"floors": {"roc_auc": 0.5}})
-    steps.run_training(RunContext(run_id="b"), settings=weak)  # rejected: v2 stays challenger
+def test_manual_promote_and_rollback_are_recorded(two_versions, client):
+    settings = two_versions  # v2 lost its comparison: it stays challenger
     rec = manual_promote(settings, "2", RunContext(trigger_reason="on-call says so"), client)
     assert (
         rec.decision == "manual_promote"
@@ -166,9 +160,8 @@ def test_manual_promote_and_rollback_are_recorded(make_settings, client, ingeste
     assert [h["version"] for h in serving_history(client, settings)] == ["1", "2", "1"]
 
 
-def test_manual_promote_refuses_a_version_that_failed_validation(settings, client, ingested):
-    ingested(3)
-    steps.run_training(RunContext(), settings=settings)
+def test_manual_promote_refuses_a_version_that_failed_validation(settings, client):
+    trained_champion(settings)
     client.set_model_version_tag(settings.model_name, "1", "validation_status", "failed")
     with pytest.raises(PromotionRefused, match="validation_status='failed'"):
         manual_promote(settings, "1", RunContext(), client)

@@ -13,7 +13,7 @@ import pytest
 import skops.io
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
-from tests_support import Payload, register_crafted
+from tests_support import Payload, register_crafted, trained_champion
 
 from ctrain import steps
 from ctrain.data.demo_source import DemoSource
@@ -58,9 +58,8 @@ def test_an_estimator_outside_the_allow_list_is_refused_when_settings_load(make_
 
 
 @pytest.fixture
-def champion(settings, client, ingested):
-    ingested(3)
-    steps.run_training(RunContext(run_id="base"), settings=settings)
+def champion(settings, client):
+    trained_champion(settings)
     assert current_champion(client, settings.model_name) == "1"
 
 

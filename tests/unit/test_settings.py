@@ -22,8 +22,10 @@ def test_environment_overrides_the_yaml_including_nested_values(home, monkeypatc
     assert s.promotion.mode == "dry_run"
 
 
-def test_loading_settings_creates_nothing(home):
-    load_settings()
+def test_loading_settings_creates_nothing(tmp_path, monkeypatch):
+    home = tmp_path / "not-yet"  # the ``home`` fixture's comes with an MLflow store
+    monkeypatch.setenv("CTRAIN_HOME", str(home))
+    assert load_settings().root == home
     assert not home.exists()
 
 
@@ -119,7 +121,7 @@ def test_an_unknown_ctrain_variable_is_reported_not_ignored(home, monkeypatch, c
 def test_ct_training_refuses_conf_keys_it_does_not_know():
     from ctrain import steps
 
-    params = {"window": 0, "dry_run": False, "force": False, "reason": "r"}
+    params = {"window_batches": 0, "dry_run": False, "force": False, "reason": "r"}
     # What the task sees: Airflow has merged the conf's keys into its params, the typo included.
     merged = params | {"dryrun": True}
     with pytest.raises(steps.UnknownConf, match=r"\['dryrun'\].*'dry_run'"):
@@ -127,7 +129,12 @@ def test_ct_training_refuses_conf_keys_it_does_not_know():
             "ct_training", "r1", "manual", merged, {"dryrun": True}, declared=set(params)
         )
     ok = steps.run_context(
-        "ct_training", "r1", "manual", params, {"reason": "x", "window": 2}, declared=set(params)
+        "ct_training",
+        "r1",
+        "manual",
+        params,
+        {"reason": "x", "window_batches": 2},
+        declared=set(params),
     )
     assert ok["trigger_reason"] == "x"
 
