@@ -16,14 +16,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests_support import ServerThread, bootstrap_champion, lose_artifacts, request_rows
+from tests_support import QUICK, ServerThread, bootstrap_champion, lose_artifacts, request_rows
 
 from ctrain.data.demo_source import DemoSource
-from ctrain.demo import LiveTraffic, wait_for
+from ctrain.harness.callers import LiveTraffic
 from ctrain.promotion.decisions import list_decisions
 from ctrain.records import DecisionKind
 from ctrain.registry import current_champion
-from ctrain.runtime import AirflowServices, migrate
+from ctrain.runtime import wait_for
 from ctrain.serving.app import create_app
 from ctrain.serving.traffic import read_split
 
@@ -31,13 +31,13 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_canary_promotes_under_traffic_and_a_broken_one_rolls_back_by_itself(
-    make_settings, client
+    make_settings, client, stack
 ):
     delayed = {"labels": "delayed"}
     settings = make_settings(
         dataset=delayed,
+        training={"candidates": QUICK},  # the rollout is the subject here, not the model
         promotion={"floors": {"roc_auc": 0.5}},
-        schedules={"watch_seconds": 0},
         serving={
             "reload_seconds": 0.3,
             "rollout": {
@@ -51,94 +51,86 @@ def test_a_canary_promotes_under_traffic_and_a_broken_one_rolls_back_by_itself(
     )
     src = DemoSource(**settings.demo.model_dump())
     bootstrap_champion(settings, src)  # v1
-    migrate(settings, settings.root / "logs" / "migrate.log")
+    # The service's inference log lands in this home's landing folder, which no watcher of the
+    # stack looks at: only ct_training and ct_rollout run here.
+    stack.use(settings)
     import airflow_client.client as ac
 
     traffic = LiveTraffic(None, request_rows(src, batch=24, n=200))
-    env = {"CTRAIN_TRAIN_ON_NEW_DATA": "false", "CTRAIN_SCHEDULES__TRAINING": "none"}
     server = ServerThread(create_app(settings, client, source="e2e")).__enter__()
     traffic.url = server.url
     traffic.__enter__()
     try:
-        with AirflowServices(settings, settings.root / "logs" / "airflow", env) as af:
-            af.wait_until_serving()
-            config = ac.Configuration(host=af.base_url, access_token=af.token())
-            with ac.ApiClient(config) as c:
-                runs, tis = ac.DagRunApi(c), ac.TaskInstanceApi(c)
+        af = stack.af
+        config = ac.Configuration(host=af.base_url, access_token=af.token())
+        with ac.ApiClient(config) as c:
+            runs, tis = ac.DagRunApi(c), ac.TaskInstanceApi(c)
 
-                def trigger(dag_id, conf):
-                    def once():
-                        try:
-                            body = ac.TriggerDAGRunPostBody(logical_date=None, conf=conf)
-                            return runs.trigger_dag_run(dag_id, body).dag_run_id
-                        except ac.ApiException as exc:  # not parsed yet
-                            if exc.status != 404:
-                                raise
-                            return None
+            def trigger(dag_id, conf):
+                body = ac.TriggerDAGRunPostBody(logical_date=None, conf=conf)
+                return runs.trigger_dag_run(dag_id, body).dag_run_id
 
-                    return wait_for(f"{dag_id} to be registered", once, af)
+            def ended(dag_id, run_id):
+                run = runs.get_dag_run(dag_id, run_id)
+                return run if str(run.state.value) in ("success", "failed") else None
 
-                def ended(dag_id, run_id):
-                    run = runs.get_dag_run(dag_id, run_id)
-                    return run if str(run.state.value) in ("success", "failed") else None
+            def rollout_runs():
+                return [r["dag_run_id"] for r in stack.runs("ct_rollout")]
 
-                def rollout_runs():
-                    return runs.get_dag_runs("ct_rollout", order_by=["-start_date"]).dag_runs
+            # 1. A retrain passes; ct_training hands it over; the canary promotes it.
+            run_id = trigger("ct_training", {"reason": "canary path", "force": True})
+            run = wait_for(
+                "ct_training to end", lambda: ended("ct_training", run_id), alive=af.alive
+            )
+            assert str(run.state.value) == "success", run
+            assert run.note.startswith("v2 won (forced)"), run.note
+            assert current_champion(client, settings.model_name) == "1"
+            (handed,) = wait_for("ct_rollout to start", rollout_runs, alive=af.alive)
+            run = wait_for("the canary to end", lambda: ended("ct_rollout", handed), alive=af.alive)
+            assert str(run.state.value) == "success", run
+            assert run.note.startswith("v2 promoted 1→2 (canary_passed)"), run.note
+            assert current_champion(client, settings.model_name) == "2"
+            assert traffic.answered[("challenger", "2")] and traffic.answered[("champion", "1")]
 
-                # 1. A retrain passes; ct_training hands it over; the canary promotes it.
-                run_id = trigger("ct_training", {"reason": "canary path", "force": True})
-                run = wait_for("ct_training to end", lambda: ended("ct_training", run_id), af)
-                assert str(run.state.value) == "success", run
-                assert run.note.startswith("v2 won (forced)"), run.note
-                assert current_champion(client, settings.model_name) == "1"
-                (handed,) = wait_for("ct_rollout to start", rollout_runs, af)
-                run = wait_for(
-                    "the canary to end", lambda: ended("ct_rollout", handed.dag_run_id), af
-                )
-                assert str(run.state.value) == "success", run
-                assert run.note.startswith("v2 promoted 1→2 (canary_passed)"), run.note
-                assert current_champion(client, settings.model_name) == "2"
-                assert traffic.answered[("challenger", "2")] and traffic.answered[("champion", "1")]
+            # 2. v3 is handed over, then the artifact store loses its files while the
+            # service restarts: the restarted service finds the split, cannot load v3, and
+            # answers with the champion; ct_rollout rolls back on the failures it logs.
+            # In its own process, as a person's `ctrain train` would be (in this one it
+            # would hold the service's interpreter).
+            out = subprocess.run(
+                [
+                    str(Path(sys.executable).with_name("ctrain")),
+                    "train",
+                    "--force",
+                    "--reason",
+                    "forced",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert out.returncode == 0, out.stderr[-2000:]
+            assert json.loads(out.stdout)["decision"] == DecisionKind.ROLLOUT, out.stdout
+            traffic.url = None
+            server.__exit__(None, None, None)
+            run_id = trigger("ct_rollout", {"version": "3", "reason": "broken path"})
 
-                # 2. v3 is handed over, then the artifact store loses its files while the
-                # service restarts: the restarted service finds the split, cannot load v3, and
-                # answers with the champion; ct_rollout rolls back on the failures it logs.
-                # In its own process, as a person's `ctrain train` would be (in this one it
-                # would hold the service's interpreter).
-                out = subprocess.run(
-                    [
-                        str(Path(sys.executable).with_name("ctrain")),
-                        "train",
-                        "--force",
-                        "--reason",
-                        "forced",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=600,
-                )
-                assert out.returncode == 0, out.stderr[-2000:]
-                assert json.loads(out.stdout)["decision"] == DecisionKind.ROLLOUT, out.stdout
-                traffic.url = None
-                server.__exit__(None, None, None)
-                run_id = trigger("ct_rollout", {"version": "3", "reason": "broken path"})
+            def began():
+                state = tis.get_task_instance("ct_rollout", run_id, "start").state
+                assert state is None or state.value not in ("failed", "upstream_failed")
+                return state is not None and state.value == "success"
 
-                def began():
-                    state = tis.get_task_instance("ct_rollout", run_id, "start").state
-                    assert state is None or state.value not in ("failed", "upstream_failed")
-                    return state is not None and state.value == "success"
-
-                wait_for("the split of v3", began, af)
-                split = read_split(client, settings.model_name)
-                assert (split.challenger, split.percent, split.active) == ("3", 50.0, True)
-                lose_artifacts(client, settings.model_name, "3")
-                server = ServerThread(create_app(settings, client, source="e2e-2")).__enter__()
-                traffic.url = server.url
-                run = wait_for("the rollback", lambda: ended("ct_rollout", run_id), af)
-                assert str(run.state.value) == "success", run
-                assert run.note.startswith("v3 rejected (canary_rolled_back)"), run.note
-                health = httpx.get(f"{server.url}/health").json()
-                assert health["rollout"]["challenger"] is None  # traffic is all the champion's
+            wait_for("the split of v3", began, alive=af.alive)
+            split = read_split(client, settings.model_name)
+            assert (split.challenger, split.percent, split.active) == ("3", 50.0, True)
+            lose_artifacts(client, settings.model_name, "3")
+            server = ServerThread(create_app(settings, client, source="e2e-2")).__enter__()
+            traffic.url = server.url
+            run = wait_for("the rollback", lambda: ended("ct_rollout", run_id), alive=af.alive)
+            assert str(run.state.value) == "success", run
+            assert run.note.startswith("v3 rejected (canary_rolled_back)"), run.note
+            health = httpx.get(f"{server.url}/health").json()
+            assert health["rollout"]["challenger"] is None  # traffic is all the champion's
     finally:
         traffic.__exit__(None, None, None)
         server.__exit__(None, None, None)

@@ -9,8 +9,6 @@ itself in a real headless Chromium, with a screenshot.
 
 import json
 import os
-import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -21,13 +19,12 @@ import pytest
 from tests_support import REPO, bootstrap_champion, browser
 
 from ctrain.data.demo_source import DemoSource
-from ctrain.demo import run_stream, stream_services
+from ctrain.harness.stream import run_stream
 from ctrain.monitoring.check import load_summaries, scored_by
 from ctrain.monitoring.trigger import trigger_log
 from ctrain.promotion.decisions import list_decisions
 from ctrain.registry import current_champion
-from ctrain.runtime import TASK_PRELOAD, airflow_bin, free_port, migrate
-from ctrain.settings import load_settings
+from ctrain.runtime import TASK_PRELOAD, Services, airflow_bin, free_port, wait_for
 from ctrain.tracking import configure
 
 pytestmark = pytest.mark.integration
@@ -36,23 +33,22 @@ SCREENSHOTS = REPO / "test-output"
 
 
 @pytest.fixture(scope="module")
-def stream(tmp_path_factory):
+def stream(tmp_path_factory, stack):
     """Bootstrap a champion, then batches 3..7 (drift from 5) through the running services: the
     retrain comes at 6, and 7 is the window after it."""
-    mp = pytest.MonkeyPatch()
-    root = tmp_path_factory.mktemp("stream")
-    mp.setenv("CTRAIN_HOME", str(root / "ctrain"))
-    mp.setenv("CTRAIN_DATASET__LABELS", "delayed")
-    settings = load_settings()
-    client = configure(settings)
-    bootstrap_champion(settings, DemoSource(**settings.demo.model_dump()))
-    migrate(settings, settings.root / "logs" / "migrate.log")
-    try:
-        with stream_services(settings, settings.root / "logs") as af:
-            timeline = run_stream(settings, af, start=3, drift_from=5, stop=8)
-            yield SimpleNamespace(settings=settings, client=client, af=af, timeline=timeline)
-    finally:
-        mp.undo()
+    home = tmp_path_factory.mktemp("stream") / "ctrain"
+    settings, project = stack.settings(home, dataset={"labels": "delayed"})
+    with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith("CTRAIN_")]:
+            mp.delenv(key)
+        mp.setenv("CTRAIN_PROJECT", str(project))
+        client = configure(settings)
+        bootstrap_champion(settings, DemoSource(**settings.demo.model_dump()))
+        stack.use(settings)
+        timeline = run_stream(settings, stack.af, start=3, drift_from=5, stop=8)
+        yield SimpleNamespace(
+            settings=settings, client=client, af=stack.af, timeline=timeline, stack=stack
+        )
 
 
 @pytest.fixture(scope="module")
@@ -67,24 +63,25 @@ def api(stream):
             tis=ac.TaskInstanceApi(c),
             dags=ac.DAGApi(c),
             models=ac,
+            stack=stream.stack,
         )
 
 
 def _runs(api, dag_id):
-    return api.dag_runs.get_dag_runs(dag_id, limit=100).dag_runs
+    """The runs of ``dag_id`` this module started (the stack is shared)."""
+    since = api.stack.since
+    return [
+        r for r in api.dag_runs.get_dag_runs(dag_id, limit=100).dag_runs if r.run_after >= since
+    ]
 
 
 def _wait_for_run(api, dag_id, run_id, timeout=300):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ended():
         run = api.dag_runs.get_dag_run(dag_id, run_id)
-        if str(run.state.value if hasattr(run.state, "value") else run.state) in (
-            "success",
-            "failed",
-        ):
-            return run
-        time.sleep(2)
-    raise TimeoutError(f"{dag_id} {run_id} did not finish in {timeout}s")
+        state = str(run.state.value if hasattr(run.state, "value") else run.state)
+        return run if state in ("success", "failed") else None
+
+    return wait_for(f"{dag_id} {run_id} to end", ended, timeout)
 
 
 def test_files_that_land_start_ingest_and_each_is_ingested_once(stream, api):
@@ -140,7 +137,7 @@ def test_drift_in_the_stream_retrains_and_promotes_with_the_reason(stream):
     if any("performance" in w["flags"] for w in evidence["evidence"]):
         assert "performance drop" in decision.trigger_reason
     # The scheduler started its task workers from the forkserver that preloaded the libraries.
-    scheduler_log = (settings.root / "logs" / "airflow" / "scheduler.log").read_text()
+    scheduler_log = (stream.af.log_dir / "scheduler.log").read_text()
     assert "Set multiprocessing start method to 'forkserver' for scheduler" in scheduler_log
     assert f"Set forkserver preload modules for scheduler: {list(TASK_PRELOAD)}" in scheduler_log
 
@@ -203,7 +200,11 @@ def test_the_client_triggers_with_conf_and_an_unknown_key_is_refused(stream, api
     # The drift retrain's conf again: batch 6's labels have come since, so the window has
     # grown and a version is trained and compared; asked once more, nothing new to train.
     request = trigger_log(stream.settings)[-1]
-    conf = {"reason": "client", "window": request.window, "since_batch": request.change_from}
+    conf = {
+        "reason": "client",
+        "window_batches": request.window_batches,
+        "since_batch": request.change_from,
+    }
     notes = []
     for _ in range(2):
         run = api.dag_runs.trigger_dag_run("ct_training", body(logical_date=None, conf=conf))
@@ -312,19 +313,10 @@ def test_the_ctrain_view_works_behind_a_path_prefix(stream):
     port = free_port()
     base = f"http://127.0.0.1:{port}/airflow"
     env = stream.af.env | {"AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": base}
-    log = open(stream.settings.root / "logs" / "prefixed-api-server.log", "w")  # noqa: SIM115
-    server = subprocess.Popen(
-        [airflow_bin(), "api-server"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while _get_quiet(f"{base}/api/v2/monitor/health") != 200:
-            assert server.poll() is None and time.monotonic() < deadline, "api-server died"
-            time.sleep(1)
+    with Services(env) as server:
+        server.start([airflow_bin(), "api-server"], stream.af.log_dir / "prefixed-api-server.log")
+        healthy = lambda: _get_quiet(f"{base}/api/v2/monitor/health") == 200  # noqa: E731
+        wait_for("the prefixed API server", healthy, 120, alive=server.alive)
         assert _get_quiet(f"http://127.0.0.1:{port}/ctrain/api/models") == 404  # only under it
         assert _get_quiet(f"{base}/ctrain/api/models") == 401
         shot = SCREENSHOTS / "ctrain_view_prefixed.png"
@@ -332,13 +324,6 @@ def test_the_ctrain_view_works_behind_a_path_prefix(stream):
         seen = _view_in_browser(base, stream.af.admin_password(), shot)
         assert "champion: version 2" in seen["champion"] and seen["error"] == ""
         assert seen["charts"] == 4
-    finally:
-        os.killpg(server.pid, signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
 
 
 def _get_quiet(url) -> int | None:
