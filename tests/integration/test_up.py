@@ -7,20 +7,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from tests_support import copy_store, migrated_airflow_db
 
 from ctrain import dag_ids
+from ctrain.runtime import free_ports, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _listening(port: int) -> bool:
@@ -41,14 +36,6 @@ def _processes_of(home: Path) -> list[int]:
             except OSError:  # gone, or not ours to read
                 continue
     return found
-
-
-def _wait(what, predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(1)
 
 
 def _api(port: int, method: str, path: str, body=None, token: str = ""):
@@ -79,7 +66,9 @@ def _run_state(port: int, token: str, dag_id: str, run_id: str) -> str:
 
 def test_ctrain_up_runs_its_dags_unpaused_and_stops_everything_on_sigterm(tmp_path):
     home = (tmp_path / "home").resolve()
-    airflow_port, mlflow_port = _free_port(), _free_port()
+    # A home Airflow has run in before (as after `make demo`): its database migrated.
+    copy_store(migrated_airflow_db(), home / "airflow" / "airflow.db")
+    airflow_port, mlflow_port = free_ports(2)
     env = os.environ | {"CTRAIN_HOME": str(home), "AIRFLOW__CORE__PARALLELISM": "2"}
     env.pop("AIRFLOW_HOME", None)  # the embedded default puts it under CTRAIN_HOME
     log = open(tmp_path / "up.log", "w")  # noqa: SIM115 (closed below)
@@ -97,19 +86,19 @@ def test_ctrain_up_runs_its_dags_unpaused_and_stops_everything_on_sigterm(tmp_pa
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait(
+        wait_for(
             "MLflow and Airflow listening",
             lambda: _listening(mlflow_port) and _listening(airflow_port),
             240,
         )
         assert len(_processes_of(home)) > 3  # ctrain up, standalone and its components, mlflow
         password = home / "airflow" / "simple_auth_manager_passwords.json.generated"
-        _wait("the admin password", password.exists, 60)
+        wait_for("the admin password", password.exists, 60)
         creds = {"username": "admin", "password": json.loads(password.read_text())["admin"]}
         status, body = _api(airflow_port, "POST", "/auth/token", creds)
         assert status in (200, 201), body
         token = body["access_token"]
-        _wait(
+        wait_for(
             "ctrain's DAGs parsed", lambda: set(dag_ids.ALL) <= set(_dags(airflow_port, token)), 180
         )
         paused = {d: p for d, p in _dags(airflow_port, token).items() if d in dag_ids.ALL}
@@ -124,7 +113,7 @@ def test_ctrain_up_runs_its_dags_unpaused_and_stops_everything_on_sigterm(tmp_pa
             token,
         )
         assert status == 200, body
-        _wait(
+        wait_for(
             "ct_ingest ends",
             lambda: (
                 _run_state(airflow_port, token, dag_ids.INGEST, "by_hand") in ("success", "failed")
@@ -136,12 +125,12 @@ def test_ctrain_up_runs_its_dags_unpaused_and_stops_everything_on_sigterm(tmp_pa
         ).read_text()[-3000:]
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=90) == 0
-        _wait(
+        wait_for(
             "ports released",
             lambda: not _listening(mlflow_port) and not _listening(airflow_port),
             60,
         )
-        _wait("no process left", lambda: _processes_of(home) == [], 60)
+        wait_for("no process left", lambda: _processes_of(home) == [], 60)
     finally:
         for pid in _processes_of(home):
             os.kill(pid, signal.SIGKILL)

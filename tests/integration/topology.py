@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import psutil
 import requests
+
+from ctrain.runtime import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -71,20 +72,6 @@ MLFLOW_PRODUCTION_KEYS = (
     "MLFLOW_FLASK_SERVER_SECRET_KEY",
     "MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX",
 )
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on 127.0.0.1 (all sockets held open until every port is picked)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 # --- PostgreSQL and Redis -------------------------------------------------------------------------
@@ -421,26 +408,27 @@ def wait_until(
     Fails early when a process of ``topo`` has died, and at ``timeout`` with the last error and
     ``diagnose()``.
     """
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
+    last: list[object] = [None]
+
+    def done():
         if topo is not None:
             topo.check_alive()
         try:
             result = check()
-            if result:
-                return result
-            last = result
         except AssertionError:  # a verdict, not "not ready yet"
             raise
         except Exception as exc:  # not ready yet
-            last = exc
-        if time.monotonic() > deadline:
-            extra = diagnose() if diagnose else ""
-            raise AssertionError(
-                f"timed out after {timeout:.0f}s waiting for {what}: {last!r}\n{extra}"
-            )
-        time.sleep(interval)
+            result = exc
+        last[0] = result
+        return result if result and not isinstance(result, Exception) else None
+
+    try:
+        return wait_for(what, done, timeout, interval)
+    except TimeoutError:
+        extra = diagnose() if diagnose else ""
+        raise AssertionError(
+            f"timed out after {timeout:.0f}s waiting for {what}: {last[0]!r}\n{extra}"
+        ) from None
 
 
 def http_ok(url: str, **kwargs) -> Callable[[], bool]:
