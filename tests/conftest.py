@@ -42,6 +42,45 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+# The longest run of tests first (the modules that share the embedded Airflow), the two that
+# start whole production-shaped stacks of their own last: pytest-xdist hands out work in this
+# order (``--no-loadscope-reorder``), so those never start beside the embedded Airflow.
+_FIRST, _LAST = (
+    ("tests/integration/embedded/",),
+    (
+        "tests/integration/test_production_topology.py",
+        "tests/integration/test_up.py",
+    ),
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order the tests as ``_FIRST`` and ``_LAST`` say (stably: otherwise as collected)."""
+
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0]
+        return 0 if path.startswith(_FIRST) else 2 if path in _LAST else 1
+
+    items.sort(key=rank)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist hands out whole modules (their module-scoped fixtures are set up once), and
+    the modules under ``_FIRST`` together: they share one Airflow (a package fixture).
+
+    ``--dist loadgroup`` would say this with marks, but pytest-xdist 3.8.0 marks a group by
+    rewriting a test's node id, which pytest 9 no longer reads: its groups are ignored.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return _FIRST[0] if path.startswith(_FIRST) else path
+
+    return ByModule(config, log)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _templates(tmp_path_factory):
     """Templates (``tests_support.from_template``) live in the session's temp folder, one for all
