@@ -64,6 +64,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """pytest-xdist hands out whole modules (their module-scoped fixtures are set up once), and
     the modules under ``_FIRST`` together: they share one Airflow (a package fixture).
