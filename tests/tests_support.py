@@ -310,12 +310,15 @@ def register_crafted(client, settings, log):
     and come from ctrain's training (an attacker can write tags too)."""
     import mlflow
 
+    from ctrain.registry import REGISTERED_VERSION
+
     mlflow.set_experiment(settings.experiment)
     with mlflow.start_run() as run:
         info = log(mlflow)
         mlflow.set_tags({"ctrain_stage": "trained", "model_uri": info.model_uri})
     version = str(mlflow.register_model(info.model_uri, settings.model_name).version)
     client.set_model_version_tag(settings.model_name, version, "validation_status", "passed")
+    client.set_tag(run.info.run_id, REGISTERED_VERSION, version)
     assert client.get_model_version(settings.model_name, version).run_id == run.info.run_id
     return version
 

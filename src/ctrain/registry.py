@@ -20,6 +20,10 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 # The only serialization ctrain writes or reads.
 FORMAT = "skops"
+# Set on a training run by ctrain's own registration: the one version of the registered model that
+# is this run's. Anyone may register a run's model again (same run, same source, any tags); such a
+# version is not ctrain's, and this tag is how a version entry, not its artifact, says so.
+REGISTERED_VERSION = "ctrain_registered_version"
 
 # The types a fitted ctrain model may hold beyond skops' own defaults: ctrain's preprocessing
 # and the estimators training allows, fitted. tests/unit/test_safe_loading.py fits every allowed
@@ -62,6 +66,17 @@ def ensure_registered_model(client, name: str) -> None:
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+
+
+def registered_version_of(client, name: str, run) -> str | None:
+    """The version ctrain's training registered from ``run``: the one its tag names, or for a run
+    registered before the tag existed, the first version made from it (ctrain registers a run
+    as soon as it is trained, so a later one is someone else's). None when it has none."""
+    named = run.data.tags.get(REGISTERED_VERSION)
+    if named:
+        return named
+    found = client.search_model_versions(f"name = '{name}' and run_id = '{run.info.run_id}'")
+    return str(min(int(v.version) for v in found)) if found else None
 
 
 def current_champion(client, name: str) -> str | None:

@@ -19,10 +19,11 @@ from ctrain import steps
 from ctrain.data.demo_source import DemoSource
 from ctrain.model_io import features, target
 from ctrain.promotion.decisions import list_decisions
-from ctrain.promotion.promote import PromotionRefused, manual_promote
+from ctrain.promotion.promote import PromotionRefused, manual_promote, refusal
 from ctrain.records import RunContext
 from ctrain.registry import (
     CHAMPION,
+    REGISTERED_VERSION,
     TRUSTED_TYPES,
     UnsafeModel,
     current_champion,
@@ -144,3 +145,27 @@ def test_a_safe_model_that_ctrain_did_not_train_is_refused(settings, client, cha
         manual_promote(settings, version, RunContext(), client)
     assert current_champion(client, settings.model_name) == "1"
     assert list_decisions(client, settings, limit=1)[0].rule == "refused"
+
+
+def test_ctrains_own_model_registered_again_by_hand_is_refused(settings, client, champion):
+    """The same run and artifact as v1, registered outside ctrain with a passed tag: the entry is
+    not ctrain's, whatever it points at."""
+    import mlflow
+
+    v1 = client.get_model_version(settings.model_name, "1")
+    again = mlflow.register_model(
+        v1.source, settings.model_name, tags={"validation_status": "passed"}
+    )
+    assert (again.run_id, again.source) == (v1.run_id, v1.source)
+    with pytest.raises(
+        PromotionRefused, match="registered outside ctrain's training: .* version 1's"
+    ):
+        manual_promote(settings, str(again.version), RunContext(), client)
+    assert current_champion(client, settings.model_name) == "1"
+    assert list_decisions(client, settings, limit=1)[0].rule == "refused"
+    # ctrain's own v1 stays promotable: the refusal is of the entry, not of the artifact.
+    assert refusal(settings, client, "1") is None
+    # A run registered before ctrain tagged its runs: its first version is ctrain's.
+    client.delete_tag(v1.run_id, REGISTERED_VERSION)
+    assert refusal(settings, client, "1") is None
+    assert "registered outside" in refusal(settings, client, str(again.version))

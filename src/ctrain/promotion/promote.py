@@ -48,6 +48,7 @@ from ctrain.registry import (
     UnsafeModel,
     check_model,
     current_champion,
+    registered_version_of,
     training_window,
     version_uri,
 )
@@ -313,7 +314,8 @@ def refusal(settings: Settings, client, version: str) -> str | None:
     """Why ``version`` may not serve, in one line, or None when it may.
 
     It must have passed validation, come from ctrain's own training (a finished training run of
-    the training experiment whose logged model is this version's source), and load safely.
+    the training experiment whose logged model is this version's source, and the version that
+    run's registration made: the same model registered again by hand is not), and load safely.
     """
     from mlflow.exceptions import MlflowException
 
@@ -338,6 +340,12 @@ def refusal(settings: Settings, client, version: str) -> str | None:
         or run.data.tags.get("model_uri") != mv.source
     ):
         return f"{name} version {version} was not produced by ctrain's training ({mv.source})"
+    ours = registered_version_of(client, name, run)
+    if ours != str(version):
+        return (
+            f"{name} version {version} was registered outside ctrain's training: its training "
+            f"run {run.info.run_id} is version {ours}'s"
+        )
     try:
         check_model(version_uri(name, version))
     except UnsafeModel as exc:

@@ -13,7 +13,12 @@ from ctrain.records import (
     TrainedRun,
     ValidatedSet,
 )
-from ctrain.registry import ensure_registered_model, version_uri
+from ctrain.registry import (
+    REGISTERED_VERSION,
+    ensure_registered_model,
+    registered_version_of,
+    version_uri,
+)
 from ctrain.settings import Settings
 from ctrain.tracking import code_version
 from ctrain.training.assemble import training_config_hash
@@ -28,7 +33,8 @@ def register(
     ctx: RunContext,
     client,
 ) -> RegisteredVersion:
-    """Create (or, on retry, find) the version for this training run and tag it.
+    """Create (or, on retry, find) the version for this training run and tag it; the run is
+    tagged with the version (``REGISTERED_VERSION``), which makes it ctrain's.
 
     The registered model is created only when it does not exist: in the production shape an
     administrator creates it (``ctrain mlflow-init``) and the workers may add versions to it but
@@ -36,7 +42,6 @@ def register(
     """
     name = settings.model_name
     ensure_registered_model(client, name)
-    found = client.search_model_versions(f"name = '{name}' and run_id = '{trained.mlflow_run_id}'")
     tags = {
         "validation_status": validation.validation_status,
         "data_window": dataset.span,
@@ -51,9 +56,10 @@ def register(
         "estimator": trained.estimator,
         f"holdout_{evaluation.metric}": f"{evaluation.holdout_value:.6f}",
     }
-    if found:
-        version = str(found[0].version)
-    else:
+    # On a retry the version made before is found through the run (its tag, else the first version
+    # made from it), so a retry never makes a second one.
+    version = registered_version_of(client, name, client.get_run(trained.mlflow_run_id))
+    if version is None:
         model_id = trained.model_uri.removeprefix("models:/")  # the logged model it points at
         version = str(
             client.create_model_version(
@@ -66,4 +72,5 @@ def register(
         )
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
+    client.set_tag(trained.mlflow_run_id, REGISTERED_VERSION, version)
     return RegisteredVersion(model_name=name, version=version, model_uri=version_uri(name, version))
