@@ -696,14 +696,15 @@ def load_settings(project_file: str | os.PathLike[str] | None = None, **override
     if not isinstance(data, dict):
         raise ValueError(f"project file {path} must hold a mapping, not {type(data).__name__}")
     data.update(overrides)
-    for name in unknown_environment():
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ValueError(_explain(exc, path)) from None
+    for name in unknown_environment(settings):
         logging.getLogger(__name__).warning(
             "%s is set but names no ctrain setting; it is ignored", name
         )
-    try:
-        return Settings(**data)
-    except ValidationError as exc:
-        raise ValueError(_explain(exc, path)) from None
+    return settings
 
 
 def _explain(exc: ValidationError, path: Path) -> str:
@@ -726,11 +727,16 @@ def _explain(exc: ValidationError, path: Path) -> str:
     return "invalid settings: " + "; ".join(lines)
 
 
-def unknown_environment() -> list[str]:
-    """``CTRAIN_*`` environment variables that name no setting (a typo, a removed setting)."""
+def unknown_environment(settings: Settings | None = None) -> list[str]:
+    """``CTRAIN_*`` environment variables that name no setting (a typo, a removed setting).
+
+    A variable a setting names (``serving.token_env``: the service's token) is read by the code
+    that uses it, so it is not unknown.
+    """
+    named = {settings.serving.token_env} if settings is not None else set()
     out = []
     for name in sorted(os.environ):
-        if not name.startswith("CTRAIN_") or name in _NOT_SETTINGS:
+        if not name.startswith("CTRAIN_") or name in _NOT_SETTINGS | named:
             continue
         model: Any = Settings
         for part in name.removeprefix("CTRAIN_").lower().split("__"):

@@ -118,6 +118,20 @@ def test_an_unknown_ctrain_variable_is_reported_not_ignored(home, monkeypatch, c
     assert "CTRAIN_PROMOTION__MODE" not in caplog.text
 
 
+def test_the_variable_a_setting_names_is_not_reported(home, monkeypatch, caplog):
+    """The service's token variable is read by ``ctrain serve``: it is no typo."""
+    monkeypatch.setenv("CTRAIN_SERVE_TOKEN", "t")
+    monkeypatch.setenv("CTRAIN_OTHER_TOKEN", "t")
+    load_settings()
+    assert "CTRAIN_SERVE_TOKEN" not in caplog.text
+    assert "CTRAIN_OTHER_TOKEN is set but names no ctrain setting" in caplog.text
+    monkeypatch.setenv("CTRAIN_SERVING__TOKEN_ENV", "CTRAIN_OTHER_TOKEN")
+    caplog.clear()
+    assert load_settings().serving.token_env == "CTRAIN_OTHER_TOKEN"
+    assert "CTRAIN_OTHER_TOKEN" not in caplog.text
+    assert "CTRAIN_SERVE_TOKEN is set but names no ctrain setting" in caplog.text
+
+
 def test_ct_training_refuses_conf_keys_it_does_not_know():
     from ctrain import steps
 
