@@ -8,8 +8,11 @@ the alias agreeing one to one.
 
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
+from tests_support import trained_champion
 
 from ctrain.promotion.decisions import history, list_decisions, open_records
 from ctrain.promotion.lock import promotion_lock
@@ -134,3 +137,27 @@ def test_refused_manual_moves_are_recorded_and_are_not_moves(two_versions, clien
         manual_promote(settings, "9", RunContext(), client)
     assert list_decisions(client, settings, limit=1)[0].rule == "refused"
     assert_history_true(client, settings)
+
+
+def test_a_rollback_that_waited_for_the_lock_follows_the_champion_it_finds(two_versions, client):
+    """The champion moves while a rollback waits for the lock: it rolls back from the champion
+    it finds there (before, it compared the champion read before waiting with the history read
+    after, and said no earlier champion was on record)."""
+    settings = two_versions
+    out: dict = {}
+    with promotion_lock(settings):
+        waiting = threading.Thread(
+            target=lambda: out.update(back=rollback(settings, RunContext(), client))
+        )
+        waiting.start()
+        time.sleep(1)  # the rollback is past its start and waiting for the lock
+        client.set_registered_model_alias(settings.model_name, CHAMPION, "2")
+    waiting.join(120)
+    assert (out["back"].champion_before, out["back"].champion_after) == ("2", "1")
+    assert_history_true(client, settings)
+
+
+def test_rollback_of_the_first_champion_says_so(settings, client):
+    trained_champion(settings)
+    with pytest.raises(PromotionRefused, match="version 1 is the first champion .* --to VERSION"):
+        rollback(settings, RunContext(), client)

@@ -489,7 +489,7 @@ RACE_NOTE = [
     "Outcomes: `manual_promote` and `rollback` moved the champion; `stale_champion`: it moved",
     "between the call's read and its turn at the lock, so nothing moved; `already_champion`: a",
     "promote of the serving version, recorded as no move; `refused`: no such move is allowed (a",
-    "rollback with no earlier champion on record). After the race the next command reconciles,",
+    "rollback of the first champion). After the race the next command reconciles,",
     "then the records are held against the moves the calls report.",
     "",
 ]

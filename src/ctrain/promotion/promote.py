@@ -408,22 +408,40 @@ def manual_promote(settings: Settings, version: str, ctx: RunContext, client) ->
     )
 
 
+def _move_text(move: Decision | None) -> str:
+    return "none" if move is None else f"{move.champion_before} -> {move.champion_after}"
+
+
 def rollback(
     settings: Settings, ctx: RunContext, client, to_version: str | None = None
 ) -> Decision:
-    """Move ``champion`` back: to ``to_version``, or to the version that served before the current one."""
+    """Move ``champion`` back: to ``to_version``, or to the version that served before the current one.
+
+    Without ``to_version`` the champion and its history are read together, under the promotion
+    lock and after reconciling, so the move followed is the one that made the champion the call
+    moves from (read before the lock, a move made while the call waited made them disagree).
+    """
     name = settings.model_name
-    current = current_champion(client, name)
-    if current is None:
-        raise PromotionRefused(f"{name} has no champion to roll back")
     if to_version is None:
         with promotion_lock(settings):
             reconcile(settings, client)  # the history must be true before it is followed
-        last = last_move(client, settings)
-        # The move that made the current champion says what served before it.
-        to_version = last.champion_before if last and last.champion_after == current else None
-        if not to_version:
-            raise PromotionRefused(f"no earlier champion of {name} is on record; pass --to VERSION")
+            current, last = current_champion(client, name), last_move(client, settings)
+    else:
+        current, last = current_champion(client, name), None
+    if current is None:
+        raise PromotionRefused(f"{name} has no champion to roll back")
+    if to_version is None:
+        if last is None or last.champion_after != current:
+            raise PromotionRefused(
+                f"the records of {name} do not say how version {current} became champion "
+                f"(last recorded move: {_move_text(last)}); pass --to VERSION"
+            )
+        if not last.champion_before:
+            raise PromotionRefused(
+                f"version {current} is the first champion of {name}: there is none before it "
+                "to roll back to; pass --to VERSION"
+            )
+        to_version = last.champion_before
     to_version = str(to_version)
     return _move_by_hand(
         settings,
