@@ -55,9 +55,15 @@ def cmd_init(settings: Settings, args) -> int:
 
 
 def cmd_status(settings: Settings, args) -> int:
+    from ctrain.promotion.promote import settle
     from ctrain.status import format_status, status
 
-    report = status(settings, _client(settings), limit=args.limit)
+    client = _client(settings)
+    # What a killed promote left open is closed first, so the history printed is true; a move
+    # under way (the lock held) is shown as unfinished instead.
+    for rec in settle(settings, client) or []:
+        print(f"reconciled: {rec.headline}", file=sys.stderr)
+    report = status(settings, client, limit=args.limit)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

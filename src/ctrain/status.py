@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from ctrain.promotion.decisions import headline, list_decisions
+from ctrain.promotion.decisions import headline, list_decisions, open_records, read_intent
 from ctrain.records import Decision, WindowCheck
 from ctrain.registry import CHALLENGER, CHAMPION, aliased_version
 from ctrain.settings import Settings
@@ -28,6 +28,7 @@ def status(settings: Settings, client, limit: int = 10) -> dict[str, Any]:
             }
         )
     out["traffic"] = _traffic(client, settings)
+    out["unfinished"] = unfinished(settings, client)
     out["decisions"] = [d.to_xcom() for d in list_decisions(client, settings, limit=limit)]
     exp = client.get_experiment_by_name(settings.decisions_experiment)
     out["decisions_url"] = (
@@ -36,10 +37,43 @@ def status(settings: Settings, client, limit: int = 10) -> dict[str, Any]:
     return out
 
 
+def unfinished(settings: Settings, client) -> list[dict[str, Any]]:
+    """The moves whose records are open, oldest first: under way, or killed and not yet
+    reconciled (``promote.settle``). Each says what it was about to do, when it says so."""
+    out = []
+    for run in open_records(client, settings):
+        intent = read_intent(client, run)
+        out.append(
+            {
+                "record_run_id": run.info.run_id,
+                "opened": _iso(run.info.start_time),
+                "to": intent["champion_after"] if intent else None,
+                "from": intent["champion_before"] if intent else None,
+            }
+        )
+    return out
+
+
+def _iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
 def format_status(report: dict[str, Any], metric: str) -> str:
     """``status()`` for a terminal."""
     key = f"holdout_{metric}"
     lines = []
+    for u in report.get("unfinished", []):
+        what = (
+            f"a move {u['from'] or 'none'}→{u['to']}"
+            if u["to"]
+            else "a move (target not yet recorded)"
+        )
+        lines.append(
+            f"{'UNFINISHED':<10}: {what} (record {u['record_run_id']}, opened {u['opened']}) "
+            "holds the lock or was killed; champion below is where the alias points now"
+        )
     for alias in (CHAMPION, CHALLENGER):
         v = report[alias]
         lines.append(

@@ -14,6 +14,7 @@ import time
 import pytest
 from tests_support import trained_champion
 
+from ctrain import cli
 from ctrain.promotion.decisions import history, list_decisions, open_records
 from ctrain.promotion.lock import promotion_lock
 from ctrain.promotion.promote import PromotionRefused, manual_promote, reconcile, rollback
@@ -102,11 +103,9 @@ KILL_POINTS = [
 ]
 
 
-@pytest.mark.parametrize(("method", "after"), KILL_POINTS, ids=[f"{m}-{n}" for m, n in KILL_POINTS])
-def test_a_promote_killed_at_any_point_is_reconciled_by_the_next_command(
-    two_versions, client, method, after
-):
-    settings = two_versions
+def _killed_promote(method: str, after: int) -> None:
+    """A promote of version 2 (run id ``killed``) that dies by SIGKILL after ``after`` calls of
+    the client's ``method``."""
     out = subprocess.run(
         [sys.executable, "-c", _DIE_AFTER, method, str(after), "2", "killed"],
         capture_output=True,
@@ -114,6 +113,14 @@ def test_a_promote_killed_at_any_point_is_reconciled_by_the_next_command(
         timeout=300,
     )
     assert out.returncode == -9, out.stderr[-2000:]  # it really died, by SIGKILL
+
+
+@pytest.mark.parametrize(("method", "after"), KILL_POINTS, ids=[f"{m}-{n}" for m, n in KILL_POINTS])
+def test_a_promote_killed_at_any_point_is_reconciled_by_the_next_command(
+    two_versions, client, method, after
+):
+    settings = two_versions
+    _killed_promote(method, after)
     moved = current_champion(client, settings.model_name) == "2"
     # The next command that takes the lock: a promote of another kind (a rollback to 1 when
     # the killed move happened, else a promote of 2 by someone else).
@@ -161,3 +168,34 @@ def test_rollback_of_the_first_champion_says_so(settings, client):
     trained_champion(settings)
     with pytest.raises(PromotionRefused, match="version 1 is the first champion .* --to VERSION"):
         rollback(settings, RunContext(), client)
+
+
+def test_status_after_a_killed_promote_prints_a_true_history(two_versions, client, capsys):
+    """Killed after moving the alias, before closing its record: ``ctrain status`` closes the
+    record as the move it was, so the champion and the newest move agree."""
+    settings = two_versions
+    _killed_promote("set_registered_model_alias", 1)
+    assert len(open_records(client, settings)) == 1
+    assert cli.main(["status"]) == 0
+    out, err = capsys.readouterr()
+    assert "reconciled: v2 promoted by hand 1→2" in err
+    assert "champion  : version 2" in out and "UNFINISHED" not in out
+    newest = out.split("newest first) for")[1].splitlines()[1]
+    assert "1→2" in newest, out
+    assert_history_true(client, settings)
+
+
+def test_status_shows_a_move_under_way_as_unfinished(two_versions, client, capsys):
+    """A move that holds the lock is not reconciled under it: status says it is unfinished, and
+    once the lock is free the next status closes it (here: nothing moved)."""
+    settings = two_versions
+    _killed_promote("log_text", 1)  # its intent file written (not yet its tags), nothing moved
+    with promotion_lock(settings):
+        assert cli.main(["status"]) == 0
+        out = capsys.readouterr().out
+    assert "UNFINISHED: a move (target not yet recorded) (record " in out
+    assert "champion  : version 1" in out
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "UNFINISHED" not in out and "champion  : version 1" in out
+    assert_history_true(client, settings)

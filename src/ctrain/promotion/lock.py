@@ -29,9 +29,10 @@ def _key(name: str) -> int:
 
 
 @contextlib.contextmanager
-def promotion_lock(settings: Settings) -> Iterator[None]:
-    """Hold the registered model's promotion lock for the duration of the block."""
-    timeout = settings.promotion.lock_timeout_s
+def promotion_lock(settings: Settings, timeout: float | None = None) -> Iterator[None]:
+    """Hold the registered model's promotion lock for the duration of the block, waiting at
+    most ``timeout`` seconds for it (default ``promotion.lock_timeout_s``)."""
+    timeout = settings.promotion.lock_timeout_s if timeout is None else timeout
     if settings.lock_url and settings.lock_url.startswith(("postgresql://", "postgres://")):
         with _pg_lock(settings.lock_url, _key(settings.model_name), timeout):
             yield

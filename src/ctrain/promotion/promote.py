@@ -33,7 +33,7 @@ from ctrain.promotion.decisions import (
     record_of,
     write_intent,
 )
-from ctrain.promotion.lock import promotion_lock
+from ctrain.promotion.lock import LockTimeout, promotion_lock
 from ctrain.records import (
     MOVES_CHAMPION,
     Comparison,
@@ -60,6 +60,16 @@ log = logging.getLogger(__name__)
 
 class PromotionRefused(Exception):
     """A manual promote or rollback that the rules do not allow; nothing was changed."""
+
+
+def settle(settings: Settings, client, wait_s: float = 5.0) -> list[Decision] | None:
+    """Reconcile if the promotion lock is free within ``wait_s``: the records a killed move left
+    open are closed as what they were. None when a move holds the lock (it is under way)."""
+    try:
+        with promotion_lock(settings, timeout=wait_s):
+            return reconcile(settings, client)
+    except LockTimeout:
+        return None
 
 
 def reconcile(settings: Settings, client) -> list[Decision]:
