@@ -173,13 +173,19 @@ def cmd_mlflow_init(settings: Settings, args) -> int:
 
 
 def cmd_ingest(settings: Settings, args) -> int:
+    """What ct_ingest does: the waiting label files first, then the waiting batches; a line each."""
     from ctrain import steps
 
-    for path in steps.list_landed(settings):
-        o = steps.ingest_one(path, settings)
-        print(
-            f"{o['batch_id']:<20} {o['status']:<12} in={o['rows_in']} accepted={o['rows_accepted']} quarantined={o['rows_quarantined']} {o['reason']}"
+    def line(kind: str, o: dict) -> str:
+        return (
+            f"{kind:<6} {o['batch_id']:<20} {o['status']:<12} in={o['rows_in']} "
+            f"accepted={o['rows_accepted']} quarantined={o['rows_quarantined']} {o['reason']}"
         )
+
+    for o in steps.ingest_labels(settings):
+        print(line("labels", o))
+    for path in steps.list_landed(settings):
+        print(line("batch", steps.ingest_one(path, settings)))
     return 0
 
 

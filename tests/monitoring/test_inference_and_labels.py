@@ -97,6 +97,21 @@ def test_delayed_labels_are_validated_and_joined(delayed, source):
     assert joined["label"].notna().sum() == 750
 
 
+def test_the_cli_ingests_label_files_as_ct_ingest_does(delayed, source, capsys):
+    """``ctrain ingest`` takes the waiting label files too, and says what it did with each."""
+    from ctrain import cli
+
+    delayed = delayed()
+    source.write_batch(0, delayed.landing_dir, with_labels=False)
+    source.write_labels(0, delayed.labels_landing_dir)
+    assert cli.main(["ingest"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["labels", "labels_0000", "accepted"], lines
+    assert lines[1].split()[:3] == ["batch", "batch_0000", "accepted"], lines
+    assert not list(delayed.labels_landing_dir.iterdir())
+    assert len(label_store(delayed)) == 1500
+
+
 def test_training_uses_only_labeled_rows(delayed, source):
     delayed = delayed()  # this test's settings
     for i in range(3):
