@@ -426,7 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     ) as exc:  # the CLI says what went wrong in one line; tracebacks with CTRAIN_DEBUG=1
         if os.environ.get("CTRAIN_DEBUG"):
             raise
-        print(f"ctrain {args.cmd}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # Libraries' messages may span lines (a YAML mark, a pyarrow schema): one line here.
+        print(
+            f"ctrain {args.cmd}: {type(exc).__name__}: {' '.join(str(exc).split())}",
+            file=sys.stderr,
+        )
         return 1
 
 

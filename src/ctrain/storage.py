@@ -24,6 +24,7 @@ class UnreadableBatch(Exception):
     """A batch file that cannot be read as a table; ``reason`` says why in one line."""
 
     def __init__(self, path: Path, reason: str):
+        reason = " ".join(reason.split())  # a reader's message may span lines (pyarrow's schemas)
         super().__init__(f"{path.name}: {reason}")
         self.path = path
         self.reason = reason

@@ -58,6 +58,19 @@ def test_bad_project_file_names_the_file_and_the_problem(tmp_path, text, message
     assert str(path) in str(err.value)
 
 
+def test_the_cli_says_an_error_in_one_line(tmp_path, home, monkeypatch, capsys):
+    """YAML's own message spans lines (the mark, a caret); the CLI prints one."""
+    from ctrain import cli
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("model_name: [unclosed\n")
+    monkeypatch.setenv("CTRAIN_PROJECT", str(path))
+    assert cli.main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"ctrain status: ValueError: project file {path} is not valid YAML")
+    assert err.count("\n") == 1, err
+
+
 def test_slice_columns_must_be_categorical_features_and_the_error_says_where(make_settings):
     with pytest.raises(ValueError) as err:
         make_settings(promotion={"slice_columns": ["tenure_months"]})
