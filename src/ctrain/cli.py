@@ -178,7 +178,7 @@ def cmd_ingest(settings: Settings, args) -> int:
 
     def line(kind: str, o: dict) -> str:
         return (
-            f"{kind:<6} {o['batch_id']:<20} {o['status']:<12} in={o['rows_in']} "
+            f"{kind:<6} {o['batch_id'] or o['source_file']:<20} {o['status']:<12} in={o['rows_in']} "
             f"accepted={o['rows_accepted']} quarantined={o['rows_quarantined']} {o['reason']}"
         )
 

@@ -124,7 +124,7 @@ class IngestOutcome(Record):
     source_file: str
     sha256: str
     validated_at: str
-    status: str  # accepted | partial | quarantined
+    status: str  # accepted | partial | quarantined | deferred (changed while read: left, not kept)
     reason: str
     rows_in: int
     rows_accepted: int

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import io
 import json
 import os
 import stat
@@ -28,6 +30,54 @@ class UnreadableBatch(Exception):
         super().__init__(f"{path.name}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class StillWriting(Exception):
+    """A landed file changed while ingest read or judged it: it is left where it is, untouched,
+    for the next look (a writer is still at it)."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path.name}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """The bytes of a file read whole, their hash, and the file's (inode, size, mtime) then."""
+
+    data: bytes
+    sha256: str
+    stamp: tuple[int, int, int]
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def snapshot(path: Path) -> Snapshot:
+    """Read ``path`` whole, once: what is judged and what is kept are these bytes.
+
+    Raises:
+        StillWriting: the file changed while it was read (its size, mtime or inode).
+    """
+    with open(path, "rb") as fh:
+        before = os.fstat(fh.fileno())
+        data = fh.read()
+    after = os.lstat(path)
+    if _stamp(before) != _stamp(after) or len(data) != after.st_size:
+        raise StillWriting(
+            path, f"it changed while it was read ({before.st_size} then {after.st_size} bytes)"
+        )
+    return Snapshot(data, hashlib.sha256(data).hexdigest(), _stamp(after))
+
+
+def unchanged(path: Path, snap: Snapshot) -> bool:
+    """Whether ``path`` is still the file ``snap`` read (same inode, size and mtime)."""
+    try:
+        return _stamp(os.lstat(path)) == snap.stamp
+    except FileNotFoundError:
+        return False
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
@@ -154,8 +204,9 @@ def entry_kind(path: Path) -> str:
     return "a device or other special file"
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path, data: bytes | None = None) -> pd.DataFrame:
     """Read a CSV (UTF-8) or Parquet batch; never follows a link or opens a special file.
+    With ``data`` (a ``snapshot``), the table is those bytes; ``path`` names them.
 
     Raises:
         UnreadableBatch: not a regular file, empty, truncated, wrongly encoded or malformed file,
@@ -166,14 +217,15 @@ def read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise UnreadableBatch(path, f"unsupported file type {suffix!r} (expected .csv or .parquet)")
-    if path.stat().st_size == 0:
+    if (len(data) if data is not None else path.stat().st_size) == 0:
         raise UnreadableBatch(path, "file is empty (0 bytes)")
+    source = io.BytesIO(data) if data is not None else path
     try:
         if suffix == ".csv":
             # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column name.
-            df = pd.read_csv(path, encoding="utf-8-sig", encoding_errors="strict")
+            df = pd.read_csv(source, encoding="utf-8-sig", encoding_errors="strict")
         else:
-            df = pd.read_parquet(path)
+            df = pd.read_parquet(source)
     except UnicodeDecodeError as exc:
         raise UnreadableBatch(
             path, f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at offset {exc.start}"

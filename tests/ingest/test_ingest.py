@@ -422,3 +422,92 @@ def test_a_hidden_file_left_in_landing_is_reported_not_taken(settings, source, c
     assert ".forgotten.csv has been in" in caplog.text and "24.0 h" in caplog.text
     assert ".uploading.parquet" not in caplog.text
     assert old.exists() and fresh.exists()  # left where they are
+
+
+def _csv_rows(df) -> list[bytes]:
+    header, *rows = df.to_csv(index=False).encode().splitlines(keepends=True)
+    return [header, *rows]
+
+
+def test_a_file_that_changes_while_it_is_judged_is_left_whole_for_the_next_look(settings, source):
+    """A writer appends while ingest validates: nothing is written, the file stays; the next
+    look judges the whole file, and what is kept has the hash of what was judged."""
+    import hashlib
+
+    from ctrain.ingest.batches import destinations
+    from ctrain.ingest.profile import ensure_profile
+    from ctrain.ingest.route import route_file
+    from ctrain.ingest.validate import validate_batch
+
+    ensure_profile(settings, [_land(settings, "batch_0000.parquet", source.batch(0))])
+    lines = _csv_rows(source.batch(1))
+    path = settings.landing_dir / "batch_0001.csv"
+    path.write_bytes(b"".join(lines[:491]))  # the header and 490 rows, the writer still at it
+    profile = load_profile(settings.profile_path)
+
+    def validate(df, name):
+        return validate_batch(df, name, settings.dataset, settings.validation, profile)
+
+    def validate_while_the_writer_goes_on(df, name):
+        with open(path, "ab") as fh:
+            fh.write(b"".join(lines[491:]))
+        return validate(df, name)
+
+    dest = destinations(settings)
+    first = route_file(path, dest, validate_while_the_writer_goes_on, "cfg")
+    assert first.status == "deferred" and "changed while it was judged" in first.reason
+    assert path.read_bytes() == b"".join(lines)  # untouched, whole
+    assert not dest.outcome_path("batch_0001").exists()
+    assert not dest.accepted_path("batch_0001").exists()
+
+    second = route_file(path, dest, validate, "cfg")
+    assert (second.status, second.rows_in, second.rows_accepted) == ("accepted", 1500, 1500)
+    kept = (settings.processed_dir / "batch_0001.csv").read_bytes()
+    assert kept == b"".join(lines)
+    assert hashlib.sha256(kept).hexdigest() == second.sha256
+
+
+def test_a_csv_growing_while_ingest_runs_is_ingested_whole_once(settings, source):
+    """A real writer in another process appends a CSV in chunks while ingest keeps looking:
+    every look either leaves the file (deferred) or takes it whole, once."""
+    import hashlib
+    import subprocess
+    import sys
+
+    ingested_first = _land(settings, "batch_0000.parquet", source.batch(0))
+    steps.ingest_one(str(ingested_first), settings)
+    lines = _csv_rows(source.batch(1))
+    final = settings.landing_dir / "batch_0001.csv"
+    chunks = [b"".join(lines[i : i + 30]) for i in range(0, len(lines), 30)]
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "chunks = sys.stdin.buffer.read().split(b'\\0')\n"
+            "with open(sys.argv[1], 'ab', buffering=0) as fh:\n"
+            "    for c in chunks:\n"
+            "        fh.write(c); time.sleep(0.02)\n",
+            str(final),
+        ],
+        stdin=subprocess.PIPE,
+    )
+    writer.stdin.write(b"\0".join(chunks))
+    writer.stdin.close()
+    seen = []
+    while writer.poll() is None or final.exists():
+        if final.exists():
+            seen.append(steps.ingest_one(str(final), settings))
+    assert writer.returncode == 0
+    # The writer sleeps a second in all between its chunks: ingest looked while it wrote.
+    assert any(o["status"] == "deferred" for o in seen)
+    taken = [o for o in seen if o["status"] != "deferred"]
+    assert len(taken) == 1, [(o["status"], o["rows_in"], o["reason"]) for o in seen]
+    (done,) = taken
+    assert (done["status"], done["rows_in"], done["rows_accepted"]) == ("accepted", 1500, 1500)
+    kept = (settings.processed_dir / "batch_0001.csv").read_bytes()
+    assert kept == b"".join(lines) and hashlib.sha256(kept).hexdigest() == done["sha256"]
+    assert sorted(p.name for p in settings.processed_dir.iterdir()) == [
+        "batch_0000.parquet",
+        "batch_0001.csv",
+    ]

@@ -122,6 +122,8 @@ def describe(outcomes: list[IngestOutcome]) -> str:
                 f"{o.batch_id} partial ({o.rows_accepted} accepted, {o.rows_quarantined} "
                 "quarantined)"
             )
+        elif o.status == "deferred":
+            parts.append(f"{o.source_file} deferred (still being written)")
         else:
             parts.append(f"{o.batch_id} quarantined: {o.reason}")
     return "; ".join(parts)

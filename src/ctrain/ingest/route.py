@@ -16,6 +16,7 @@ folders, pipes and devices are quarantined as such, moved aside without being op
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -36,16 +37,23 @@ from ctrain.ingest.validate import (
 from ctrain.records import IngestOutcome
 from ctrain.storage import (
     SUPPORTED_SUFFIXES,
+    Snapshot,
+    StillWriting,
     UnreadableBatch,
     entry_kind,
     file_sha256,
     is_regular_file,
     read_json,
     read_table,
+    snapshot,
+    unchanged,
+    write_bytes_atomic,
     write_json_atomic,
     write_parquet_atomic,
     write_text_atomic,
 )
+
+log = logging.getLogger(__name__)
 
 # Validate a raw frame named ``name``: the typed frame and the verdict on its rows.
 Validator = Callable[[pd.DataFrame, str], tuple[pd.DataFrame, Verdict]]
@@ -109,10 +117,15 @@ def route_file(
     path = Path(path)
     if not is_regular_file(path):
         return _quarantine_entry(dest, path)
-    sha = file_sha256(path)
+    # The file is read once; those bytes are judged, hashed and kept (a writer may still be at it).
+    try:
+        snap = snapshot(path)
+    except StillWriting as exc:
+        return _deferred(path, exc.reason)
+    sha = snap.sha256
     batch_id, prior = _batch_id(dest, path, sha, config_hash)
     if prior is not None:
-        _move_to_processed(dest, path, sha, batch_id)
+        _move_to_processed(dest, path, snap, batch_id)
         return prior
 
     name = dest.name(batch_id)
@@ -131,15 +144,19 @@ def route_file(
         else (f"file name {path.name!r} is not a plain batch name; its batch id is {batch_id}",)
     )
     try:
-        df = read_table(path)
+        df = read_table(path, snap.data)
     except UnreadableBatch as exc:
+        if not unchanged(path, snap):
+            return _deferred(path, "it changed while it was read")
         reason = f"batch {name}: unreadable file {path.name}: {exc.reason}"
-        _quarantine_whole_file(path, qdir, reason, batch_id)
+        _quarantine_whole_file(path, snap, qdir, reason, batch_id)
         write_json_atomic(qdir / "validation.json", {"success": False, "unreadable": exc.reason})
         accepted_path.unlink(missing_ok=True)
-        return _finish(dest, path, sha, _whole(started, reason, qdir, renamed))
+        return _finish(dest, path, snap, _whole(started, reason, qdir, renamed))
 
     typed, verdict = validate(df, name)
+    if not unchanged(path, snap):  # before anything is written: nothing to undo
+        return _deferred(path, "it changed while it was judged")
     bad = df.reset_index(drop=True)[verdict.bad_rows].copy()
     if len(bad):
         reasons = row_reasons(verdict.checks, len(typed))
@@ -186,7 +203,25 @@ def route_file(
     )
     if outcome.rows_accepted + outcome.rows_quarantined != outcome.rows_in:
         raise RuntimeError(f"batch {name}: row counts do not add up: {outcome}")
-    return _finish(dest, path, sha, outcome)
+    return _finish(dest, path, snap, outcome)
+
+
+def _deferred(path: Path, why: str) -> IngestOutcome:
+    """The outcome of a file left in the landing folder, untouched and unrecorded: it changed
+    while ingest looked at it, so a writer is still at it; the next look takes it whole."""
+    return IngestOutcome(
+        batch_id=path.stem if PLAIN_NAME.fullmatch(path.stem) else "",
+        source_file=path.name,
+        sha256="",
+        validated_at=datetime.now(UTC).isoformat(),
+        status="deferred",
+        reason=f"{path.name}: {why}; left where it landed for the next look (nothing written)",
+        rows_in=0,
+        rows_accepted=0,
+        rows_quarantined=0,
+        accepted_uri=None,
+        quarantine_uri=None,
+    )
 
 
 def outcomes(dest: Destinations) -> list[IngestOutcome]:
@@ -232,9 +267,11 @@ def _batch_id(
     raise RuntimeError(f"{path.name}: every batch id it could take is another file's")
 
 
-def _finish(dest: Destinations, path: Path, sha: str, outcome: IngestOutcome) -> IngestOutcome:
+def _finish(
+    dest: Destinations, path: Path, snap: Snapshot, outcome: IngestOutcome
+) -> IngestOutcome:
     write_json_atomic(dest.outcome_path(outcome.batch_id), outcome.to_xcom())
-    _move_to_processed(dest, path, sha, outcome.batch_id)
+    _move_to_processed(dest, path, snap, outcome.batch_id)
     return outcome
 
 
@@ -246,23 +283,36 @@ def _kept_name(path: Path, batch_id: str) -> str:
     return f"{batch_id}{suffix[:16]}"
 
 
-def _move_to_processed(dest: Destinations, path: Path, sha: str, batch_id: str) -> Path:
+def _move_to_processed(dest: Destinations, path: Path, snap: Snapshot, batch_id: str) -> Path:
+    """Keep the input under ``processed/``: the very bytes that were judged."""
     target = dest.processed / _kept_name(path, batch_id)
     if not path.exists():  # an earlier attempt moved it already
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() and file_sha256(target) != sha:
-        target = target.with_name(f"{target.stem}-{sha[:8]}{target.suffix}")
+    if target.exists() and file_sha256(target) != snap.sha256:
+        target = target.with_name(f"{target.stem}-{snap.sha256[:8]}{target.suffix}")
     os.replace(path, target)
+    if not unchanged(target, snap):
+        # Written to between the last look and the move: the name keeps what was judged, the
+        # file as it is now stays beside it, so no byte is lost and none is ingested twice.
+        later = target.with_name(f"{target.stem}.changed-after-ingest{target.suffix}")
+        os.replace(target, later)
+        write_bytes_atomic(target, snap.data)
+        log.warning(
+            "%s changed after it was judged: the judged bytes are kept as %s, the file as it "
+            "is now as %s (not ingested)",
+            path.name,
+            target,
+            later,
+        )
     return target
 
 
-def _quarantine_whole_file(path: Path, qdir: Path, reason: str, batch_id: str) -> None:
+def _quarantine_whole_file(
+    path: Path, snap: Snapshot, qdir: Path, reason: str, batch_id: str
+) -> None:
     qdir.mkdir(parents=True, exist_ok=True)
-    name = _kept_name(path, batch_id)
-    tmp = qdir / f".{name}.tmp"
-    shutil.copyfile(path, tmp)
-    os.replace(tmp, qdir / name)
+    write_bytes_atomic(qdir / _kept_name(path, batch_id), snap.data)
     write_text_atomic(qdir / "reason.txt", reason + "\n")
 
 
