@@ -206,7 +206,7 @@ class ValidationConfig(_Strict):
     severity: dict[str, Severity] = Field(
         default_factory=dict,
         description="per built-in check (schema, not_null, unique_id, range, category, target, "
-        "row_count, type, finite, future) severity override; the checks on learned references "
+        "row_count, type, finite, future, label_conflict) severity override; the checks on learned references "
         "(range, category) warn by default, every other check blocks",
     )
     row_split_max_fraction: float = Field(

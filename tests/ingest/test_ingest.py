@@ -511,3 +511,77 @@ def test_a_csv_growing_while_ingest_runs_is_ingested_whole_once(settings, source
         "batch_0000.parquet",
         "batch_0001.csv",
     ]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_an_epoch_number_as_event_time_is_refused_not_read_as_1970(settings, source, fmt):
+    """Seconds in Parquet, milliseconds in CSV: neither becomes a 1970 timestamp."""
+    df = source.batch(0)
+    epoch = df["event_time"].astype("int64") // (10**9 if fmt == "parquet" else 10**6)
+    df = df.assign(event_time=epoch)
+    path = settings.landing_dir / f"batch_0000.{fmt}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        path.write_text(df.to_csv(index=False))
+    else:
+        df.to_parquet(path, index=False)
+    (out,) = _ingest_all(settings).values()
+    assert out["status"] == "quarantined" and out["rows_accepted"] == 0
+    assert "values_parse_as_timestamp on 'event_time' (1500 rows" in out["reason"]
+    assert "an epoch's unit, s or ms, cannot be known" in out["reason"]
+
+
+def test_a_list_column_is_refused_not_written_as_text(settings, source):
+    """A Parquet list<string> in a categorical column fails its rows; it never becomes a
+    category like "['north' 'north']"."""
+    df = source.batch(0)
+    df["region"] = df["region"].map(lambda r: [r, r])
+    _land(settings, "batch_0000.parquet", df)
+    (out,) = _ingest_all(settings).values()
+    assert (out["status"], out["rows_accepted"]) == ("quarantined", 0)
+    assert "values_are_scalars on 'region' (1500 rows, lists or mappings, e.g. [" in out["reason"]
+    assert not (settings.accepted_dir / "batch_0000.parquet").exists()
+
+
+def test_label_times_in_the_future_are_refused(delayed, source):
+    delayed = delayed()
+    labels = source.labels(0).iloc[:200].copy()
+    labels.loc[:4, "label_time"] = pd.Timestamp("2099-01-01", tz="UTC")
+    write_parquet_atomic(delayed.labels_landing_dir / "labels_0000.parquet", labels)
+    (out,) = steps.ingest_labels(delayed)
+    assert (out["status"], out["rows_quarantined"]) == ("partial", 5)
+    assert "label_time_not_in_future on 'label_time' (5 rows" in out["reason"]
+
+
+@pytest.mark.parametrize("severity", ["block", "warn"])
+def test_a_label_that_contradicts_the_store_is_refused_or_counted(make_settings, source, severity):
+    """The same ids labelled 0 in one file and 1 in another: by default the second file's
+    contradicting rows are quarantined; with label_conflict: warn they are accepted and counted,
+    and the later label wins."""
+    from ctrain.ingest.labels import label_store
+
+    settings = make_settings(
+        dataset={"labels": "delayed"},
+        validation={"severity": {"label_conflict": severity}},
+    )
+    first = source.labels(0).iloc[:200]
+    write_parquet_atomic(settings.labels_landing_dir / "labels_a.parquet", first)
+    steps.ingest_labels(settings)
+    flipped = first.iloc[:20].assign(
+        label=1 - first["label"].iloc[:20],
+        label_time=first["label_time"].iloc[:20] + pd.Timedelta(hours=1),
+    )
+    again = pd.concat([flipped, source.labels(0).iloc[200:300]], ignore_index=True)
+    write_parquet_atomic(settings.labels_landing_dir / "labels_b.parquet", again)
+    (out,) = steps.ingest_labels(settings)
+    said = out["reason"] + " ".join(out["warnings"])
+    assert "labels_agree_with_the_label_store" in said and "20 of 120 rows" in said
+    assert "0 before, 1 here" in said or "1 before, 0 here" in said
+    store = label_store(settings).set_index("row_id")["label"]
+    ids = flipped["row_id"].astype(str)
+    if severity == "block":
+        assert (out["rows_quarantined"], out["rows_accepted"]) == (20, 100)
+        assert (store[ids].to_numpy() == first["label"].iloc[:20].to_numpy()).all()
+    else:
+        assert (out["rows_quarantined"], out["rows_accepted"]) == (0, 120)
+        assert (store[ids].to_numpy() == flipped["label"].to_numpy()).all()

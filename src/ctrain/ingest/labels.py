@@ -40,8 +40,10 @@ def ingest_label_file(path: Path, settings: Settings) -> IngestOutcome:
     """Validate one label file and route its rows; the outcome says what went where and why."""
     spec = settings.dataset
 
+    known = label_store(settings)[[spec.id_column, spec.target]]
+
     def validate(df: pd.DataFrame, name: str):
-        return validate_labels(df, name, spec, settings.validation)
+        return validate_labels(df, name, spec, settings.validation, known)
 
     columns = [spec.id_column, spec.target, spec.label_time_column]
     config = config_hash(spec.model_dump(mode="json"), settings.validation.model_dump(mode="json"))

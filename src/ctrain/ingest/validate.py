@@ -41,9 +41,14 @@ class Verdict:
 
 
 def _cast(
-    out: pd.DataFrame, col: str, kind: str, fn: Callable[[pd.Series], pd.Series]
+    out: pd.DataFrame,
+    col: str,
+    kind: str,
+    fn: Callable[[pd.Series], pd.Series],
+    number_hint: str = "",
 ) -> Check | None:
-    """Cast ``out[col]`` in place; the values that were present but do not parse fail the check."""
+    """Cast ``out[col]`` in place; the values that were present but do not parse fail the check
+    (``number_hint`` is added to its detail when some of them are numbers)."""
     if col not in out.columns:
         return None
     raw = out[col]
@@ -60,8 +65,17 @@ def _cast(
         success=False,
         unexpected_count=int(bad.sum()),
         rows=np.flatnonzero(bad.to_numpy()).tolist(),
-        detail=examples(raw[bad].astype(str).head(3).tolist()),
+        detail=examples(raw[bad].astype(str).head(3).tolist())
+        + (
+            number_hint
+            if pd.to_numeric(raw[bad].astype(object), errors="coerce").notna().any()
+            else ""
+        ),
     )
+
+
+# Why a number in a time column fails (the reason a person reads).
+EPOCH_HINT = " (a bare number is refused: an epoch's unit, s or ms, cannot be known; send ISO 8601)"
 
 
 def _as_number(s: pd.Series) -> pd.Series:
@@ -69,12 +83,41 @@ def _as_number(s: pd.Series) -> pd.Series:
 
 
 def _as_timestamp(s: pd.Series) -> pd.Series:
-    return pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
+    """Dates and times as text (ISO 8601 and the like) or as a timestamp type. A bare number (an
+    epoch) does not parse: its unit (seconds, milliseconds, ...) cannot be known, and pandas would
+    read it as nanoseconds, near 1970-01-01."""
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return pd.to_datetime(s, utc=True)
+    number = pd.to_numeric(s.astype(object), errors="coerce").notna()
+    parsed = pd.to_datetime(
+        s.where(~number).astype(object), utc=True, errors="coerce", format="mixed"
+    )
+    return parsed.where(~number)
 
 
-def _as_text(out: pd.DataFrame, col: str) -> None:
-    if col in out.columns:
-        out[col] = out[col].where(out[col].isna(), out[col].astype(str))
+def _as_text(out: pd.DataFrame, col: str) -> Check | None:
+    """Text columns (ids, categories) take text, numbers and booleans, as text. A list, array or
+    mapping (a nested Parquet column) fails its row: written as text it would be a new category."""
+    if col not in out.columns:
+        return None
+    raw = out[col]
+    nested = raw.map(lambda v: isinstance(v, list | tuple | dict | set | np.ndarray)).to_numpy(
+        dtype=bool
+    )
+    out[col] = raw.where(raw.isna() | nested, raw.astype(str))
+    if not nested.any():
+        return None
+    out.loc[nested, col] = None
+    return Check(
+        check="type",
+        expectation="values_are_scalars",
+        column=col,
+        severity="block",
+        success=False,
+        unexpected_count=int(nested.sum()),
+        rows=np.flatnonzero(nested).tolist(),
+        detail="lists or mappings, " + examples(raw[nested].astype(str).head(3).tolist()),
+    )
 
 
 def _as_class(out: pd.DataFrame, spec: DatasetConfig) -> Check | None:
@@ -91,9 +134,8 @@ def coerce_types(df: pd.DataFrame, spec: DatasetConfig) -> tuple[pd.DataFrame, l
     """Cast a batch's columns to their declared types; values that do not parse fail their row."""
     out = df.reset_index(drop=True).copy()
     failed = [_cast(out, col, "number", _as_number) for col in spec.numeric]
-    failed.append(_cast(out, spec.event_time_column, "timestamp", _as_timestamp))
-    for col in [*spec.categorical, spec.id_column]:
-        _as_text(out, col)
+    failed.append(_cast(out, spec.event_time_column, "timestamp", _as_timestamp, EPOCH_HINT))
+    failed += [_as_text(out, col) for col in [*spec.categorical, spec.id_column]]
     failed.append(_as_class(out, spec))
     return out, [c for c in failed if c is not None]
 
@@ -238,9 +280,8 @@ def judge(checks: list[Check], n: int, name: str, split_max_fraction: float) -> 
     return Verdict(status, bad, reason, checks, warnings)
 
 
-def _future(typed: pd.DataFrame, spec: DatasetConfig, cfg: ValidationConfig) -> Check | None:
-    """Rows stamped later than now plus the tolerance: a clock or a unit gone wrong."""
-    col = spec.event_time_column
+def _future(typed: pd.DataFrame, col: str, cfg: ValidationConfig) -> Check | None:
+    """Rows stamped (in ``col``) later than now plus the tolerance: a clock or a unit gone wrong."""
     if col not in typed.columns:
         return None
     limit = pd.Timestamp.now(tz="UTC") + pd.Timedelta(hours=cfg.future_tolerance_hours)
@@ -249,7 +290,7 @@ def _future(typed: pd.DataFrame, spec: DatasetConfig, cfg: ValidationConfig) -> 
         return None
     return Check(
         check="future",
-        expectation="event_time_not_in_future",
+        expectation=f"{col}_not_in_future",
         column=col,
         severity=cfg.severity_of("future"),
         success=False,
@@ -304,7 +345,11 @@ def validate_batch(
     checks, gx_result = run_expectations(typed, build_expectations(typed, spec, cfg, profile))
     for c in type_checks:
         c.severity = cfg.severity_of("type")
-    own = [c for c in (_future(typed, spec, cfg), *_infinite(typed, spec, cfg)) if c is not None]
+    own = [
+        c
+        for c in (_future(typed, spec.event_time_column, cfg), *_infinite(typed, spec, cfg))
+        if c is not None
+    ]
     if extra and cfg.undeclared_columns == "quarantine":
         own.append(
             Check(
@@ -327,16 +372,60 @@ def validate_batch(
     return typed, verdict
 
 
+def _conflicts(
+    typed: pd.DataFrame, spec: DatasetConfig, cfg: ValidationConfig, known: pd.DataFrame | None
+) -> Check | None:
+    """Labels that contradict the label store: an id labelled one class before and another
+    here. Blocked by default (the store would hold both); ``severity: {label_conflict: warn}``
+    accepts them, counted, and the newer label time wins."""
+    ids, tgt = spec.id_column, spec.target
+    if known is None or known.empty or ids not in typed.columns or tgt not in typed.columns:
+        return None
+    before = typed[ids].map(known.set_index(ids)[tgt]).astype(object)
+    now = typed[tgt].astype(object)
+    differ = (before.notna() & now.notna() & (before.astype(str) != now.astype(str))).to_numpy(
+        dtype=bool
+    )
+    if not differ.any():
+        return None
+
+    def text(v) -> str:
+        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+    shown = [
+        f"{i}: {text(b)} before, {text(n)} here"
+        for i, b, n in zip(
+            typed[ids][differ].head(3), before[differ].head(3), now[differ].head(3), strict=True
+        )
+    ]
+    return Check(
+        check="label_conflict",
+        expectation="labels_agree_with_the_label_store",
+        column=tgt,
+        severity=cfg.severity_of("label_conflict"),
+        success=False,
+        unexpected_count=int(differ.sum()),
+        rows=np.flatnonzero(differ).tolist(),
+        detail=examples(shown),
+    )
+
+
 def validate_labels(
-    df: pd.DataFrame, name: str, spec: DatasetConfig, cfg: ValidationConfig
+    df: pd.DataFrame,
+    name: str,
+    spec: DatasetConfig,
+    cfg: ValidationConfig,
+    known: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, Verdict]:
-    """Coerce and validate one label file; returns the typed frame and the verdict on it."""
+    """Coerce and validate one label file against the labels accepted before (``known``: id and
+    target); returns the typed frame and the verdict on it."""
     typed = df.reset_index(drop=True).copy()
     failed = [
         _as_class(typed, spec),
-        _cast(typed, spec.label_time_column, "timestamp", _as_timestamp),
+        _cast(typed, spec.label_time_column, "timestamp", _as_timestamp, EPOCH_HINT),
+        _as_text(typed, spec.id_column),
     ]
-    _as_text(typed, spec.id_column)
+    failed += [_future(typed, spec.label_time_column, cfg), _conflicts(typed, spec, cfg, known)]
     type_checks = [c for c in failed if c is not None]
     checks, gx_result = run_expectations(typed, label_expectations(typed, spec))
     verdict = judge(type_checks + checks, len(typed), name, cfg.row_split_max_fraction)
