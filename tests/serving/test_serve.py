@@ -102,6 +102,14 @@ def test_bad_rows_get_a_422_that_names_the_row_and_column(served):
             f"{server.url}/predict", content=nan, headers={"content-type": "application/json"}
         ),
         "type": httpx.post(f"{server.url}/predict", json={"rows": [rows[0] | {"region": 3}]}),
+        # Strict: nothing is coerced (true would score as 1.0, "12" as 12, true as the id "1").
+        "bool": httpx.post(
+            f"{server.url}/predict", json={"rows": [rows[0] | {"tenure_months": True}]}
+        ),
+        "text number": httpx.post(
+            f"{server.url}/predict", json={"rows": [rows[0] | {"tenure_months": "12"}]}
+        ),
+        "bool id": httpx.post(f"{server.url}/predict", json={"rows": [rows[0] | {"row_id": True}]}),
         "empty": httpx.post(f"{server.url}/predict", json={"rows": []}),
         "many": httpx.post(f"{server.url}/predict", json={"rows": [rows[0]] * 501}),
         "not json": httpx.post(
@@ -111,6 +119,9 @@ def test_bad_rows_get_a_422_that_names_the_row_and_column(served):
     assert {k: r.status_code for k, r in cases.items()} == dict.fromkeys(cases, 422)
     assert cases["nan"].json()["errors"][0]["column"] == "usage_hours"
     assert cases["type"].json()["errors"][0]["column"] == "region"
+    assert cases["bool"].json()["errors"][0]["column"] == "tenure_months"
+    assert cases["text number"].json()["errors"][0]["column"] == "tenure_months"
+    assert {e["column"] for e in cases["bool id"].json()["errors"]} == {"row_id"}
     assert cases["empty"].json()["errors"][0]["field"] == "rows"
     # Past the body limit: refused before it is read.
     big = httpx.post(f"{server.url}/predict", content=b" " * 2_000_000)

@@ -2,7 +2,8 @@
 
 The row model is built from ``dataset`` in the project YAML: the id column (text or integer),
 the event time (optional: the request's time when absent), each feature as a finite number or
-text, nullable only where the project says so. A bad row is named by its index, its id where it
+text, nullable only where the project says so; strict, so nothing is coerced (``true`` is not a
+number or an id, ``"12"`` is not a number). A bad row is named by its index, its id where it
 had one, and the column, so a caller can find it; nothing of the request is scored.
 """
 
@@ -12,19 +13,33 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    create_model,
+)
 
 from ctrain.settings import DatasetConfig
 
 
 def row_model(spec: DatasetConfig) -> type[BaseModel]:
-    """The pydantic model of one row of ``spec``'s schema."""
+    """The pydantic model of one row of ``spec``'s schema.
+
+    Strict where a guess would change a value: a number is a JSON number (not ``true``, not
+    ``"12"``), an id is a string or an integer (not ``true``, which would become ``"1"``)."""
     fields: dict[str, Any] = {
-        spec.id_column: (str | int, Field(description="the row's id; labels join on it")),
+        spec.id_column: (
+            StrictStr | StrictInt,
+            Field(description="the row's id; labels join on it"),
+        ),
         spec.event_time_column: (datetime | None, None),
     }
     for f in spec.features:
-        kind = float if f.type == "numeric" else str
+        kind = StrictFloat if f.type == "numeric" else StrictStr
         fields[f.name] = (kind | None, None) if f.nullable else (kind, ...)
     config = ConfigDict(extra="ignore", allow_inf_nan=False, str_max_length=1000)
     return create_model("Row", __config__=config, **fields)
