@@ -326,14 +326,22 @@ def register_crafted(client, settings, log):
 class ServerThread:
     """uvicorn serving ``app`` on a free loopback port, in a thread of the test process."""
 
-    def __init__(self, app):
+    def __init__(self, app, settings):
+        """uvicorn runs as ``ctrain serve`` runs it under ``settings`` (its connection limits)."""
         import uvicorn
 
         from ctrain.runtime import free_port
+        from ctrain.serving.connections import uvicorn_options
 
         self.port = free_port()
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                **uvicorn_options(settings.serving),
+            )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{self.port}"

@@ -498,8 +498,18 @@ class ServingConfig(_Strict):
     max_in_flight: int = Field(
         64,
         ge=1,
-        description="requests in progress at once; past it the service answers 503 with "
-        "Retry-After instead of queueing without bound",
+        description="requests in progress at once (a request counts once its body has arrived); "
+        "past it the service answers 503 with Retry-After instead of queueing without bound",
+    )
+    read_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="a request's head (line and headers), and then its body, must each arrive "
+        "whole within this; a slower one gets 408 (a caller that stalls holds its connection, "
+        "never a place among the requests in progress)",
+    )
+    max_head_bytes: int = Field(
+        65536, ge=4096, description="a request's line and headers, at most (400 past it)"
     )
     max_queue_ms: float = Field(
         50.0,

@@ -122,7 +122,7 @@ def test_shadow_scores_every_row_with_both_versions_and_only_the_champion_answer
 ):
     settings, src = _project(make_settings, client, strategy="shadow")
     ctx = RunContext(dag_id="ct_rollout", run_id="shadow-1", trigger_reason="test")
-    with ServerThread(create_app(settings, client, source="test")) as server:
+    with ServerThread(create_app(settings, client, source="test"), settings) as server:
         split = rollout.start(settings, client, None, ctx)
         assert (split.strategy, split.challenger, split.percent) == ("shadow", "2", 0.0)
         _following(server, split)
@@ -165,7 +165,7 @@ def test_shadow_scores_every_row_with_both_versions_and_only_the_champion_answer
 def test_canary_moves_a_sticky_share_in_steps_then_promotes(make_settings, client):
     settings, src = _project(make_settings, client)
     ctx = RunContext(dag_id="ct_rollout", run_id="canary-1", trigger_reason="test")
-    with ServerThread(create_app(settings, client, source="test")) as server:
+    with ServerThread(create_app(settings, client, source="test"), settings) as server:
         split = rollout.start(settings, client, "2", ctx)
         assert (split.strategy, split.percent, split.step) == ("canary", 50.0, 0)
         # What the offline comparison's rows say about how differently v2 answers.
@@ -211,7 +211,7 @@ def test_a_failed_guardrail_sends_traffic_back_and_records_the_evidence(
     # A challenger much worse than the champion: the labeled live rows show it.
     settings, src = _project(make_settings, client, challenger=WEAK)
     ctx = RunContext(dag_id="ct_rollout", run_id="canary-2", trigger_reason="test")
-    with ServerThread(create_app(settings, client, source="test")) as server:
+    with ServerThread(create_app(settings, client, source="test"), settings) as server:
         split = rollout.start(settings, client, "2", ctx)
         _following(server, split)
         rows = request_rows(src, batch=22, n=300)
@@ -253,7 +253,7 @@ def test_a_challenger_that_cannot_load_never_answers_and_is_rolled_back(make_set
     expected, _, why = rollout.expected_shift_of(settings, client, "2", "1")
     assert expected is None and why.startswith("no expectation: v2's held-out rows could not")
     # The service starts after the split was set: it finds the split where it was.
-    with ServerThread(create_app(settings, client, source="test")) as server:
+    with ServerThread(create_app(settings, client, source="test"), settings) as server:
         health = _following(server, split)
         assert health["challenger_loaded"] is False and health["challenger_error"]
         rows = request_rows(src, batch=23, n=120)
@@ -304,7 +304,7 @@ def test_one_writer_a_stale_split_write_is_refused(make_settings, client):
 def test_ab_decides_on_each_arms_own_labeled_outcomes(make_settings, client):
     settings, src = _project(make_settings, client, strategy="ab", ab_percent=50)
     ctx = RunContext(dag_id="ct_rollout", run_id="ab-1", trigger_reason="test")
-    with ServerThread(create_app(settings, client, source="test")) as server:
+    with ServerThread(create_app(settings, client, source="test"), settings) as server:
         split = rollout.start(settings, client, "2", ctx)
         assert (split.strategy, split.percent) == ("ab", 50.0)
         _following(server, split)

@@ -22,6 +22,7 @@ every prediction for the monitor. On shutdown, requests in progress finish and t
 
 # No `from __future__ import annotations`: FastAPI reads the body model from the annotation
 # of a function defined inside create_app, which a string annotation would hide.
+import asyncio
 import hmac
 import json
 import logging
@@ -50,6 +51,7 @@ from starlette.background import BackgroundTask
 
 from ctrain.registry import CHALLENGER, CHAMPION, training_window
 from ctrain.serving.arms import plan_arms
+from ctrain.serving.connections import uvicorn_options
 from ctrain.serving.log import SHADOW, InferenceLog
 from ctrain.serving.reload import Failure, ModelSlot, Served
 from ctrain.serving.rows import explain, request_model, rows_from_frame
@@ -137,8 +139,10 @@ class _Guard:
         lag,
         settling,
         metrics,
+        body_timeout: float,
     ):
         self.app, self.token, self.max_body = app, token, max_body
+        self.body_timeout = body_timeout
         self.max_in_flight, self.max_lag, self.lag = max_in_flight, max_lag, lag
         self.settling, self.metrics = settling, metrics
         self.in_flight = 0
@@ -159,6 +163,25 @@ class _Guard:
             return await _send(
                 send, 413, {"error": f"the request body is over {self.max_body} bytes"}
             )
+        # The body is read whole, against a deadline, before the request counts as in progress:
+        # a caller that sends headers and then stalls holds its own connection and nothing else.
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            try:
+                body = await asyncio.wait_for(_read_body(receive, self.max_body), self.body_timeout)
+            except TimeoutError:
+                self.metrics.refused.labels("slow_body").inc()
+                return await _send(
+                    send,
+                    408,
+                    {"error": f"the request body did not arrive within {self.body_timeout:g} s"},
+                    [(b"connection", b"close")],
+                )
+            except BodyTooLarge as exc:
+                self.metrics.refused.labels("too_large").inc()
+                return await _send(send, 413, {"error": str(exc)}, [(b"connection", b"close")])
+            except _Disconnected:
+                return None
+            receive = _replay(body, receive)
         busy = None
         if self.in_flight >= self.max_in_flight:
             busy = f"{self.in_flight} requests in progress"
@@ -173,7 +196,7 @@ class _Guard:
             )
         self.in_flight += 1
         try:
-            return await self.app(scope, _capped(receive, self.max_body), send)
+            return await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
 
@@ -182,18 +205,37 @@ class BodyTooLarge(Exception):
     pass
 
 
-def _capped(receive, limit: int):
-    """``receive`` that stops a body sent without a length once it passes ``limit`` bytes."""
-    seen = 0
+class _Disconnected(Exception):
+    pass
+
+
+async def _read_body(receive, limit: int) -> bytes:
+    """The whole request body, stopping once it passes ``limit`` bytes (a body sent in chunks,
+    without a length, is held to the same limit)."""
+    parts, seen = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > limit:
+            raise BodyTooLarge(f"the request body is over {limit} bytes")
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+def _replay(body: bytes, receive):
+    """``receive`` that hands the app the body read already, then what the connection says."""
+    sent = False
 
     async def inner():
-        nonlocal seen
-        message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise BodyTooLarge(f"the request body is over {limit} bytes")
-        return message
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
 
     return inner
 
@@ -376,18 +418,13 @@ def create_app(
     async def invalid(request: Request, exc: RequestValidationError):
         metrics.refused.labels("invalid").inc()
         body = exc.body if isinstance(exc.body, dict) else None
-        return JSONResponse(
-            status_code=422,
-            content={
-                "error": "the request does not fit the project's schema; nothing was scored",
-                "errors": explain(list(exc.errors()), body, spec)[:100],
-            },
-        )
-
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(request: Request, exc: BodyTooLarge):
-        metrics.refused.labels("too_large").inc()
-        return JSONResponse(status_code=413, content={"error": str(exc)})
+        content = {
+            "error": "the request does not fit the project's schema; nothing was scored",
+            "errors": explain(list(exc.errors()), body, spec)[:100],
+        }
+        # json.dumps escapes what UTF-8 cannot hold (a lone surrogate the caller sent, echoed
+        # in a key or an id), where JSONResponse's encoding would fail with a 500.
+        return Response(json.dumps(content), status_code=422, media_type="application/json")
 
     @app.post("/predict")
     async def predict(body: Body, request: Request) -> JSONResponse:  # type: ignore[valid-type]
@@ -519,6 +556,7 @@ def create_app(
         # A load holds the interpreter for a while: requests wait it out.
         routes.reloading,
         metrics,
+        cfg.read_timeout_seconds,
     )
 
 
@@ -553,6 +591,7 @@ def run(settings: Settings, client, host: str | None = None, port: int | None = 
         app,
         host=host,
         port=port,
+        **uvicorn_options(cfg),
         log_level="info",
         access_log=False,  # every prediction is in the inference log already
         timeout_graceful_shutdown=30,

@@ -57,7 +57,7 @@ def test_a_canary_promotes_under_traffic_and_a_broken_one_rolls_back_by_itself(
     import airflow_client.client as ac
 
     traffic = LiveTraffic(None, request_rows(src, batch=24, n=200))
-    server = ServerThread(create_app(settings, client, source="e2e")).__enter__()
+    server = ServerThread(create_app(settings, client, source="e2e"), settings).__enter__()
     traffic.url = server.url
     traffic.__enter__()
     try:
@@ -124,7 +124,9 @@ def test_a_canary_promotes_under_traffic_and_a_broken_one_rolls_back_by_itself(
             split = read_split(client, settings.model_name)
             assert (split.challenger, split.percent, split.active) == ("3", 50.0, True)
             lose_artifacts(client, settings.model_name, "3")
-            server = ServerThread(create_app(settings, client, source="e2e-2")).__enter__()
+            server = ServerThread(
+                create_app(settings, client, source="e2e-2"), settings
+            ).__enter__()
             traffic.url = server.url
             run = wait_for("the rollback", lambda: ended("ct_rollout", run_id), alive=af.alive)
             assert str(run.state.value) == "success", run
