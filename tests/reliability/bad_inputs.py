@@ -258,6 +258,29 @@ def _cases() -> list[Case]:
             "partial",
             _parquet(_with(batch(47), slice(0, 60), "region", "mars")),
         ),
+        # Values a guess would make silently wrong: refused, never read as something else.
+        Case(
+            "epoch_seconds.parquet",
+            "quarantined",
+            _parquet(
+                batch(49).assign(event_time=lambda d: d["event_time"].astype("int64") // 10**9)
+            ),
+        ),
+        Case(
+            "epoch_millis.csv",
+            "quarantined",
+            _csv(batch(50).assign(event_time=lambda d: d["event_time"].astype("int64") // 10**6)),
+        ),
+        Case(
+            "some_epoch_times.csv",
+            "partial",
+            _csv(_with(batch(51), [2, 3], "event_time", "1700000000", object)),
+        ),
+        Case(
+            "list_region.parquet",
+            "quarantined",
+            _parquet(batch(52).assign(region=lambda d: d["region"].map(lambda r: [r, r]))),
+        ),
         # Not batches at all.
         Case("passwd.csv", "quarantined", _link("/etc/passwd")),
         Case("dir_link.parquet", "quarantined", _link("/tmp")),
@@ -307,6 +330,31 @@ def _cases() -> list[Case]:
             "labels_bad_time.csv",
             "partial",
             _csv(_with(_labels(7), [3], "label_time", "soon", object)),
+            labels=True,
+        ),
+        Case(
+            "labels_future.parquet",
+            "partial",
+            _parquet(
+                _with(_labels(8), [0, 1, 2], "label_time", pd.Timestamp("2099-01-01", tz="UTC"))
+            ),
+            labels=True,
+        ),
+        Case(
+            "labels_epoch_time.parquet",
+            "quarantined",
+            _parquet(
+                _labels(9).assign(label_time=lambda d: d["label_time"].astype("int64") // 10**9)
+            ),
+            labels=True,
+        ),
+        # Named to come after labels_good: its first rows say the opposite of that file's.
+        Case(
+            "labels_good_contradicted.parquet",
+            "partial",
+            _parquet(
+                _with(_labels(0).head(50), slice(0, 9), "label", 1 - _labels(0)["label"].head(10))
+            ),
             labels=True,
         ),
         Case("labels_empty.csv", "quarantined", _bytes(b""), labels=True),
