@@ -109,3 +109,15 @@ def test_a_lone_surrogate_gets_a_422_that_says_where(server):
     errors = r.json()["errors"]  # one per type the id may have (text, integer)
     assert {(e["row"], e["column"], e["row_id"]) for e in errors} == {(0, "row_id", "\ud800")}
     assert "unicode" in errors[0]["message"]
+
+
+def test_a_large_body_sent_with_its_head_is_not_counted_as_head(server):
+    """Head and a 200 KB body in one write (one read on the server): the head limit does not
+    take the body for head."""
+    srv, rows = server
+    body = json.dumps({"rows": rows}).encode() + b" " * 200_000
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    assert _status(_stall(srv.port, head + body)) == "HTTP/1.1 200 OK"

@@ -33,13 +33,15 @@ class _BoundedHead(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._timer is not None:  # still in a head
+        in_head = self._timer is not None
+        super().data_received(data)
+        # Counted only while the head is still incomplete after this data: the body that comes
+        # in the same read as the end of a head is the body's (held to the app's limit).
+        if in_head and self._timer is not None and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
                 self._stop_timer()
                 self.send_400_response(f"the request head is over {self.max_head_bytes} bytes")
-                return
-        super().data_received(data)
 
     def on_headers_complete(self) -> None:
         self._stop_timer()
