@@ -120,7 +120,9 @@ def measure(repeat: int) -> dict[str, Any]:
     for path in [*(REPO / "dags").glob("*.py"), REPO / "dags" / ".airflowignore"]:
         (folder / path.name).symlink_to(path)
     (folder / "control.py").write_text(CONTROL_DAG)
-    env = dict(os.environ) | {"AIRFLOW_HOME": str(home / "airflow-fresh")}
+    # Airflow puts its plugins folder on sys.path; the DAGs import the landing watcher from it.
+    path = os.pathsep.join(filter(None, [str(REPO / "plugins"), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ) | {"AIRFLOW_HOME": str(home / "airflow-fresh"), "PYTHONPATH": path}
     fresh = {p.stem: fresh_interpreter(p, repeat, env) for p in dag_files(folder)}
     processor = dag_processor(folder, home, repeat + 1)
     return {name: fresh[name] | {"dag_processor": processor[name]} for name in sorted(fresh)}
