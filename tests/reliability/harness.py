@@ -10,6 +10,9 @@
 3. **kills**: ``kill -9`` at a random moment of a promote or rollback, a training run or an
    ingest, then the next normal command: rows lost or duplicated, partial files visible,
    records against moves.
+4. **serving**: ``--requests`` generated requests (``fuzz.py``: malformed JSON, wrong types,
+   shapes, sizes, encodings, odd headers, slow senders; a valid one in five) against
+   ``ctrain serve`` started as a user starts it: 5xx, hangs, valid requests not answered.
 
 Everything runs on fresh temporary stores (MLflow on SQLite, a uniquely named PostgreSQL
 database for the lock, created and dropped). Nothing here is timed: the figures are counts.
@@ -207,6 +210,58 @@ def _versions(tmp: Path, **overrides: Any):
     steps.run_training(RunContext(run_id="v3"), settings=weak)
     settings = home(tmp, promotion=promotion, **overrides)  # the environment children inherit
     return settings, configure(settings)
+
+
+def serving(tmp: Path, n: int) -> dict[str, Any]:
+    """``n`` generated requests against ``ctrain serve`` (the CLI, in its own process)."""
+    import fuzz
+    import httpx
+    import pandas as pd
+
+    from ctrain.data.demo_source import DemoSource
+    from ctrain.runtime import free_port, wait_for
+
+    settings, _ = _versions(tmp, serving={"read_timeout_seconds": 1})
+    rows = DemoSource(**settings.demo.model_dump()).batch(20).head(20).drop(columns=["label"])
+    rows["event_time"] = rows["event_time"].astype(str)
+    rows = rows.astype(object).where(pd.notna(rows), None).to_dict(orient="records")
+    port = free_port()
+    log = open(tmp / "serve.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ctrain")), "serve", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{url}/ready").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for("ctrain serve to be ready", ready, 120, 0.2, lambda: proc.poll() is None)
+        cfg = settings.serving
+        t = fuzz.run(port, rows, n, seed=11, max_rows=cfg.max_rows, max_body=cfg.max_body_bytes)
+        alive = proc.poll() is None and ready()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        log.close()
+    kinds = sorted(t.by_kind)
+    return {
+        "sent": t.sent,
+        "server_errors": t.server_errors[:20],
+        "hangs": t.hangs[:20],
+        "valid_ok": t.valid_ok,
+        "valid_failed": t.valid_failed[:20],
+        "alive_after": alive,
+        "by_kind": {
+            k: {str(s): c for (kk, s), c in sorted(t.kind_status.items(), key=str) if kk == k}
+            for k in kinds
+        },
+    }
 
 
 def _pg_database() -> tuple[str, Any]:
@@ -497,7 +552,7 @@ RACE_NOTE = [
 
 def render(r: dict[str, Any], machine: str) -> str:
     lines = [
-        "# Reliability: bad inputs, racing promoters, kills",
+        "# Reliability: bad inputs, racing promoters, kills, generated requests",
         "",
         f"Written by `make reliability` on {r['when']} ({machine}). Every figure is a count from",
         "real runs on temporary stores; `tests/reliability/harness.py` says how each is made.",
@@ -549,6 +604,29 @@ def render(r: dict[str, Any], machine: str) -> str:
         ):
             for item in section.get(key, []):
                 lines.append(f"- {key}: {item}")
+    if "serving" in r:
+        sv = r["serving"]
+        lines += [
+            "",
+            "## 4. Serving under generated requests",
+            "",
+            f"`ctrain serve` (started by its CLI) got **{sv['sent']}** generated requests "
+            f"(`tests/reliability/fuzz.py`): **{len(sv['server_errors'])}** answered 5xx, "
+            f"**{len(sv['hangs'])}** unanswered, valid requests answered 200: "
+            f"**{sv['valid_ok']}** of {sv['valid_ok'] + len(sv['valid_failed'])}; serving "
+            f"after: {'yes' if sv['alive_after'] else 'no'}.",
+            "",
+            "| kind | requests by status |",
+            "|---|---|",
+            *(
+                f"| {k} | {', '.join(f'{s}: {c}' for s, c in st.items())} |"
+                for k, st in sv["by_kind"].items()
+            ),
+            "",
+            "Status 0: the connection was closed without an answer (a limit cut it off while",
+            "it was still sending). A kind whose variants may fit the schema (a random value",
+            "that is valid text, a flipped byte that leaves valid JSON) has 200s.",
+        ]
     lines += [
         "",
         "## What these tests cannot see",
@@ -564,6 +642,11 @@ def render(r: dict[str, Any], machine: str) -> str:
         "  directory's own fsync is not tried.",
         "- Concurrency is threads in four processes on one machine; the PostgreSQL lock is the",
         "  same across machines, which is not tried here.",
+        "- The generated requests are sent one at a time (with the slow senders held open beside",
+        "  them): many bad requests at once is the load test's business (`make bench`, serving).",
+        "- A writer that pauses mid-file for longer than ingest takes to look cannot be told from",
+        "  a finished file; ingest leaves a file that changes while it is read or judged",
+        "  (`tests/ingest/test_ingest.py`, a real writer process), not one that pauses.",
         "",
     ]
     return "\n".join(lines)
@@ -578,11 +661,12 @@ def main(argv: list[str] | None = None) -> int:
         default=32,
         help="promote/rollback kills; training and ingest get a quarter each",
     )
+    p.add_argument("--requests", type=int, default=10000, help="generated serving requests")
     p.add_argument("--quick", action="store_true", help="small: check the harness runs")
     p.add_argument("--out", default=str(REPO / "docs" / "reliability.md"))
     a = p.parse_args(argv)
     if a.quick:
-        a.racers, a.kills = 20, 4
+        a.racers, a.kills, a.requests = 20, 4, 500
     rng = random.Random(1234)
     tmp = Path(tempfile.mkdtemp(prefix="ctrain-reliability-"))
     try:
@@ -602,6 +686,9 @@ def main(argv: list[str] | None = None) -> int:
             "ingest": kill_ingest(tmp / "kill-ingest", max(2, a.kills // 4), rng),
         }
         print(json.dumps(r["kills"]), flush=True)
+        print(f"4. {a.requests} generated requests against ctrain serve", flush=True)
+        r["serving"] = serving(tmp / "serving", a.requests)
+        print(json.dumps(r["serving"])[:2000], flush=True)
         import platform
 
         machine = (
@@ -609,8 +696,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         Path(a.out).write_text(render(r, machine))
         print(f"written: {a.out}")
+        sv = r["serving"]
         bad = (
-            r["inputs"]["lost"]
+            sv["server_errors"]
+            or sv["hangs"]
+            or sv["valid_failed"]
+            or not sv["alive_after"]
+            or r["inputs"]["lost"]
             or r["inputs"]["wrong"]
             or any(
                 not x["history_true"] or x["moved_by_calls"] != x["moves_recorded"]

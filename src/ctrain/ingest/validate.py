@@ -40,6 +40,23 @@ class Verdict:
     columns_dropped: int = 0
 
 
+def _failed_rows(
+    check: str, expectation: str, column: str, severity: Any, rows: Any, detail: str
+) -> Check:
+    """A failed check on the rows the boolean mask ``rows`` marks."""
+    mask = np.asarray(rows, dtype=bool)
+    return Check(
+        check=check,
+        expectation=expectation,
+        column=column,
+        severity=severity,
+        success=False,
+        unexpected_count=int(mask.sum()),
+        rows=np.flatnonzero(mask).tolist(),
+        detail=detail,
+    )
+
+
 def _cast(
     out: pd.DataFrame,
     col: str,
@@ -57,15 +74,13 @@ def _cast(
     bad = raw.notna() & new.isna()
     if not bad.any():
         return None
-    return Check(
-        check="type",
-        expectation=f"values_parse_as_{kind}",
-        column=col,
-        severity="block",
-        success=False,
-        unexpected_count=int(bad.sum()),
-        rows=np.flatnonzero(bad.to_numpy()).tolist(),
-        detail=examples(raw[bad].astype(str).head(3).tolist())
+    return _failed_rows(
+        "type",
+        f"values_parse_as_{kind}",
+        col,
+        "block",
+        bad,
+        examples(raw[bad].astype(str).head(3).tolist())
         + (
             number_hint
             if pd.to_numeric(raw[bad].astype(object), errors="coerce").notna().any()
@@ -108,15 +123,13 @@ def _as_text(out: pd.DataFrame, col: str) -> Check | None:
     if not nested.any():
         return None
     out.loc[nested, col] = None
-    return Check(
-        check="type",
-        expectation="values_are_scalars",
-        column=col,
-        severity="block",
-        success=False,
-        unexpected_count=int(nested.sum()),
-        rows=np.flatnonzero(nested).tolist(),
-        detail="lists or mappings, " + examples(raw[nested].astype(str).head(3).tolist()),
+    return _failed_rows(
+        "type",
+        "values_are_scalars",
+        col,
+        "block",
+        nested,
+        "lists or mappings, " + examples(raw[nested].astype(str).head(3).tolist()),
     )
 
 
@@ -288,15 +301,13 @@ def _future(typed: pd.DataFrame, col: str, cfg: ValidationConfig) -> Check | Non
     late = (typed[col] > limit).fillna(False).to_numpy(dtype=bool)
     if not late.any():
         return None
-    return Check(
-        check="future",
-        expectation=f"{col}_not_in_future",
-        column=col,
-        severity=cfg.severity_of("future"),
-        success=False,
-        unexpected_count=int(late.sum()),
-        rows=np.flatnonzero(late).tolist(),
-        detail=f"later than {limit:%Y-%m-%d %H:%M} UTC, "
+    return _failed_rows(
+        "future",
+        f"{col}_not_in_future",
+        col,
+        cfg.severity_of("future"),
+        late,
+        f"later than {limit:%Y-%m-%d %H:%M} UTC, "
         + examples(typed.loc[late, col].astype(str).head(3).tolist()),
     )
 
@@ -312,15 +323,13 @@ def _infinite(typed: pd.DataFrame, spec: DatasetConfig, cfg: ValidationConfig) -
         inf = np.isinf(typed[col].to_numpy(dtype=float, na_value=np.nan))
         if inf.any():
             out.append(
-                Check(
-                    check="finite",
-                    expectation="values_are_finite",
-                    column=col,
-                    severity=cfg.severity_of("finite"),
-                    success=False,
-                    unexpected_count=int(inf.sum()),
-                    rows=np.flatnonzero(inf).tolist(),
-                    detail=examples(typed.loc[inf, col].astype(str).head(3).tolist()),
+                _failed_rows(
+                    "finite",
+                    "values_are_finite",
+                    col,
+                    cfg.severity_of("finite"),
+                    inf,
+                    examples(typed.loc[inf, col].astype(str).head(3).tolist()),
                 )
             )
     return out
@@ -398,15 +407,13 @@ def _conflicts(
             typed[ids][differ].head(3), before[differ].head(3), now[differ].head(3), strict=True
         )
     ]
-    return Check(
-        check="label_conflict",
-        expectation="labels_agree_with_the_label_store",
-        column=tgt,
-        severity=cfg.severity_of("label_conflict"),
-        success=False,
-        unexpected_count=int(differ.sum()),
-        rows=np.flatnonzero(differ).tolist(),
-        detail=examples(shown),
+    return _failed_rows(
+        "label_conflict",
+        "labels_agree_with_the_label_store",
+        tgt,
+        cfg.severity_of("label_conflict"),
+        differ,
+        examples(shown),
     )
 
 
