@@ -20,7 +20,6 @@ from ctrain_common import (
     DRIFT_MONITOR,
     NOTE_KEY,
     PREDICTIONS,
-    settings,
 )
 
 
@@ -52,13 +51,9 @@ def ct_batch_inference():
         return [params["batch_id"]] if params.get("batch_id") else steps.unscored()
 
     # Rescheduled between looks: a held batch occupies no worker slot while the retrain runs.
-    # The hold's own bound (from the batch's acceptance) ends it first; the timeout only backs
-    # it up.
-    @task.sensor(
-        poke_interval=5,
-        timeout=settings().monitoring.hold_scoring_seconds + 600,
-        mode="reschedule",
-    )
+    # The hold's own bound (monitoring.hold_scoring_seconds from the batch's acceptance, read
+    # at run time) ends it first; the timeout is only a ceiling above any such bound.
+    @task.sensor(poke_interval=5, timeout=7 * 24 * 3600, mode="reschedule")
     def await_verdict(batch_ids: list[str], params=None, ti=None):
         """Wait while labels just in condemn the champion or its retrain runs (bounded)."""
         from airflow.sdk import PokeReturnValue

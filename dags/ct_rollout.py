@@ -18,11 +18,11 @@ time: it owns the split.
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
-from ctrain_common import DEFAULT_ARGS, NOTE_KEY, ROLLOUT, settings
+from ctrain_common import DEFAULT_ARGS, NOTE_KEY, ROLLOUT
 
-_CFG = settings().serving.rollout
-# Every step ends on its own by its timeout (ct_rollout rolls back); this only backs it up.
-_WATCH_SECONDS = len(_CFG.canary_steps) * (_CFG.step_timeout_seconds + _CFG.step_seconds) + 600
+# The watch's own limit is read at run time, from the project's settings when the rollout starts
+# (steps.rollout_watch_seconds); the sensor's timeout is only a ceiling above any of them.
+_SENSOR_CEILING_SECONDS = 7 * 24 * 3600
 
 PARAMS = {
     "version": Param(
@@ -74,15 +74,20 @@ def ct_rollout():
             ti.xcom_push(key=NOTE_KEY, value=f"refused: {exc}")
             raise AirflowFailException(str(exc)) from exc
         ti.xcom_push(key=NOTE_KEY, value=split["describe"])
-        return {"rollout_id": split["rollout_id"], "ctx": ctx}
+        return {"rollout_id": split["rollout_id"], "ctx": ctx, "watch_until": split["watch_until"]}
 
-    @task.sensor(poke_interval=5, timeout=_WATCH_SECONDS, mode="reschedule")
+    @task.sensor(poke_interval=5, timeout=_SENSOR_CEILING_SECONDS, mode="reschedule")
     def watch_steps(started: dict, ti=None):
         """Judge the current step; move the canary on; roll back on a failed guardrail."""
+        import time
+
         from airflow.sdk import PokeReturnValue
+        from airflow.sdk.exceptions import AirflowFailException
 
         from ctrain import steps
 
+        if time.time() > started["watch_until"]:  # finish (all_done) then sends traffic back
+            raise AirflowFailException("the rollout outlived its steps' timeouts; rolling back")
         progress = steps.advance_rollout(started["rollout_id"], started["ctx"])
         ti.xcom_push(key=NOTE_KEY, value=progress["detail"][:500])
         done = progress["state"] in ("passed", "failed", "ended")

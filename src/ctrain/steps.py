@@ -9,6 +9,7 @@ MLflow client, hands them to one verb module, and returns the verb's record ``to
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -373,7 +374,17 @@ def start_rollout(version: str, strategy: str, ctx: XCom, settings: Settings | N
 
     s = _settings(settings)
     split = start(s, _client(s), version or None, RunContext.from_xcom(ctx), strategy or None)
-    return dataclasses.asdict(split) | {"describe": split.describe()}
+    return dataclasses.asdict(split) | {
+        "describe": split.describe(),
+        "watch_until": time.time() + rollout_watch_seconds(s),
+    }
+
+
+def rollout_watch_seconds(settings: Settings) -> float:
+    """How long ct_rollout watches at most: every step ends on its own by its timeout (and is
+    rolled back); this only backs that up. Read when the rollout starts, from its settings."""
+    cfg = settings.serving.rollout
+    return len(cfg.canary_steps) * (cfg.step_timeout_seconds + cfg.step_seconds) + 600
 
 
 def advance_rollout(rollout_id: str, ctx: XCom, settings: Settings | None = None) -> XCom:
