@@ -3,14 +3,19 @@
 Every case writes one entry into a landing folder (a batch) or the labels landing folder (a
 label file). ``make reliability`` and ``tests/reliability/test_bad_inputs.py`` both run it.
 Expected statuses: ``accepted``, ``partial`` (bad rows split off), ``quarantined`` (the whole
-entry), ``skipped`` (a hidden name: an upload in flight, left where it is).
+entry), ``skipped`` (a hidden name: an upload in flight, left where it is). A case with ``grow``
+is a file still being written: another process appends to it while ingest looks at it.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
+import time
 import zipfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +35,7 @@ class Case:
     expect: str  # accepted | partial | quarantined | skipped
     make: Callable[[Path], None]  # writes the entry at this path
     labels: bool = False  # a label file (labels landing) rather than a batch
+    grow: tuple[bytes, ...] = ()  # appended by another process while ingest looks at the entry
 
 
 def batch(i: int) -> pd.DataFrame:
@@ -78,9 +84,18 @@ def _labels(i: int) -> pd.DataFrame:
     return SRC.labels(100 + i)
 
 
+def _growing(df: pd.DataFrame, head_rows: int, chunk_rows: int) -> tuple[bytes, tuple[bytes, ...]]:
+    """A CSV's first ``head_rows`` rows (with the header) and the rest, in chunks of whole rows."""
+    header, *rows = df.to_csv(index=False).encode().splitlines(keepends=True)
+    rest = rows[head_rows:]
+    chunks = tuple(b"".join(rest[i : i + chunk_rows]) for i in range(0, len(rest), chunk_rows))
+    return header + b"".join(rows[:head_rows]), chunks
+
+
 def _cases() -> list[Case]:
     good_csv = batch(1).to_csv(index=False)
     cut = good_csv[: len(good_csv) // 2]
+    growing_head, growing_rest = _growing(batch(53), head_rows=20, chunk_rows=10)
     cases = [
         # Well-formed, as a baseline and in odd but valid shapes.
         Case("good.parquet", "accepted", _parquet(batch(0))),
@@ -281,6 +296,8 @@ def _cases() -> list[Case]:
             "quarantined",
             _parquet(batch(52).assign(region=lambda d: d["region"].map(lambda r: [r, r]))),
         ),
+        # Still being written: looked at while a writer appends, taken once, whole.
+        Case("growing.csv", "accepted", _bytes(growing_head), grow=growing_rest),
         # Not batches at all.
         Case("passwd.csv", "quarantined", _link("/etc/passwd")),
         Case("dir_link.parquet", "quarantined", _link("/tmp")),
@@ -366,3 +383,55 @@ def _cases() -> list[Case]:
 
 
 CASES = _cases()
+
+_WRITER = """\
+import sys, time
+chunks = sys.stdin.buffer.read().split(b"\\0")
+with open(sys.argv[1], "ab", buffering=0) as fh:
+    for c in chunks:
+        fh.write(c)
+        time.sleep(0.02)
+"""
+
+
+def _start_writer(path: Path, chunks: tuple[bytes, ...]) -> subprocess.Popen:
+    """Another process appends ``chunks`` to ``path``; returns once its first chunk is in."""
+    size = path.stat().st_size
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdin=subprocess.PIPE)
+    writer.stdin.write(b"\0".join(chunks))
+    writer.stdin.close()
+    while path.stat().st_size == size and writer.poll() is None:
+        time.sleep(0.001)
+    return writer
+
+
+def ingest_corpus(settings, cases: list[Case] = CASES) -> tuple[dict[str, dict], Counter]:
+    """Land every case and ingest the landing folders as ``ct_ingest`` does, looking again while
+    a writer is at work; returns the final outcome per entry name and the looks deferred."""
+    from ctrain import steps
+
+    for case in cases:
+        folder = settings.labels_landing_dir if case.labels else settings.landing_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        case.make(folder / case.name)
+    growing = {c.name: c.grow for c in cases if c.grow}
+    writers: dict[str, subprocess.Popen] = {}
+    outcomes: dict[str, dict] = {}
+    deferred: Counter = Counter()
+    while pending := steps.list_landed(settings):
+        looks = (len(outcomes), deferred.total())
+        for path in pending:
+            name = Path(path).name
+            if name in growing and name not in writers:
+                writers[name] = _start_writer(Path(path), growing[name])
+            out = steps.ingest_one(path, settings)
+            if out["status"] == "deferred":
+                deferred[name] += 1
+            else:
+                outcomes[name] = out
+        if (len(outcomes), deferred.total()) == looks:
+            break  # nothing taken and nothing changing: what is left, the callers count as lost
+    for name, writer in writers.items():
+        assert writer.wait(timeout=60) == 0, f"the writer of {name} failed"
+    outcomes.update({o["source_file"]: o for o in steps.ingest_labels(settings)})
+    return outcomes, deferred

@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from bad_inputs import CASES, batch
+from bad_inputs import CASES, batch, ingest_corpus
 
-from ctrain import steps
 from ctrain.settings import default_project_file, load_settings
 
 BY_NAME = {c.name: c for c in CASES}
@@ -39,14 +38,8 @@ def run(tmp_path_factory):
     path = root / "project.yaml"
     path.write_text(yaml.safe_dump(project))
     settings = load_settings(path, home=str(root / "home"))
-    for folder in (settings.landing_dir, settings.labels_landing_dir):
-        folder.mkdir(parents=True)
-    for case in CASES:
-        folder = settings.labels_landing_dir if case.labels else settings.landing_dir
-        case.make(folder / case.name)
-    outcomes = [steps.ingest_one(p, settings) for p in steps.list_landed(settings)]
-    outcomes += steps.ingest_labels(settings)
-    return settings, {o["source_file"]: o for o in outcomes}
+    outcomes, deferred = ingest_corpus(settings)
+    return settings, outcomes, deferred
 
 
 def test_the_corpus_has_at_least_sixty_bad_inputs():
@@ -59,7 +52,7 @@ def test_the_corpus_has_at_least_sixty_bad_inputs():
 
 @pytest.mark.parametrize("name", list(BY_NAME), ids=[repr(n)[:40] for n in BY_NAME])
 def test_each_input_gets_its_outcome(run, name):
-    settings, outcomes = run
+    settings, outcomes, _ = run
     case = BY_NAME[name]
     if case.expect == "skipped":
         assert name not in outcomes
@@ -74,7 +67,7 @@ def test_each_input_gets_its_outcome(run, name):
 
 
 def test_every_entry_is_accounted_for_and_its_bytes_kept(run):
-    settings, outcomes = run
+    settings, outcomes, _ = run
     for folder in (settings.landing_dir, settings.labels_landing_dir):
         assert [p.name for p in folder.iterdir() if not p.name.startswith(".")] == []
     expected = {c.name for c in CASES if c.expect != "skipped"}
@@ -93,7 +86,7 @@ def test_every_entry_is_accounted_for_and_its_bytes_kept(run):
 
 
 def test_nothing_outside_the_home_was_read_and_nothing_reached_the_registry(run):
-    settings, _ = run
+    settings, _, _ = run
     passwd = Path("/etc/passwd").read_bytes()[:20]
     for p in settings.root.rglob("*"):
         if stat.S_ISREG(p.lstat().st_mode):
@@ -102,7 +95,7 @@ def test_nothing_outside_the_home_was_read_and_nothing_reached_the_registry(run)
 
 
 def test_accepted_data_can_be_trusted_by_later_steps(run):
-    settings, outcomes = run
+    settings, outcomes, _ = run
     spec = settings.dataset
     declared = {spec.id_column, spec.event_time_column, spec.target, *spec.feature_names}
     soon = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=2)
@@ -119,3 +112,17 @@ def test_accepted_data_can_be_trusted_by_later_steps(run):
         ]
         assert not df[required].isna().any().any(), name
         assert (pd.to_datetime(df[spec.event_time_column], utc=True) < soon).all(), name
+
+
+def test_a_file_still_being_written_is_left_while_it_grows_then_taken_once_whole(run):
+    """The corpus's growing CSV: looked at while another process appended to it, deferred at
+    least once, then taken once with every row, and the kept bytes are the finished file."""
+    settings, outcomes, deferred = run
+    finished = batch(53).to_csv(index=False).encode()  # what its writer ends with
+    assert deferred["growing.csv"] >= 1
+    out = outcomes["growing.csv"]
+    assert (out["status"], out["rows_in"], out["rows_accepted"]) == ("accepted", 200, 200)
+    assert out["sha256"] == hashlib.sha256(finished).hexdigest()
+    kept = [p for p in settings.processed_dir.rglob("growing*.csv")]
+    assert [p.read_bytes() for p in kept] == [finished]
+    assert set(deferred) == {"growing.csv"}  # nothing else was ever deferred

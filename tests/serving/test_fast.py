@@ -42,6 +42,23 @@ def test_the_fast_path_matches_the_pipeline(make_settings, estimator):
     assert (fast.linear is not None) == estimator.endswith("LogisticRegression")
     slow = positive_scores(model, features(as_frame(rows, spec, "2026-01-01"), spec), 1)
     np.testing.assert_allclose(fast(rows), slow, rtol=0, atol=1e-12)
+    # A finite number the scaling takes past float64's range: where the pipeline refuses it,
+    # so does the fast path; where the pipeline scores it, the scores agree.
+    refused = 0
+    for col in spec.numeric:
+        for value in (1.7e308, -1.7e308):
+            (row,) = rows_from_frame(rows_frame.head(1).assign(**{col: value}), spec)
+            frame = features(as_frame([row], spec, "2026-01-01"), spec)
+            try:
+                expected = positive_scores(model, frame, 1)
+            except ValueError:
+                refused += 1
+                with pytest.raises(ValueError, match="infinity or a value too large"):
+                    fast([row])
+                continue
+            np.testing.assert_allclose(fast([row]), expected, rtol=0, atol=1e-12)
+    if fast.linear is not None:  # the path without predict_proba's checks meets such values
+        assert refused > 0
 
 
 def test_a_pipeline_of_another_shape_has_no_fast_path(settings):

@@ -132,6 +132,26 @@ def test_bad_rows_get_a_422_that_names_the_row_and_column(served):
     )
 
 
+def test_a_row_the_model_cannot_score_gets_a_422_not_a_500(served):
+    """A finite number (1.7e308) that the model's scaling takes past float64 fits the schema
+    but cannot be scored: the row is named with the model's error, nothing is scored, and the
+    server answers the next request."""
+    settings, src, server, _ = served
+    rows = request_rows(src, n=3)
+    huge = [rows[0], rows[1] | dict.fromkeys(settings.dataset.numeric, -1.7e308), rows[2]]
+    r = httpx.post(f"{server.url}/predict", json={"rows": huge})
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert "nothing was scored" in body["error"]
+    (error,) = body["errors"]
+    assert (error["row"], error["row_id"]) == (1, str(rows[1]["row_id"]))
+    assert "cannot score this row" in error["message"] and "too large" in error["message"]
+    assert httpx.post(f"{server.url}/predict", json={"rows": rows}).status_code == 200
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'ctrain_serve_refused_total{reason="unscorable"} 1.0' in metrics
+    assert 'ctrain_serve_rows_total{arm="champion",version="1"} 3.0' in metrics
+
+
 def test_a_token_is_required_when_configured(project, client):
     settings, src = project
     with ServerThread(create_app(settings, client, token=TOKEN, source="auth"), settings) as server:

@@ -5,7 +5,9 @@ Routes:
 - ``POST /predict`` ``{"rows": [{<id>, <features>...}, ...]}`` → per row: score, predicted
   class, model version, arm, and the request id (also the ``X-Request-ID`` header; a caller's
   own is kept when it is a plain token). A bad row is a 422 naming the row, its id and the
-  column; nothing of that request is scored.
+  column; nothing of that request is scored. So is a row that fits the schema but that the
+  serving model cannot score alone (a finite number its preprocessing overflows), naming the
+  model's error; a model that fails on rows it can each score alone is a 500.
 - ``GET /health``: the process lives; what it serves, since when, and what it could not load.
 - ``GET /ready``: 200 once a version answers, 503 before.
 - ``GET /metrics``: Prometheus text: requests, rows and latency per version, arm and status,
@@ -461,8 +463,30 @@ def create_app(
         if plan.champion:
             part = [rows[i] for i in plan.champion]
             scores, ms, error = scored(served, part)
-            if error:  # the champion itself fails: a server error, as before any rollout
-                raise RuntimeError(error)
+            if error:
+                alone = {i: scored(served, [rows[i]])[2] for i in plan.champion}
+                unscorable = [
+                    {
+                        "row": i,
+                        "row_id": ids[i],
+                        "message": f"the serving model cannot score this row: {why}",
+                    }
+                    for i, why in alone.items()
+                    if why
+                ]
+                # The rows are at fault only where the model scores other rows: its warm-up
+                # rows when it was loaded, or the other rows of this request one by one.
+                works = served.warmed_rows > 0 or len(unscorable) < len(alone)
+                if not (unscorable and works):  # the champion itself fails: a server error
+                    raise RuntimeError(error)
+                metrics.refused.labels("unscorable").inc()
+                content = {
+                    "error": "rows fit the schema but the serving model cannot score them; "
+                    "nothing was scored",
+                    "errors": unscorable[:100],
+                    "request_id": rid,
+                }
+                return Response(json.dumps(content), status_code=422, media_type="application/json")
             answers[list(plan.champion)] = scores
             logged.insert(0, (part, scores, served.version, CHAMPION, ms, ""))
         after = []  # (version or None, rows, why): scored after the answer is sent

@@ -108,6 +108,9 @@ class FastScorer:
                 if at is not None:  # an unknown category encodes as all zeros
                     X[i, at] = 1.0
         if self.linear is not None:
+            if not np.isfinite(X).all():
+                # As predict_proba's input check fails: a value the scaling took past float64.
+                raise ValueError("Input X contains infinity or a value too large for float64")
             coef, intercept = self.linear
             p1 = expit(X @ coef + intercept)
             return p1 if self.positive == 1 else 1.0 - p1
