@@ -4,8 +4,9 @@
 Starts when `ct_ingest` publishes accepted data (the `ctrain_accepted` asset), or by hand with a
 `batch_id` to re-score one batch. Each batch is scored by the model that is `champion` at that
 moment. While labels just in show the champion's metric past the tolerance and the monitor has not
-decided, or a retrain the monitor asked for is running, new batches wait for its outcome (for at
-most `monitoring.hold_scoring_seconds`, without holding a worker slot). Predictions go to `predictions/<batch>.parquet`, keyed by
+decided, or a retrain the monitor asked for is queued or training (not while it waits for
+approval), new batches wait for its outcome (for at most `monitoring.hold_scoring_seconds`,
+without holding a worker slot). Predictions go to `predictions/<batch>.parquet`, keyed by
 (batch id, row id, model version), written atomically, so retries and re-runs leave exactly one prediction per row. Emits the
 `ctrain_predictions` asset for `ct_drift_monitor`.
 """
@@ -20,6 +21,7 @@ from ctrain_common import (
     DRIFT_MONITOR,
     NOTE_KEY,
     PREDICTIONS,
+    training_run_state,
 )
 
 
@@ -63,7 +65,9 @@ def ct_batch_inference():
         if params.get("batch_id"):  # a re-score asked for by hand uses today's champion
             return PokeReturnValue(is_done=True)
         busy = ti.get_dr_count(dag_id=DRIFT_MONITOR, states=["queued", "running"]) > 0
-        hold = steps.scoring_hold(list(batch_ids), monitor_busy=busy)
+        hold = steps.scoring_hold(
+            list(batch_ids), monitor_busy=busy, run_state=training_run_state(ti)
+        )
         if hold["note"]:  # every look clears the task's XComs: each says it again
             print(hold["note"])
             ti.xcom_push(key=NOTE_KEY, value=hold["note"])

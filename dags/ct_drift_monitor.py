@@ -7,8 +7,10 @@ Runs on a schedule (`schedules.monitoring`, default hourly) and whenever new pre
 check each due window against the champion's own training reference (data drift per
 feature, prediction drift, performance on windows whose labels matured; Evidently HTML + JSON
 summary under `monitor/<batch>/` and in MLflow) → decide with debounce, cooldown and no request while
-`ct_training` is queued or running → trigger `ct_training` with the reason and the evidence, and wait
-for it without holding a worker slot (deferrable).
+`ct_training` is queued or running (the verdict names the retrain asked for and where it is:
+queued, training, waiting for approval) → trigger `ct_training` with the reason and the evidence,
+under the run id the request recorded, and finish: the monitor never waits for the retrain, so
+every window is checked while a person or a rollout decides.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ctrain_common import (
     ROLLOUT,
     TRAINING,
     settings,
+    training_run_state,
 )
 
 
@@ -66,6 +69,7 @@ def ct_drift_monitor():
             key=f"{dag_run.dag_id}/{dag_run.run_id}",
             training_active=ti.get_dr_count(dag_id=TRAINING, states=busy) > 0,
             rollout_active=ti.get_dr_count(dag_id=ROLLOUT, states=busy) > 0,
+            run_state=training_run_state(ti),
         )
         print(f"retrain verdict: {verdict}")
         ti.xcom_push(key=NOTE_KEY, value=steps.describe_verdict(verdict))
@@ -81,11 +85,12 @@ def ct_drift_monitor():
             "window_batches": "{{ ti.xcom_pull(task_ids='decide')['window_batches'] }}",
             "since_batch": "{{ ti.xcom_pull(task_ids='decide')['change_from'] }}",
         },
-        wait_for_completion=True,
-        deferrable=True,
-        poke_interval=10,
-        allowed_states=["success"],
-        failed_states=["failed"],
+        # The run id the request recorded: the verdicts after it name the run, and a retry of
+        # this task finds the run it started instead of starting another.
+        trigger_run_id="{{ ti.xcom_pull(task_ids='decide')['requested_run'] }}",
+        skip_when_already_exists=True,
+        # Not waited for: an approval may wait hours, and later windows must still be checked.
+        wait_for_completion=False,
     )
     verdict >> trigger_ct_training
 

@@ -26,6 +26,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from ctrain_common import (
     ACCEPTED,
+    APPROVAL_TASK,
     DEFAULT_ARGS,
     NOTE_KEY,
     ROLLOUT,
@@ -232,7 +233,7 @@ def ct_training():
     )
     comparison = with_links(compare(challenger, dataset, ctx), ModelVersionLink())
     request = approval_gate(comparison, ctx)
-    answer = ApprovalRequest(task_id="approval", request=request)
+    answer = ApprovalRequest(task_id=APPROVAL_TASK, request=request)
     decision = with_links(
         promote(comparison, ctx, dataset, request, answer.output), ModelVersionLink()
     )

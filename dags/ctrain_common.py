@@ -21,6 +21,7 @@ TRAINING = dag_ids.TRAINING
 BATCH_INFERENCE = dag_ids.BATCH_INFERENCE
 DRIFT_MONITOR = dag_ids.DRIFT_MONITOR
 ROLLOUT = dag_ids.ROLLOUT
+APPROVAL_TASK = dag_ids.APPROVAL_TASK
 
 # ct_ingest -> ct_batch_inference (and ct_training, when settings.train_on_new_data)
 ACCEPTED = Asset(name="ctrain_accepted", uri="file:///ctrain/accepted")
@@ -62,6 +63,22 @@ DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(second
 NOTE_KEY = dag_ids.NOTE_KEY
 # ct_training's approval task: what a person may answer.
 APPROVE, REJECT = dag_ids.APPROVE, dag_ids.REJECT
+
+
+def training_run_state(ti):
+    """``run_state`` for ctrain's steps: (state, {task id: state}) of a ct_training run while it
+    is queued or running, else None; read through the task's own Airflow API (no database)."""
+
+    def state(run_id: str) -> tuple[str, dict[str, str]] | None:
+        for active in ("queued", "running"):
+            if ti.get_dr_count(dag_id=TRAINING, run_ids=[run_id], states=[active]):
+                tasks = ti.get_task_states(
+                    dag_id=TRAINING, run_ids=[run_id], task_ids=[dag_ids.APPROVAL_TASK]
+                )
+                return active, {k: str(v) for k, v in tasks.get(run_id, {}).items()}
+        return None
+
+    return state
 
 
 @cache

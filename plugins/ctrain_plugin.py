@@ -2,7 +2,9 @@
 
 - **The ctrain view** (nav entry "ctrain"): for the project's registered model, the serving
   version and the challenger, the history of decisions, and every monitored window (drift,
-  prediction drift, measured performance, retrain requests) as charts, with pending approvals.
+  prediction drift, measured performance, retrain requests) as charts, with pending approvals
+  and the retrain the monitor asked for while it has not ended (queued, training, waiting for
+  approval, rolling out), with its run and the windows checked since.
   A FastAPI app under ``/ctrain`` serves the page and its JSON; Airflow's UI embeds the page
   (``external_views``). Every route asks Airflow's own authentication (the UI's JWT, as a
   bearer header or its ``_token`` cookie) and the plugins view permission: plugin routes are
@@ -36,7 +38,7 @@ from urllib.parse import quote
 from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 
-from ctrain.dag_ids import ALL, NOTE_KEY, TRAINING
+from ctrain.dag_ids import ALL, APPROVAL_TASK, NOTE_KEY, ROLLOUT, TRAINING
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,64 @@ def pending_approvals() -> list[dict[str, Any]]:
         ]
 
 
+def pending_request() -> dict[str, Any] | None:
+    """The monitor's newest retrain request while it has not ended, from Airflow's database:
+    its ct_training run queued, training or waiting for approval, or the ct_rollout run it
+    handed its winner to still running. None once it is over (or before any request)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from ctrain.monitoring.trigger import pending_retrain, trigger_log
+
+    settings = _settings()
+    asked = [r for r in trigger_log(settings) if r.requested_run]
+    if not asked:
+        return None
+    last = asked[-1]
+    with create_session() as session:
+
+        def run_state(run_id: str) -> tuple[str, dict[str, str]] | None:
+            state = session.scalar(
+                select(DagRun.state).where(DagRun.dag_id == TRAINING, DagRun.run_id == run_id)
+            )
+            if str(state) not in ("queued", "running"):
+                return None
+            approval = session.scalar(
+                select(TaskInstance.state).where(
+                    TaskInstance.dag_id == TRAINING,
+                    TaskInstance.run_id == run_id,
+                    TaskInstance.task_id == APPROVAL_TASK,
+                )
+            )
+            return str(state), ({APPROVAL_TASK: str(approval)} if approval else {})
+
+        pending = pending_retrain(settings, run_state)
+        dag_id, run_id = TRAINING, last.requested_run
+        if pending is not None:
+            stage = pending.stage
+        else:  # a winner handed to ct_rollout: the request ends with the rollout
+            rollouts = session.scalars(
+                select(DagRun).where(
+                    DagRun.dag_id == ROLLOUT, DagRun.state.in_(("queued", "running"))
+                )
+            ).all()
+            handed = [r for r in rollouts if (r.conf or {}).get("handed_over_by") == run_id]
+            if not handed:
+                return None
+            dag_id, run_id, stage = ROLLOUT, handed[0].run_id, "rolling out"
+    return {
+        "requested_at": last.decided_at,
+        "reason": last.reason,
+        "stage": stage,
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "training_run_id": last.requested_run,
+        "url": f"../dags/{dag_id}/runs/{quote(run_id, safe='')}",
+    }
+
+
 def build_app():
     """The view's FastAPI app: the page and its JSON, every route behind Airflow's login."""
     from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
@@ -156,7 +216,10 @@ def build_app():
                 "could not read ctrain's records from MLflow at "
                 f"{_settings().resolved_tracking_uri}: {type(exc).__name__}: {str(exc)[:300]}",
             ) from exc
-        return records | {"pending_approvals": pending_approvals()}
+        return records | {
+            "pending_approvals": pending_approvals(),
+            "pending_request": pending_request(),
+        }
 
     return app
 

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -303,6 +304,38 @@ class Payload:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
+
+
+def view_in_browser(base: str, password: str, shot, ready: str = "version 2") -> dict:
+    """Log into Airflow's UI at ``base`` as admin, open the ctrain view, wait until the champion
+    card says ``ready``, read what it shows, and save a screenshot at ``shot``."""
+    with browser() as driver:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as ec
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        wait = WebDriverWait(driver, 60)
+        driver.get(f"{base}/auth/login")
+        wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys("admin")
+        driver.find_element(By.NAME, "password").send_keys(password)
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(lambda d: "/auth/login" not in d.current_url)
+        driver.get(f"{base}/plugin/ctrain")
+        frame = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "iframe")))
+        driver.switch_to.frame(frame)
+        wait.until(ec.text_to_be_present_in_element((By.ID, "card-champion"), ready))
+        seen = {
+            "champion": driver.find_element(By.ID, "card-champion").text,
+            "history": len(driver.find_elements(By.CSS_SELECTOR, "#history li")),
+            "charts": len(driver.find_elements(By.CSS_SELECTOR, "#charts svg")),
+            "rows": len(driver.find_elements(By.CSS_SELECTOR, "#windows tbody tr")),
+            "pending": driver.find_element(By.ID, "pending").text,
+            "error": driver.find_element(By.ID, "error").text,
+        }
+        driver.switch_to.default_content()
+        time.sleep(1)
+        driver.save_screenshot(str(shot))
+    return seen
 
 
 def register_crafted(client, settings, log):

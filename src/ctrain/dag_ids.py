@@ -15,3 +15,6 @@ NOTE_KEY = "ctrain_note"
 
 # The answers ct_training's approval task offers (the DAG and ctrain.promotion.approval agree).
 APPROVE, REJECT = "Approve", "Reject"
+
+# ct_training's human-in-the-loop task: while it waits, a retrain is "waiting for approval".
+APPROVAL_TASK = "approval"

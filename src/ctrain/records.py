@@ -403,3 +403,5 @@ class RetrainVerdict(Record):
     evidence_run_id: str | None = None  # the monitoring experiment's run that holds it
     window_batches: int = 0  # the retrain trains on this many recent batches (0 = all)
     change_from: str = ""  # the first flagged window: the retrain's data starts there
+    requested_run: str = ""  # the ct_training run a request starts (its run id, chosen first)
+    pending_run: str = ""  # held back while this requested ct_training run has not ended

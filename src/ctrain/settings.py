@@ -361,8 +361,9 @@ class MonitoringConfig(_Strict):
         ge=0,
         description="ct_batch_inference holds a batch for at most this long (from its "
         "acceptance) while labels just in show the champion's metric past performance_drop and "
-        "the monitor has not decided, or while a retrain the monitor asked for runs: the batch "
-        "is then scored by the retrain's outcome; 0 = score at once",
+        "the monitor has not decided, or while a retrain the monitor asked for is queued or "
+        "training (not while it waits for approval): the batch is then scored by the "
+        "retrain's outcome; 0 = score at once",
     )
     label_maturity: float = Field(
         0.8, gt=0, le=1, description="share of a window's rows that must have labels"

@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from ctrain.monitoring.hold import last_verdict
+from ctrain.monitoring.trigger import describe
 from ctrain.promotion.decisions import headline, list_decisions, open_records, read_intent
-from ctrain.records import Decision, WindowCheck
+from ctrain.records import Decision, RetrainVerdict, WindowCheck
 from ctrain.registry import CHALLENGER, CHAMPION, aliased_version
 from ctrain.settings import Settings
 from ctrain.tracking import MlflowLinks
@@ -28,6 +30,8 @@ def status(settings: Settings, client, limit: int = 10) -> dict[str, Any]:
             }
         )
     out["traffic"] = _traffic(client, settings)
+    verdict = last_verdict(settings)
+    out["monitor"] = verdict.to_xcom() if verdict else None
     out["unfinished"] = unfinished(settings, client)
     out["decisions"] = [d.to_xcom() for d in list_decisions(client, settings, limit=limit)]
     exp = client.get_experiment_by_name(settings.decisions_experiment)
@@ -86,6 +90,11 @@ def format_status(report: dict[str, Any], metric: str) -> str:
         )
     if report.get("traffic"):
         lines.append(f"{'traffic':<10}: {report['traffic']['describe']}")
+    if report.get("monitor"):
+        verdict = RetrainVerdict.from_xcom(report["monitor"])
+        lines.append(
+            f"{'monitor':<10}: {describe(verdict)} ({verdict.decided_at[:19].replace('T', ' ')})"
+        )
     lines.append(f"\nrecent decisions (newest first) for {report['model']}:")
     for d in report["decisions"]:
         lines.append(f"  {d['decided_at'][:19].replace('T', ' ')}  {d['headline'] or headline(d)}")

@@ -289,16 +289,18 @@ def unscored(settings: Settings | None = None) -> list[str]:
 
 
 def scoring_hold(
-    batch_ids: list[str], monitor_busy: bool, settings: Settings | None = None
+    batch_ids: list[str], monitor_busy: bool, settings: Settings | None = None, run_state=None
 ) -> XCom:
     """Whether scoring ``batch_ids`` waits for the monitor (``monitoring.hold``), and a note on
-    the hold so far (kept across looks: the first reason and since when), or None."""
+    the hold so far (kept across looks: the first reason and since when), or None.
+    ``run_state`` tells where the retrain the monitor last asked for is (``pending_retrain``)."""
     from ctrain.monitoring.hold import describe_hold, hold_reason, record_hold
-    from ctrain.monitoring.trigger import now_utc
+    from ctrain.monitoring.trigger import now_utc, pending_retrain
 
     s = _settings(settings)
     now = now_utc()
-    reason = hold_reason(s, _client(s), batch_ids, monitor_busy, now)
+    pending = pending_retrain(s, run_state) if run_state else None
+    reason = hold_reason(s, _client(s), batch_ids, monitor_busy, now, pending)
     if reason:
         record_hold(s, batch_ids, reason, now)
     return {"wait": reason is not None, "note": describe_hold(s, batch_ids, now)}
@@ -334,10 +336,13 @@ def decide_retrain(
     training_active: bool,
     settings: Settings | None = None,
     rollout_active: bool = False,
+    run_state=None,
 ) -> XCom:
-    """The retrain verdict on the recent windows; a positive one is logged once per ``key``.
+    """The retrain verdict on the recent windows; a positive one is logged once per ``key``
+    with the id of the ct_training run to start (``requested_run``).
 
-    No request is made while ct_training is queued or running, nor while a rollout holds
+    No request is made while ct_training is queued or running (``run_state(run_id)`` tells
+    where the last request's run is: the verdict then names it), nor while a rollout holds
     traffic (the split says so) or ct_rollout is queued or running (``rollout_active``: between
     ct_training's hand-over and the rollout's first write of the split).
     """
@@ -353,7 +358,7 @@ def decide_retrain(
             f"the rollout of v{split.challenger} is running ({split.rollout_id}): its outcome "
             "decides the champion first"
         )
-    return decide(s, client, key, training_active, rollout).to_xcom()
+    return decide(s, client, key, training_active, rollout, run_state).to_xcom()
 
 
 def rollout_context(

@@ -96,11 +96,13 @@ def test_dag_files_only_wire(tmp_path):
         )
 
 
-def test_the_monitor_triggers_training_deferrably_with_the_reason(dagbag):
+def test_the_monitor_triggers_training_with_the_reason_under_the_recorded_run_id(dagbag):
     dag = dagbag.dags["ct_drift_monitor"]
     trigger = dag.get_task("trigger_ct_training")
     assert trigger.trigger_dag_id == "ct_training"
-    assert trigger.deferrable and trigger.wait_for_completion
+    # It does not wait for the run: an approval may take hours, and windows go on arriving.
+    assert not trigger.wait_for_completion
+    assert "requested_run" in trigger.trigger_run_id and trigger.skip_when_already_exists
     assert "reason" in trigger.conf and "evidence_uri" in trigger.conf
     assert {a.name for a in dag.timetable.asset_condition.objects} == {
         "ctrain_predictions",

@@ -8,6 +8,7 @@ from ctrain import steps
 from ctrain.data.demo_source import DemoSource
 from ctrain.ingest.batches import accepted_path
 from ctrain.monitoring.hold import decided, hold_reason, undecided_drops
+from ctrain.monitoring.trigger import pending_retrain
 from ctrain.records import RunContext
 from ctrain.registry import current_champion
 
@@ -58,11 +59,28 @@ def test_labels_that_condemn_the_champion_hold_the_next_batch_until_its_retrain_
     verdict = _judge(settings, "t/5")
     assert verdict["trigger"] and "decisive performance drop on batch_0004" in verdict["reason"]
     assert decided(settings, "batch_0004", with_labels=True)
+    # `ctrain status` says it too, with the run the request starts.
+    from ctrain.status import format_status, status
+
+    shown = format_status(status(settings, client), "roc_auc")
+    assert "monitor   : retrain requested: decisive performance drop on batch_0004" in shown
+    assert verdict["requested_run"] == "retrain__5"
     assert undecided_drops(settings, client) == []
     reason = hold_reason(settings, client, ["batch_0005"], monitor_busy=True, now=_now())
     assert reason and "asked for a retrain of v1" in reason
-    # The request is only in flight while its monitor run waits on it.
+    # Once the monitor's run has ended, the ct_training run it started holds the batch while it
+    # is queued or training, and not while it waits for a person (that may take hours).
     assert hold_reason(settings, client, ["batch_0005"], monitor_busy=False, now=_now()) is None
+    run = verdict["requested_run"]
+    runs = {run: ("running", {"train": "running"})}
+    reason = hold_reason(
+        settings, client, ["batch_0005"], False, _now(), pending_retrain(settings, runs.get)
+    )
+    assert reason and f"(ct_training run {run}, training)" in reason
+    runs[run] = ("running", {"approval": "awaiting_input"})
+    waiting = pending_retrain(settings, runs.get)
+    assert waiting.stage == "waiting for approval"
+    assert hold_reason(settings, client, ["batch_0005"], False, _now(), waiting) is None
 
     # The retrain replaces the champion: the hold ends, and the batch is scored by the new one.
     steps.run_training(

@@ -4,7 +4,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ctrain.monitoring.trigger import decide_retrain, record_request, trigger_log
+from ctrain.monitoring.trigger import (
+    decide_retrain,
+    describe,
+    pending_retrain,
+    record_request,
+    requested_run_id,
+    trigger_log,
+)
 from ctrain.records import Performance, WindowCheck
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -94,6 +101,49 @@ def test_performance_is_debounced_over_label_matured_windows(cfg):
 def test_no_request_while_training_is_queued_or_running(cfg):
     v = decide_retrain(cfg, [window(0, ["data_drift"]), window(1, ["data_drift"])], "1", T0, True)
     assert v.trigger is False and "queued or running" in v.suppressed_by
+
+
+def test_a_request_names_its_run_and_later_verdicts_name_it_while_it_has_not_ended(cfg):
+    """The monitor does not wait for the retrain it asked for: the verdicts after it say where
+    that run is (queued, training, waiting for approval), whether or not their windows would
+    call for another, and stop naming it once it has ended."""
+    import dataclasses
+
+    stream = [window(0, ["data_drift"]), window(1, ["data_drift"])]
+    key = "ct_drift_monitor/asset_triggered__2026-03-02T10:00:00+00:00_Ab3"
+    first = decide_retrain(cfg, stream, "1", T0, False)
+    first = dataclasses.replace(first, requested_run=requested_run_id(key))
+    logged = record_request(cfg, first, key, stream)
+    run = "retrain__asset_triggered__2026-03-02T10:00:00+00:00_Ab3"
+    assert logged.requested_run == run == trigger_log(cfg)[-1].requested_run
+
+    # What Airflow says of ct_training's runs: a real lookup over a table, as the DAG's is.
+    runs: dict[str, tuple[str, dict[str, str]]] = {}
+    assert pending_retrain(cfg, runs.get) is None  # not started yet, or ended
+    stages = {
+        ("queued", ()): "queued",
+        ("running", ("train", "running")): "training",
+        ("running", ("approval", "awaiting_input")): "waiting for approval",
+        ("running", ("approval", "deferred")): "waiting for approval",
+    }
+    for (state, task), stage in stages.items():
+        runs[run] = (state, dict([task]) if task else {})
+        pending = pending_retrain(cfg, runs.get)
+        assert (pending.run_id, pending.stage) == (run, stage)
+
+    later = T0 + timedelta(hours=3)  # past the cooldown: only the pending run holds it back
+    stream.append(window(2, ["data_drift"]))
+    held = decide_retrain(cfg, stream, "1", later, True, pending=pending)
+    assert held.trigger is False and held.pending_run == run
+    assert held.suppressed_by == (
+        f"the retrain asked for at {T0.isoformat()} is waiting for approval (ct_training run "
+        f"{run}); windows checked meanwhile are kept for the decision after it"
+    )
+    assert describe(held).startswith("no retrain (the retrain asked for at ")
+    calm = decide_retrain(cfg, [window(3), window(4), window(5)], "1", later, True, pending=pending)
+    assert calm.trigger is False and calm.pending_run == run and "waiting for" in calm.suppressed_by
+    del runs[run]  # the run ended
+    assert pending_retrain(cfg, runs.get) is None
 
 
 def test_cooldown_and_deduplication(cfg):

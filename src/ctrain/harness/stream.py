@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ctrain import dag_ids
+from ctrain.dag_ids import TRAINING
 from ctrain.data.demo_source import DemoSource, corrupt_rows
 from ctrain.runtime import AirflowServices, wait_for
 from ctrain.settings import Settings
@@ -57,6 +57,7 @@ def run_stream(
     approve: str | None = None,
     src: DemoSource | None = None,
     on_land=None,
+    approve_after: int = 2,
 ) -> list[dict]:
     """Feed batches one at a time through the real scheduler of ``af`` (``stream_services``);
     return the timeline.
@@ -65,11 +66,14 @@ def run_stream(
     ``ct_ingest``, and the assets chain it to ``ct_batch_inference`` and ``ct_drift_monitor``, which asks ``ct_training`` to run
     when drift persists. Covariate shift and a changed label rule start at batch ``drift_from``.
     With ``approve`` (``Approve`` or ``Reject``), a promotion waiting for approval is answered
-    through Airflow's REST API as the admin user, as a person would in the UI. ``src`` replaces
+    through Airflow's REST API as the admin user, as a person would in the UI, once the monitor
+    has checked ``approve_after`` more batches while it waited (or at the end of the stream):
+    their entries say which pending run the monitor's verdict named. ``src`` replaces
     the demo's stream (its drift settings then say where the change is). ``on_land(i, rows)`` is
     told of each batch as it lands (with its clean rows), e.g. to send live traffic like it.
     """
     from ctrain.monitoring.hold import decided as judged
+    from ctrain.monitoring.hold import last_verdict
     from ctrain.monitoring.trigger import trigger_log
     from ctrain.promotion.decisions import list_decisions
     from ctrain.records import DecisionKind
@@ -90,7 +94,15 @@ def run_stream(
         found = list_decisions(client, settings, limit=100)
         return [d for d in found if d.decision != DecisionKind.TRAFFIC]
 
-    timeline = []
+    def decided(n: int) -> bool:
+        # A waiting approval request is answered, also when Airflow asks again (its scheduler
+        # retries the task if an answer lands while it handles the pause).
+        if approve:
+            _answer(af, approve)
+        return len(decisions()) > n
+
+    timeline: list[dict] = []
+    waiting: dict | None = None  # the request whose approval waits: its entry and its run
     for i in range(start, stop):
         t0 = time.monotonic()
         n_decisions = len(decisions())
@@ -114,28 +126,44 @@ def run_stream(
             600,
             alive=af.alive,
         )
-        requested = len(trigger_log(settings)) > n_requests
+        requests = trigger_log(settings)
+        requested = len(requests) > n_requests
         entry = {"batch": i, "drift_from": drift_from, "seconds": 0.0, "requested": requested}
         predictions = settings.predictions_dir / f"{batch_id}.parquet"
         if predictions.exists():
             entry["landing_to_predictions"] = predictions.stat().st_mtime - landed_at
-        if requested:
+        if waiting is not None:
+            verdict = last_verdict(settings)
+            entry["checked_while_waiting"] = verdict.pending_run if verdict else ""
+            waiting["checked"].append(i)
+            print(f"    batch {i} checked while the approval waits: {verdict.suppressed_by}")
+        elif requested:
+            run = requests[-1].requested_run
             print(
-                f"    batch {i}: the monitor asked for retraining; waiting for ct_training",
+                f"    batch {i}: the monitor asked for retraining (ct_training run {run})",
                 flush=True,
             )
 
-            def decided(n=n_decisions) -> bool:
-                # A waiting approval request is answered, also when Airflow asks again (its
-                # scheduler retries the task if an answer lands while it handles the pause).
-                if approve:
-                    _answer(af, approve)
-                return len(decisions()) > n
+            def decided_or_waiting(n=n_decisions) -> bool:
+                return len(decisions()) > n or bool(approve and af.pending_approvals(TRAINING))
 
-            wait_for("ct_training's decision", decided, 900, alive=af.alive)
-            entry["decision"] = decisions()[0]
+            wait_for("ct_training's decision", decided_or_waiting, 900, alive=af.alive)
+            if len(decisions()) > n_decisions:
+                entry["decision"] = decisions()[0]
+            else:  # the monitor goes on checking while a person decides
+                waiting = {"entry": entry, "run": run, "checked": [], "decisions": n_decisions}
+                print(f"    approval requested for run {run}; the stream goes on", flush=True)
         entry["seconds"] = time.monotonic() - t0
         timeline.append(entry)
+        if waiting is not None and (len(waiting["checked"]) >= approve_after or i == stop - 1):
+            wait_for(
+                "ct_training's decision",
+                lambda n=waiting["decisions"]: decided(n),
+                900,
+                alive=af.alive,
+            )
+            waiting["entry"]["decision"] = decisions()[0]
+            waiting = None
         scored = entry.get("landing_to_predictions")
         scored_in = f"; predictions {scored:.0f}s after it landed" if scored is not None else ""
         print(f"    batch {i} done in {entry['seconds']:.0f}s{scored_in}", flush=True)
@@ -144,7 +172,7 @@ def run_stream(
 
 def _answer(af, option: str) -> bool:
     """Answer ct_training's pending approval request, if there is one; True if it did."""
-    pending = af.pending_approvals(dag_ids.TRAINING)
+    pending = af.pending_approvals(TRAINING)
     if not pending:
         return False
     print(f"    approval requested: {pending[0]['subject']}", flush=True)
@@ -185,6 +213,8 @@ def print_timeline(settings: Settings, timeline: list[dict]) -> None:
         if entry.get("decision"):
             d = entry["decision"]
             line += f"retrain requested -> {d.decision} v{d.challenger_version} ({d.rule})"
+        elif entry.get("checked_while_waiting"):
+            line += f"checked while {entry['checked_while_waiting']} waits for approval"
         elif check and check.flagged:
             line += "flagged (" + ", ".join(check.flags) + ")"
         print(line)

@@ -8,7 +8,8 @@ tolerance, scoring that batch at once spends it on a model the evidence has just
 - a window whose labels have matured, and on which the monitor has not decided since, shows a
   realised drop past ``performance_drop`` (a cheap look: the metric on its labeled rows against
   the scoring version's held-out figure; the monitor's own check, with its interval, decides), or
-- a retrain the monitor asked for on the current champion is still running.
+- a retrain the monitor asked for on the current champion is still queued or training (not
+  while it waits for a person's approval: that may take hours).
 
 Nothing else holds: on data whose labels do not show a drop, a batch is scored as soon as it is
 accepted. The bound keeps a paused or broken monitor from holding predictions back for long.
@@ -17,6 +18,7 @@ accepted. The bound keeps a paused or broken monitor from holding predictions ba
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -27,6 +29,9 @@ from ctrain.records import RetrainVerdict, WindowCheck
 from ctrain.registry import current_champion
 from ctrain.settings import Settings
 from ctrain.storage import read_json, write_json_atomic
+
+if TYPE_CHECKING:
+    from ctrain.monitoring.trigger import PendingRetrain
 
 RECENT_WINDOWS = 20  # how many of the newest scored windows a look at new labels covers
 
@@ -95,12 +100,18 @@ def undecided_drops(settings: Settings, client) -> list[tuple[str, float]]:
 
 
 def hold_reason(
-    settings: Settings, client, batch_ids: list[str], monitor_busy: bool, now: datetime
+    settings: Settings,
+    client,
+    batch_ids: list[str],
+    monitor_busy: bool,
+    now: datetime,
+    pending: PendingRetrain | None = None,
 ) -> str | None:
     """Why scoring ``batch_ids`` should wait a little longer, or None to score them now.
 
-    ``monitor_busy``: a ct_drift_monitor run is queued or running (its deferred wait on a
-    retrain it asked for included).
+    ``monitor_busy``: a ct_drift_monitor run is queued or running (between its request and the
+    run it starts); ``pending``: the retrain it asked for, while its run has not ended. A
+    retrain waiting for a person is not waited for: an approval may take hours.
     """
     limit = settings.monitoring.hold_scoring_seconds
     if not limit or not batch_ids:
@@ -118,15 +129,17 @@ def hold_reason(
             f"monitor's verdict before scoring {', '.join(batch_ids)} {budget}"
         )
     verdict = last_verdict(settings)
+    asked = pending.request if pending else verdict if monitor_busy else None
     if (
-        monitor_busy
-        and verdict is not None
-        and verdict.trigger
-        and verdict.champion_version == current_champion(client, settings.model_name)
+        asked is not None
+        and asked.trigger
+        and asked.champion_version == current_champion(client, settings.model_name)
+        and not (pending and pending.stage == "waiting for approval")
     ):
+        where = f" (ct_training run {pending.run_id}, {pending.stage})" if pending else ""
         return (
-            f"the monitor asked for a retrain of v{verdict.champion_version} "
-            f"({verdict.reason}); waiting for its outcome before scoring "
+            f"the monitor asked for a retrain of v{asked.champion_version} "
+            f"({asked.reason}){where}; waiting for its outcome before scoring "
             f"{', '.join(batch_ids)} {budget}"
         )
     return None

@@ -10,18 +10,23 @@ a realised or estimated drop whose whole interval at ``decisive_confidence`` is 
 tolerance, or severe drift (drifted features carrying ``severe_drift_importance`` of the
 champion's importance) the estimate does not call harmless. Marginal signals wait, decisive ones
 do not. A request is held back when the last one is younger than the cooldown, a request already
-covered these windows, ct_training is queued or running, or earlier requests did not replace
-the champion and too few windows were flagged since (``_backing_off``). Every request is logged
-with its evidence.
+covered these windows, ct_training is queued or running (the verdict then names the retrain
+asked for and where it is: queued, training, waiting for approval), or earlier requests did not
+replace the champion and too few windows were flagged since (``_backing_off``). Every request is
+logged with its evidence and the ct_training run it starts; the monitor never waits for that
+run, so it goes on checking every window while a person or a rollout decides.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ctrain.dag_ids import APPROVAL_TASK
 from ctrain.monitoring.check import load_summaries
 from ctrain.records import DatasetWindow, RetrainVerdict, WindowCheck
 from ctrain.registry import current_champion, training_window
@@ -38,6 +43,51 @@ def trigger_log(settings: Settings) -> list[RetrainVerdict]:
     """Every retrain request, oldest first."""
     path = _log_path(settings)
     return [RetrainVerdict.from_xcom(e) for e in read_json(path)] if path.exists() else []
+
+
+# (run state, {task id: state}) of a ct_training run by its id; None where no such run is active.
+RunState = Callable[[str], tuple[str, dict[str, str]] | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingRetrain:
+    """A retrain the monitor asked for whose ct_training run has not ended, and where it is."""
+
+    request: RetrainVerdict
+    stage: str  # queued | training | waiting for approval
+
+    @property
+    def run_id(self) -> str:
+        return self.request.requested_run
+
+    def describe(self) -> str:
+        return (
+            f"the retrain asked for at {self.request.decided_at} is {self.stage} (ct_training "
+            f"run {self.run_id}); windows checked meanwhile are kept for the decision after it"
+        )
+
+
+def requested_run_id(key: str) -> str:
+    """The id of the ct_training run a request of monitor run ``key`` starts: chosen before the
+    run exists, so the request names it and a retried trigger finds it."""
+    return "retrain__" + re.sub(r"[^A-Za-z0-9_.~:+-]", "_", key.rsplit("/", 1)[-1])[:200]
+
+
+def pending_retrain(settings: Settings, run_state: RunState) -> PendingRetrain | None:
+    """The newest request whose ct_training run is queued or running, and its stage."""
+    requested = [e for e in trigger_log(settings) if e.requested_run]
+    if not requested:
+        return None
+    last = requested[-1]
+    found = run_state(last.requested_run)
+    if found is None:
+        return None
+    state, tasks = found
+    if str(tasks.get(APPROVAL_TASK)) in ("awaiting_input", "deferred"):
+        stage = "waiting for approval"
+    else:
+        stage = "queued" if state == "queued" else "training"
+    return PendingRetrain(last, stage)
 
 
 def _harmless(w: WindowCheck) -> bool:
@@ -207,6 +257,7 @@ def decide_retrain(
     training_active: bool,
     learned: tuple[str, int] | None = None,
     rollout: str = "",
+    pending: PendingRetrain | None = None,
 ) -> RetrainVerdict:
     """The verdict on the recent windows: ``trigger`` true with a reason, or why not.
 
@@ -215,6 +266,8 @@ def decide_retrain(
     arrive late, so those are older windows). ``learned`` is where the champion's training window
     started at a change, and how many labeled batches it had from there (``_grown``).
     ``rollout`` says which rollout holds traffic, when one does: no request is made then.
+    ``pending`` is the retrain asked for earlier whose run has not ended (no request then; the
+    verdict names it, whether or not the windows call for one).
     """
     cfg = settings.monitoring
     k, n = cfg.debounce_k, cfg.debounce_n
@@ -250,6 +303,8 @@ def decide_retrain(
     elif not (drift_fires or perf_fires or at_once):
         return dataclasses.replace(
             verdict,
+            suppressed_by=pending.describe() if pending else None,
+            pending_run=pending.run_id if pending else "",
             reason=(
                 f"data drift in {len(drift)} of the last {len(recent)} windows, performance drop "
                 f"in {len(perf)} of the last {len(matured)} label-matured windows; {k} needed"
@@ -269,7 +324,9 @@ def decide_retrain(
     log = trigger_log(settings)
     last = log[-1] if log else None
     suppressed_by = None
-    if training_active:
+    if pending:
+        suppressed_by = pending.describe()
+    elif training_active:
         suppressed_by = "ct_training is queued or running"
     elif rollout:
         # A retrain would be compared with a champion the rollout may be about to replace, and
@@ -299,6 +356,7 @@ def decide_retrain(
         reason=reason,
         suppressed_by=suppressed_by,
         change_from=change_from,
+        pending_run=pending.run_id if pending else "",
     )
 
 
@@ -360,13 +418,20 @@ def _upload_request(
 
 
 def decide(
-    settings: Settings, client, key: str, training_active: bool, rollout: str = ""
+    settings: Settings,
+    client,
+    key: str,
+    training_active: bool,
+    rollout: str = "",
+    run_state: RunState | None = None,
 ) -> RetrainVerdict:
     """The monitor run ``key``'s verdict on the current champion's windows; a positive one is
-    logged once per key. The latest verdict is kept in ``monitor/last_verdict.json``.
-    ``rollout`` names a rollout that holds traffic (no request then)."""
+    logged once per key, with the ct_training run it starts. The latest verdict is kept in
+    ``monitor/last_verdict.json``. ``rollout`` names a rollout that holds traffic (no request
+    then); ``run_state`` tells where an earlier request's run is (``pending_retrain``)."""
     version = current_champion(client, settings.model_name)
     summaries = load_summaries(settings)
+    pending = pending_retrain(settings, run_state) if run_state else None
     verdict = decide_retrain(
         settings,
         summaries,
@@ -375,8 +440,11 @@ def decide(
         training_active,
         _learned(settings, client, version),
         rollout,
+        pending,
     )
     verdict = dataclasses.replace(verdict, key=key)
+    if verdict.trigger:
+        verdict = dataclasses.replace(verdict, requested_run=requested_run_id(key))
     if verdict.trigger:
         verdict = record_request(settings, verdict, key, summaries, client)
     write_json_atomic(settings.monitor_dir / "last_verdict.json", verdict.to_xcom())

@@ -9,14 +9,13 @@ itself in a real headless Chromium, with a screenshot.
 
 import json
 import os
-import time
 import urllib.error
 import urllib.request
 from types import SimpleNamespace
 
 import mlflow
 import pytest
-from tests_support import REPO, bootstrap_champion, browser
+from tests_support import REPO, bootstrap_champion, view_in_browser
 
 from ctrain.data.demo_source import DemoSource
 from ctrain.harness.stream import run_stream
@@ -266,41 +265,11 @@ def test_the_ctrain_view_asks_airflows_login_and_shows_the_records(stream):
     assert 'fetch("http' not in page and 'const API = "api/models"' in page
 
 
-def _view_in_browser(base: str, password: str, shot) -> dict:
-    """Log into Airflow's UI at ``base``, open the ctrain view, read it, save a screenshot."""
-    with browser() as driver:
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions as ec
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        wait = WebDriverWait(driver, 60)
-        driver.get(f"{base}/auth/login")
-        wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys("admin")
-        driver.find_element(By.NAME, "password").send_keys(password)
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        wait.until(lambda d: "/auth/login" not in d.current_url)
-        driver.get(f"{base}/plugin/ctrain")
-        frame = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "iframe")))
-        driver.switch_to.frame(frame)
-        wait.until(ec.text_to_be_present_in_element((By.ID, "card-champion"), "version 2"))
-        seen = {
-            "champion": driver.find_element(By.ID, "card-champion").text,
-            "history": len(driver.find_elements(By.CSS_SELECTOR, "#history li")),
-            "charts": len(driver.find_elements(By.CSS_SELECTOR, "#charts svg")),
-            "rows": len(driver.find_elements(By.CSS_SELECTOR, "#windows tbody tr")),
-            "error": driver.find_element(By.ID, "error").text,
-        }
-        driver.switch_to.default_content()
-        time.sleep(1)
-        driver.save_screenshot(str(shot))
-    return seen
-
-
 def test_the_ctrain_view_in_a_real_browser(stream):
     settings = stream.settings
     SCREENSHOTS.mkdir(exist_ok=True)
     shot = SCREENSHOTS / "ctrain_view.png"
-    seen = _view_in_browser(stream.af.base_url, stream.af.admin_password(), shot)
+    seen = view_in_browser(stream.af.base_url, stream.af.admin_password(), shot)
     assert "champion: version 2" in seen["champion"] and "promoted 1→2" in seen["champion"]
     assert seen["history"] == len(list_decisions(stream.client, settings, limit=200)) >= 2
     assert seen["charts"] == 4 and seen["rows"] == len(load_summaries(settings))
@@ -321,7 +290,7 @@ def test_the_ctrain_view_works_behind_a_path_prefix(stream):
         assert _get_quiet(f"{base}/ctrain/api/models") == 401
         shot = SCREENSHOTS / "ctrain_view_prefixed.png"
         SCREENSHOTS.mkdir(exist_ok=True)
-        seen = _view_in_browser(base, stream.af.admin_password(), shot)
+        seen = view_in_browser(base, stream.af.admin_password(), shot)
         assert "champion: version 2" in seen["champion"] and seen["error"] == ""
         assert seen["charts"] == 4
 

@@ -1,0 +1,127 @@
+"""The monitor keeps watching while a person decides (``ctrain demo --approval``'s scenario).
+
+``promotion.approval: required``, under the real scheduler: the stream's change makes the monitor
+ask for a retrain, whose comparison would move champion, so ct_training waits in **Required
+Actions**. Two more batches land meanwhile; each is checked by the monitor, whose verdicts name
+the retrain waiting for approval, and the ctrain view shows the request as waiting, with its run
+and the windows checked since. Then the approval is answered through the REST API (as
+``run_stream`` answers it for the demo) and the retrain is promoted.
+"""
+
+import json
+import os
+from datetime import datetime
+from types import SimpleNamespace
+from urllib.parse import quote
+
+import pytest
+from tests_support import REPO, bootstrap_champion, view_in_browser
+
+from ctrain.data.demo_source import DemoSource
+from ctrain.harness.stream import run_stream
+from ctrain.monitoring.check import load_summaries, scored_by
+from ctrain.monitoring.trigger import trigger_log
+from ctrain.registry import current_champion
+from ctrain.tracking import configure
+
+pytestmark = pytest.mark.integration
+
+SCREENSHOTS = REPO / "test-output"
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory, stack):
+    """A champion, then batches 3..7 with a change from 4: the retrain asked for at 5 waits for
+    approval while 6 and 7 are checked; it is approved after 7. What the view showed while it
+    waited (its JSON and the page in a browser, when batch 7 lands) is kept."""
+    home = tmp_path_factory.mktemp("approval-stream") / "ctrain"
+    settings, project = stack.settings(
+        home,
+        dataset={"labels": "delayed"},
+        promotion={"approval": "required", "approval_timeout_minutes": 60},
+    )
+    seen = {}
+
+    def look_while_waiting(i, rows):
+        if i != 7:
+            return
+        status, body = stack.af.api("GET", f"/ctrain/api/models/{settings.model_name}")
+        assert status == 200, body
+        seen["view"] = body
+        SCREENSHOTS.mkdir(exist_ok=True)
+        shot = SCREENSHOTS / "ctrain_view_waiting_for_approval.png"
+        seen["page"] = view_in_browser(
+            stack.af.base_url, stack.af.admin_password(), shot, ready="version 1"
+        )
+        seen["shot"] = shot
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith("CTRAIN_")]:
+            mp.delenv(key)
+        mp.setenv("CTRAIN_PROJECT", str(project))
+        client = configure(settings)
+        bootstrap_champion(settings, DemoSource(**settings.demo.model_dump()))
+        stack.use(settings)
+        timeline = run_stream(
+            settings,
+            stack.af,
+            start=3,
+            drift_from=4,
+            stop=8,
+            approve="Approve",
+            approve_after=2,
+            on_land=look_while_waiting,
+        )
+        yield SimpleNamespace(
+            settings=settings, client=client, stack=stack, timeline=timeline, seen=seen
+        )
+
+
+def test_while_the_approval_waits_two_later_batches_are_checked_and_named_for_it(stream):
+    settings, timeline = stream.settings, stream.timeline
+    by_batch = {e["batch"]: e for e in timeline}
+    (request,) = trigger_log(settings)
+    run = request.requested_run
+    assert by_batch[5]["requested"] and run.startswith("retrain__")
+    assert [e["batch"] for e in timeline if e.get("checked_while_waiting") == run] == [6, 7]
+    # Each was checked (its summary written, under the champion that still serves) ...
+    checked = {w.batch_id: w for w in load_summaries(settings)}
+    for b in ("batch_0006", "batch_0007"):
+        assert checked[b].champion_version == "1", b
+        assert scored_by(settings, b) == "1", b  # not held for hours: scored at once
+    # ... and the monitor's runs said so, naming the run that waits (their notes).
+    notes = [r.get("note") or "" for r in stream.stack.runs("ct_drift_monitor")]
+    naming = [n for n in notes if f"is waiting for approval (ct_training run {run})" in n]
+    assert len(naming) >= 2, notes
+    # No monitor run waited on the retrain: each ended within a couple of minutes.
+    for r in stream.stack.runs("ct_drift_monitor"):
+        took = datetime.fromisoformat(r["end_date"]) - datetime.fromisoformat(r["start_date"])
+        assert took.total_seconds() < 180, (r["dag_run_id"], took)
+    # The retrain ran under the id its request recorded, and was approved and promoted after.
+    training = [r["dag_run_id"] for r in stream.stack.runs("ct_training")]
+    assert training == [run]
+    decision = by_batch[5]["decision"]
+    assert (decision.decision, decision.challenger_version) == ("promoted", "2"), decision
+    assert decision.approver == "admin"
+    assert current_champion(stream.client, settings.model_name) == "2"
+
+
+def test_the_view_showed_the_request_waiting_with_its_run_and_the_windows_since(stream):
+    view, page = stream.seen["view"], stream.seen["page"]
+    run = trigger_log(stream.settings)[0].requested_run
+    pending = view["pending_request"]
+    assert (pending["stage"], pending["dag_id"], pending["run_id"]) == (
+        "waiting for approval",
+        "ct_training",
+        run,
+    )
+    assert pending["url"] == f"../dags/ct_training/runs/{quote(run, safe='')}"
+    assert [a["run_id"] for a in view["pending_approvals"]] == [run]
+    # In the page a person sees: the request, its stage, the window checked since, the run.
+    assert "Retrain requested at" in page["pending"] and "waiting for approval" in page["pending"]
+    assert "window(s) checked since: " in page["pending"] and "batch_0006" in page["pending"]
+    assert f"ct_training run {run}" in page["pending"]
+    assert "Waiting for approval:" in page["pending"]
+    assert page["error"] == "" and stream.seen["shot"].stat().st_size > 20_000
+    print(f"screenshot: {stream.seen['shot']}")
+    print(json.dumps(pending, indent=1))
