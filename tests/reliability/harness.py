@@ -92,12 +92,14 @@ def inputs(tmp: Path) -> dict[str, Any]:
     import hashlib
 
     import pandas as pd
-    from bad_inputs import CASES, batch, ingest_corpus
+    from bad_inputs import CASES, SEVERITY, batch, ingest_corpus
 
     reference = tmp / "reference.parquet"
     tmp.mkdir(parents=True, exist_ok=True)
     pd.concat([batch(i) for i in range(50)]).to_parquet(reference, index=False)
-    settings = home(tmp, dataset={"reference_file": str(reference)})
+    settings = home(
+        tmp, dataset={"reference_file": str(reference)}, validation={"severity": SEVERITY}
+    )
     by_name, deferred = ingest_corpus(settings)
     kept = {
         hashlib.sha256(p.read_bytes()).hexdigest()
@@ -127,6 +129,10 @@ def inputs(tmp: Path) -> dict[str, Any]:
         "lost": lost,
         "wrong": wrong,
         "deferred": dict(deferred),
+        "cases": {
+            expect: [repr(c.name)[1:-1] for c in CASES if c.expect == expect]
+            for expect in ("accepted", "partial", "quarantined", "skipped")
+        },
     }
 
 
@@ -562,10 +568,15 @@ def render(r: dict[str, Any], machine: str) -> str:
     ]
     for name, looks in sorted(r["inputs"]["deferred"].items()):
         lines.append(
-            f"- `{name}` was being written while ingest looked: left {looks} times, then taken once."
+            f"- `{name}` was being written while ingest looked: left there "
+            f"{looks} time{'' if looks == 1 else 's'}, then taken once, whole."
         )
     for w in r["inputs"]["wrong"]:
         lines.append(f"- not as expected: {w}")
+    lines += ["", "| expected | entries |", "|---|---|"]
+    for expect, names in r["inputs"]["cases"].items():
+        listed = ", ".join(f"`{n[:40]}`" for n in names)
+        lines.append(f"| {expect} ({len(names)}) | {listed} |")
     for w in r["inputs"]["lost"]:
         lines.append(f"- lost: {w}")
     lines += ["", "## 2. Racing promoters", "", *RACE_NOTE]

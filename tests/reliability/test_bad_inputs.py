@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from bad_inputs import CASES, batch, ingest_corpus
+from bad_inputs import CASES, SEVERITY, batch, ingest_corpus
 
 from ctrain.settings import default_project_file, load_settings
 
@@ -32,9 +32,7 @@ def run(tmp_path_factory):
     pd.concat([batch(i) for i in range(50)]).to_parquet(reference, index=False)
     project = yaml.safe_load(default_project_file().read_text())
     project["dataset"]["reference_file"] = str(reference)
-    # The corpus checks quarantine itself, so the learned ranges and category sets block here;
-    # by default they warn (tests/data/test_learned_reference.py and test_ingest.py).
-    project["validation"]["severity"] = {"range": "block", "category": "block"}
+    project["validation"]["severity"] = SEVERITY
     path = root / "project.yaml"
     path.write_text(yaml.safe_dump(project))
     settings = load_settings(path, home=str(root / "home"))
