@@ -282,14 +282,10 @@ def cmd_demo(settings: Settings, args) -> int:
     # The demo's labels arrive late, as separate files; every Airflow process inherits this.
     os.environ["CTRAIN_DATASET__LABELS"] = "delayed"
     if args.serve:
-        # The monitor's retrain is canaried on the live traffic, in steps short enough for a
-        # demo; the first champion is promoted directly (there is nothing to roll out against).
-        # A log window the size of a stream batch: about one lands per batch.
-        os.environ.setdefault("CTRAIN_SERVING__ROLLOUT__STRATEGY", "canary")
-        os.environ.setdefault("CTRAIN_SERVING__LOG_WINDOW_ROWS", "1500")
-        os.environ.setdefault("CTRAIN_SERVING__ROLLOUT__CANARY_STEPS", "[25, 100]")
-        os.environ.setdefault("CTRAIN_SERVING__ROLLOUT__STEP_SECONDS", "15")
-        os.environ.setdefault("CTRAIN_SERVING__ROLLOUT__MIN_ROWS", "200")
+        from ctrain.demo import serve_demo_env
+
+        for key, value in serve_demo_env().items():
+            os.environ.setdefault(key, value)
     return run_demo(load_settings(args.project), approval=args.approval, serve=args.serve)
 
 

@@ -73,6 +73,34 @@ def _show_decision(settings: Settings) -> None:
     print(f"      {d.reason}")
 
 
+# `ctrain demo --serve`: the monitor's retrain is canaried on the live traffic, in steps short
+# enough for a demo (the first champion is promoted directly: there is nothing to roll out
+# against), and a log window is the size of a stream batch, so about one lands per batch.
+SERVE_DEMO = {
+    "log_window_rows": 1500,
+    "rollout": {
+        "strategy": "canary",
+        "canary_steps": [25, 100],
+        "step_seconds": 15,
+        "min_rows": 200,
+    },
+}
+
+
+def serve_demo_env() -> dict[str, str]:
+    """``SERVE_DEMO`` as the ``CTRAIN_SERVING__*`` variables every process of the demo inherits."""
+    import json
+
+    def flat(prefix: str, value) -> dict[str, str]:
+        if isinstance(value, dict):
+            return {
+                k: v for key, sub in value.items() for k, v in flat(f"{prefix}__{key}", sub).items()
+            }
+        return {prefix.upper(): json.dumps(value) if isinstance(value, list) else str(value)}
+
+    return flat("CTRAIN_SERVING", SERVE_DEMO)
+
+
 def run_demo(settings: Settings, approval: bool = False, serve: bool = False) -> int:
     """Run the demo in an empty ``CTRAIN_HOME``; prints what happened and where to look.
 

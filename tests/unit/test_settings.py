@@ -22,6 +22,24 @@ def test_environment_overrides_the_yaml_including_nested_values(home, monkeypatc
     assert s.promotion.mode == "dry_run"
 
 
+def test_the_serve_demos_variables_are_its_settings(home, monkeypatch):
+    """`ctrain demo --serve` hands its rollout settings to every process as variables; read
+    back, they are ``SERVE_DEMO`` (the end-to-end test of its scenario uses that dict)."""
+    from ctrain.demo import SERVE_DEMO, serve_demo_env
+
+    for key, value in serve_demo_env().items():
+        monkeypatch.setenv(key, value)
+    serving = load_settings().serving
+    assert serving.log_window_rows == SERVE_DEMO["log_window_rows"]
+    rollout = SERVE_DEMO["rollout"]
+    assert serving.rollout.strategy == rollout["strategy"]
+    assert list(serving.rollout.canary_steps) == rollout["canary_steps"]
+    assert (serving.rollout.step_seconds, serving.rollout.min_rows) == (
+        rollout["step_seconds"],
+        rollout["min_rows"],
+    )
+
+
 def test_loading_settings_creates_nothing(tmp_path, monkeypatch):
     home = tmp_path / "not-yet"  # the ``home`` fixture's comes with an MLflow store
     monkeypatch.setenv("CTRAIN_HOME", str(home))

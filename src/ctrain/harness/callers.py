@@ -181,19 +181,27 @@ class Online:
                 seen = split.revision
                 print(f"    split r{split.revision}: {split.describe()}", flush=True)
 
-    def _rollouts(self) -> list[dict]:
-        status, body = self.af.api("GET", f"/api/v2/dags/{dag_ids.ROLLOUT}/dagRuns")
+    def _rollouts(self, dag_id: str = dag_ids.ROLLOUT) -> list[dict]:
+        status, body = self.af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns")
         return body.get("dag_runs", []) if status == 200 and isinstance(body, dict) else []
 
     def settle(self) -> None:
-        """Wait until no rollout runs, then a little longer: the callers see the final state."""
+        """Wait until no rollout runs, then a little longer: the callers see the final state.
+
+        A ct_training run still going may be about to hand a winner over (its last task starts
+        the ct_rollout run): it is waited for too."""
         from ctrain.serving.traffic import read_split
         from ctrain.tracking import configure
 
         client = configure(self.settings)
 
         def quiet() -> bool:
-            running = [r for r in self._rollouts() if r["state"] in ("queued", "running")]
+            running = [
+                r
+                for dag_id in (dag_ids.TRAINING, dag_ids.ROLLOUT)
+                for r in self._rollouts(dag_id)
+                if r["state"] in ("queued", "running")
+            ]
             return not running and not read_split(client, self.settings.model_name).active
 
         wait_for("the rollouts to end", quiet, 900, alive=self.af.alive)

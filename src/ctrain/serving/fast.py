@@ -99,7 +99,8 @@ class FastScorer:
                 [[getattr(r, c) for c in self.numeric] for r in rows], dtype=float
             )  # None becomes NaN
             num = np.where(np.isnan(num), self.median, num)
-            X[:, : len(self.numeric)] = (num - self.mean) / self.scale
+            with np.errstate(over="ignore", invalid="ignore"):  # checked below, or by the model
+                X[:, : len(self.numeric)] = (num - self.mean) / self.scale
         for j, col in enumerate(self.categorical):
             positions = self.positions[j]
             for i, r in enumerate(rows):

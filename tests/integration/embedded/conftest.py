@@ -40,7 +40,7 @@ class Stack:
     def use(self, settings: Settings) -> None:
         """From now on every task, and the ctrain view, works with ``settings``: written
         whole, then renamed over the project file (a task never reads half of it)."""
-        self.quiet()
+        self.drain()
         data = settings.model_dump(mode="json")
         tmp = self.project.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(data))
@@ -54,6 +54,19 @@ class Stack:
         mine = [r for r in body["dag_runs"] if datetime.fromisoformat(r["run_after"]) >= self.since]
         return sorted(mine, key=lambda r: r["run_after"])
 
+    def drain(self) -> None:
+        """Wait until what the previous module left in the shared landing folders (a service's
+        last log window, written as it stopped) is ingested into that module's home, and the
+        stack is idle: a module that lands files of its own (``bootstrap_champion``) or
+        switches the project after this finds the folders empty."""
+        from ctrain.storage import landed
+
+        def drained() -> bool:
+            return not landed(self.landing) and not landed(self.labels_landing)
+
+        wait_for("the landing folders to be drained", drained, 300, alive=self.af.alive)
+        self.quiet()
+
     def quiet(self, timeout: float = 300) -> None:
         """Wait until no run of a ctrain DAG is queued or running."""
 
@@ -64,7 +77,9 @@ class Stack:
 
     def settings(self, home: Path, **overrides) -> tuple[Settings, Path]:
         """The demo project deep-merged with ``overrides``, its data in ``home`` and its files
-        landing where the stack watches; written next to ``home``. Returns it and its file."""
+        landing where the stack watches; written next to ``home``. Returns it and its file.
+        The previous module's files are out of the landing folders first (``drain``)."""
+        self.drain()
         data = _merge(yaml.safe_load(default_project_file().read_text()), overrides)
         data["home"] = str(home)
         data["dataset"] |= {

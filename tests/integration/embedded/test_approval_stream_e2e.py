@@ -1,11 +1,15 @@
-"""The monitor keeps watching while a person decides (``ctrain demo --approval``'s scenario).
+"""The monitor keeps watching while a person decides, then a canary on live traffic: the
+scenarios of ``ctrain demo --approval`` and ``ctrain demo --serve`` in one stream.
 
-``promotion.approval: required``, under the real scheduler: the stream's change makes the monitor
-ask for a retrain, whose comparison would move champion, so ct_training waits in **Required
+``promotion.approval: required`` and the serve demo's canary (``ctrain.demo.SERVE_DEMO``), under
+the real scheduler, with ``ctrain serve`` started by its CLI and callers sending rows like each
+batch (``harness.callers.Online``, as the demo does). The stream's change makes the monitor ask
+for a retrain whose comparison would move champion, so ct_training waits in **Required
 Actions**. Two more batches land meanwhile; each is checked by the monitor, whose verdicts name
 the retrain waiting for approval, and the ctrain view shows the request as waiting, with its run
 and the windows checked since. Then the approval is answered through the REST API (as
-``run_stream`` answers it for the demo) and the retrain is promoted.
+``run_stream`` answers it for the demo), ct_training hands the winner to ct_rollout, and the
+canary promotes it on the live traffic with no caller seeing a failure.
 """
 
 import json
@@ -18,9 +22,12 @@ import pytest
 from tests_support import REPO, bootstrap_champion, view_in_browser
 
 from ctrain.data.demo_source import DemoSource
+from ctrain.demo import SERVE_DEMO
+from ctrain.harness.callers import Online
 from ctrain.harness.stream import run_stream
 from ctrain.monitoring.check import load_summaries, scored_by
 from ctrain.monitoring.trigger import trigger_log
+from ctrain.promotion.decisions import list_decisions
 from ctrain.registry import current_champion
 from ctrain.tracking import configure
 
@@ -32,17 +39,19 @@ SCREENSHOTS = REPO / "test-output"
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory, stack):
     """A champion, then batches 3..7 with a change from 4: the retrain asked for at 5 waits for
-    approval while 6 and 7 are checked; it is approved after 7. What the view showed while it
-    waited (its JSON and the page in a browser, when batch 7 lands) is kept."""
+    approval while 6 and 7 are checked; it is approved after 7, then canaried. What the view
+    showed while it waited (its JSON and the page in a browser, when batch 7 lands) is kept."""
     home = tmp_path_factory.mktemp("approval-stream") / "ctrain"
     settings, project = stack.settings(
         home,
         dataset={"labels": "delayed"},
         promotion={"approval": "required", "approval_timeout_minutes": 60},
+        serving=SERVE_DEMO,
     )
     seen = {}
 
     def look_while_waiting(i, rows):
+        online.follow(i, rows)
         if i != 7:
             return
         status, body = stack.af.api("GET", f"/ctrain/api/models/{settings.model_name}")
@@ -61,19 +70,28 @@ def stream(tmp_path_factory, stack):
         mp.setenv("CTRAIN_PROJECT", str(project))
         client = configure(settings)
         bootstrap_champion(settings, DemoSource(**settings.demo.model_dump()))
+        (settings.root / "logs").mkdir(parents=True, exist_ok=True)
         stack.use(settings)
-        timeline = run_stream(
-            settings,
-            stack.af,
-            start=3,
-            drift_from=4,
-            stop=8,
-            approve="Approve",
-            approve_after=2,
-            on_land=look_while_waiting,
-        )
+        with Online(settings, stack.af) as online:
+            timeline = run_stream(
+                settings,
+                stack.af,
+                start=3,
+                drift_from=4,
+                stop=8,
+                approve="Approve",
+                approve_after=2,
+                on_land=look_while_waiting,
+            )
+            online.settle()
+            report = online.report()
         yield SimpleNamespace(
-            settings=settings, client=client, stack=stack, timeline=timeline, seen=seen
+            settings=settings,
+            client=client,
+            stack=stack,
+            timeline=timeline,
+            seen=seen,
+            report=report,
         )
 
 
@@ -101,9 +119,22 @@ def test_while_the_approval_waits_two_later_batches_are_checked_and_named_for_it
     training = [r["dag_run_id"] for r in stream.stack.runs("ct_training")]
     assert training == [run]
     decision = by_batch[5]["decision"]
-    assert (decision.decision, decision.challenger_version) == ("promoted", "2"), decision
+    assert (decision.decision, decision.challenger_version) == ("rollout", "2"), decision
     assert decision.approver == "admin"
+
+
+def test_after_the_approval_the_canary_promotes_it_on_live_traffic(stream):
+    settings, report = stream.settings, stream.report
     assert current_champion(stream.client, settings.model_name) == "2"
+    (done,) = [
+        d
+        for d in list_decisions(stream.client, settings, limit=100)
+        if d.airflow_dag_id == "ct_rollout" and d.decision != "traffic"
+    ]
+    assert (done.decision, done.rule, done.challenger_version) == ("promoted", "canary_passed", "2")
+    assert report["failures"] == [] and report["requests"] > 0
+    assert report["answered"].get(("challenger", "2"), 0) > 0
+    assert report["rollouts"] and report["rollouts"][0].startswith("v2 promoted 1→2"), report
 
 
 def test_the_view_showed_the_request_waiting_with_its_run_and_the_windows_since(stream):
