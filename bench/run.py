@@ -406,9 +406,8 @@ def _adaptation(runs: list[dict]) -> tuple[list[str], list[tuple[str, bool, str]
         "baselines refit the first champion's pipeline, so they differ from ctrain only in when and",
         f"on what they train. {runs_said}; accuracy and ROC AUC are means over",
         "the windows from the change on (all windows for the stable stream). The project's",
-        "metric, which the monitor judges and promotion compares, is ROC AUC. Packaged defaults,",
-        "except the monitor's wall-clock cooldown, set to 0 (a window comes every ~15 s here, not",
-        "daily; at 60 min it would hold back every request after the first).",
+        "metric, which the monitor judges and promotion compares, is ROC AUC. Packaged defaults",
+        "(the monitor's cooldown is counted in windows, so it means the same at any cadence).",
         "",
         "| stream | windows | retrain requests (at window) | training runs | false retrains before the change "
         "| detection delay (windows) | arrival to predictions p50 (s) | rows scored |",

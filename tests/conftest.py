@@ -134,11 +134,9 @@ def settings(make_settings):
 @pytest.fixture
 def delayed(make_settings):
     """Settings whose labels arrive late, in files of their own (``dataset.labels: delayed``);
-    ``delayed(**monitoring)`` deep-merges monitoring settings over no HTML reports and no
-    cooldown."""
+    ``delayed(**monitoring)`` deep-merges monitoring settings over no HTML reports."""
     return lambda **monitoring: make_settings(
-        dataset={"labels": "delayed"},
-        monitoring={"html_reports": False, "cooldown_minutes": 0, **monitoring},
+        dataset={"labels": "delayed"}, monitoring={"html_reports": False, **monitoring}
     )
 
 

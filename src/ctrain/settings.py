@@ -370,7 +370,21 @@ class MonitoringConfig(_Strict):
     )
     debounce_k: int = Field(2, ge=1)
     debounce_n: int = Field(3, ge=1)
-    cooldown_minutes: float = Field(60.0, ge=0)
+    cooldown_windows: int = Field(
+        1,
+        ge=0,
+        description="after a request, the next one on the same champion waits until this many "
+        "windows newer than those it was asked on have been checked (requests that did not "
+        "replace the champion also back off: _backing_off). Counted in windows, so it means "
+        "the same at a batch a minute or a batch a day; a decisive drop significantly worse "
+        "than the one the last request answered asks at once",
+    )
+    cooldown_minutes: float = Field(
+        0.0,
+        ge=0,
+        description="an extra wall-clock floor between two requests; 0 = none (windows, not "
+        "minutes, pace the requests: cooldown_windows)",
+    )
     report_sample_rows: int = Field(
         20_000, ge=100, description="rows per side in the Evidently HTML report"
     )

@@ -1,5 +1,6 @@
 """The retrain decision's hygiene: debounce, cooldown, de-duplication, one request at a time."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -49,7 +50,7 @@ def window(i, flags=(), version="1", cols=("tenure_months",), low=0.05):
 
 @pytest.fixture
 def cfg(make_settings):
-    return make_settings(monitoring={"debounce_k": 2, "debounce_n": 3, "cooldown_minutes": 60})
+    return make_settings(monitoring={"debounce_k": 2, "debounce_n": 3})
 
 
 def test_a_stable_stream_never_triggers(cfg):
@@ -107,7 +108,6 @@ def test_a_request_names_its_run_and_later_verdicts_name_it_while_it_has_not_end
     """The monitor does not wait for the retrain it asked for: the verdicts after it say where
     that run is (queued, training, waiting for approval), whether or not their windows would
     call for another, and stop naming it once it has ended."""
-    import dataclasses
 
     stream = [window(0, ["data_drift"]), window(1, ["data_drift"])]
     key = "ct_drift_monitor/asset_triggered__2026-03-02T10:00:00+00:00_Ab3"
@@ -131,7 +131,7 @@ def test_a_request_names_its_run_and_later_verdicts_name_it_while_it_has_not_end
         pending = pending_retrain(cfg, runs.get)
         assert (pending.run_id, pending.stage) == (run, stage)
 
-    later = T0 + timedelta(hours=3)  # past the cooldown: only the pending run holds it back
+    later = T0 + timedelta(hours=3)  # a new window: only the pending run holds it back
     stream.append(window(2, ["data_drift"]))
     held = decide_retrain(cfg, stream, "1", later, True, pending=pending)
     assert held.trigger is False and held.pending_run == run
@@ -154,12 +154,72 @@ def test_cooldown_and_deduplication(cfg):
         record_request(cfg, first, "monitor/run1", stream).key == "monitor/run1"
     )  # retry: logged once
     assert len(trigger_log(cfg)) == 1
+    # The same windows again, minutes or days later: held back (counted in windows, not time).
+    for later in (timedelta(minutes=10), timedelta(days=3)):
+        again = decide_retrain(cfg, stream, "1", T0 + later, False)
+        assert again.trigger is False
+        assert again.suppressed_by.startswith("cooldown: 0 of 1 window(s) checked since")
+    # One newer window: the cooldown is over, at whatever cadence it came.
     stream.append(window(2, ["data_drift"]))
-    soon = decide_retrain(cfg, stream, "1", T0 + timedelta(minutes=10), False)
-    assert soon.trigger is False and soon.suppressed_by.startswith("cooldown")
-    later = decide_retrain(cfg, stream[:2], "1", T0 + timedelta(hours=2), False)
-    assert later.trigger is False and later.suppressed_by == "already requested for these windows"
-    assert decide_retrain(cfg, stream, "1", T0 + timedelta(hours=2), False).trigger is True
+    for later in (timedelta(seconds=30), timedelta(days=1)):
+        assert decide_retrain(cfg, stream, "1", T0 + later, False).trigger is True
+    # A wall-clock floor, when a project sets one, holds on top of it.
+    floor = cfg.model_copy(
+        update={"monitoring": cfg.monitoring.model_copy(update={"cooldown_minutes": 60})}
+    )
+    held = decide_retrain(floor, stream, "1", T0 + timedelta(minutes=10), False)
+    assert held.suppressed_by == f"cooldown: last request at {T0.isoformat()} (cooldown 60 min)"
+    assert decide_retrain(floor, stream, "1", T0 + timedelta(hours=2), False).trigger is True
+
+
+def test_the_cooldown_means_the_same_at_any_cadence(make_settings):
+    """One stream, its windows a minute apart and a day apart: the same requests at the same
+    windows (the packaged defaults: no wall-clock cooldown)."""
+    cfg = make_settings()
+    assert cfg.monitoring.cooldown_minutes == 0 and cfg.monitoring.cooldown_windows == 1
+    flags = [[], [], ["data_drift"], ["data_drift"], ["data_drift"], ["data_drift"], []]
+    asked = {}
+    for step in (timedelta(minutes=1), timedelta(days=1)):
+        log = cfg.monitor_dir / "triggers.json"
+        log.unlink(missing_ok=True)
+        stream, asked[step] = [], []
+        for i, f in enumerate(flags):
+            stream.append(window(i, f))
+            v = decide_retrain(cfg, stream, "1", T0 + i * step, False)
+            if v.trigger:
+                record_request(cfg, v, f"t/{step}/{i}", stream)
+                asked[step].append(i)
+    assert asked[timedelta(minutes=1)] == asked[timedelta(days=1)] == [3, 4]
+
+
+def test_worse_decisive_evidence_asks_again_and_a_retry_trains_from_the_newer_evidence(cfg):
+    """After a request the champion survived (its retrain lost), a decisive drop whose interval
+    lies wholly past the one that request answered asks again, through the cooldown and the
+    back-off, says so, and trains from that newer evidence on."""
+    mild = dict(low=0.06)  # decisive: drop 0.17 [0.06, 0.29]
+    stream = [window(0), window(1, ["performance"], **mild)]
+    first = decide_retrain(cfg, stream, "1", T0, False)
+    assert first.trigger and first.change_from == "b01"
+    record_request(cfg, first, "t/1", stream)  # its retrain is rejected: v1 stays champion
+    # The same drop again on a new window: not worse, and only 1 newer window: backed off.
+    stream.append(window(2, ["performance"], **mild))
+    same = decide_retrain(cfg, stream, "1", T0 + timedelta(minutes=1), False)
+    assert same.trigger is True  # past the 1-window cooldown, the back-off's first step
+    record_request(cfg, same, "t/2", stream)
+    assert same.change_from == "b02"  # not b01 again: the rejected retrain began there
+    stream.append(window(3, ["performance"], **mild))
+    held = decide_retrain(cfg, stream, "1", T0 + timedelta(minutes=2), False)
+    assert held.trigger is False and held.suppressed_by.startswith("backing off")
+    # Worse: drop 0.60 [0.45, 0.75], wholly past 0.17 [0.06, 0.29].
+    w = window(4, ["performance"], low=0.45)
+    p = dataclasses.replace(w.performance, value=0.27, drop=0.60, drop_high=0.75)
+    stream.append(dataclasses.replace(w, performance=p))
+    v = decide_retrain(cfg, stream, "1", T0 + timedelta(minutes=3), False)
+    assert v.trigger is True and v.suppressed_by is None
+    assert "the drop on b04 (+0.6000 [+0.4500, +0.7500]) is significantly worse than the one " in (
+        v.reason
+    )
+    assert v.change_from == "b03"  # the evidence newer than the last request's
 
 
 def test_windows_of_an_earlier_champion_do_not_count(cfg):
@@ -317,9 +377,6 @@ def test_a_champion_trained_on_one_batch_after_a_change_is_retrained_once_more_d
 
 def test_retrains_that_do_not_replace_the_champion_back_off(cfg):
     # Every window is flagged decisively, and no retrain beats the champion (v1 stays).
-    cfg = cfg.model_copy(
-        update={"monitoring": cfg.monitoring.model_copy(update={"cooldown_minutes": 0})}
-    )
     stream, asked = [], []
     for i in range(12):
         stream.append(window(i, ["performance"], low=0.2))

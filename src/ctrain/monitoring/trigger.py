@@ -9,10 +9,16 @@ under the current champion are flagged, or at once on one window whose evidence 
 a realised or estimated drop whose whole interval at ``decisive_confidence`` is past the
 tolerance, or severe drift (drifted features carrying ``severe_drift_importance`` of the
 champion's importance) the estimate does not call harmless. Marginal signals wait, decisive ones
-do not. A request is held back when the last one is younger than the cooldown, a request already
+do not. A request is held back until ``cooldown_windows`` windows newer than the last request's
+have been checked on the same champion (counted in windows, not minutes, so it means the same at
+any cadence; ``cooldown_minutes`` adds a wall-clock floor, off by default), when a request already
 covered these windows, ct_training is queued or running (the verdict then names the retrain
 asked for and where it is: queued, training, waiting for approval), or earlier requests did not
-replace the champion and too few windows were flagged since (``_backing_off``). Every request is
+replace the champion and too few windows were flagged since (``_backing_off``). A decisive drop
+significantly worse than the one the last request answered (its interval wholly past that one's)
+is new evidence: it asks again through the cooldown and the back-off, and says so. After a
+request that did not replace the champion, the next one trains from its own newer evidence on
+(``change_from``), not again from where the rejected one began. Every request is
 logged with its evidence and the ct_training run it starts; the monitor never waits for that
 run, so it goes on checking every window while a person or a rollout decides.
 """
@@ -202,6 +208,45 @@ def _backing_off(
     )
 
 
+def _windows_since(mine: list[WindowCheck], last: RetrainVerdict) -> list[WindowCheck]:
+    """Windows of ``mine`` newer than every window the request ``last`` judged."""
+    ids = [s.batch_id for s in mine]
+    seen = [ids.index(b) for b in last.windows if b in ids]
+    return mine[max(seen) + 1 :] if seen else mine
+
+
+def _worse_than_answered(
+    decisive: list[WindowCheck], last: RetrainVerdict | None, summaries: list[WindowCheck]
+) -> str:
+    """Why the newest decisive drop is new evidence after request ``last`` (on this champion):
+    its interval lies wholly past the worst decisive drop that request answered, or that
+    request answered none. Empty when it is not."""
+    if last is None or not decisive:
+        return ""
+    by_id = {s.batch_id: s for s in summaries}
+    answered = [
+        by_id[b]
+        for b in last.flagged_windows
+        if b in by_id and by_id[b].performance.decisive and by_id[b].performance.drop is not None
+    ]
+    worst = max(decisive, key=lambda w: w.performance.drop or 0.0)
+    p = worst.performance
+    if not answered:
+        return (
+            f"the decisive drop on {worst.batch_id} is new evidence: the request at "
+            f"{last.decided_at} answered no measured drop"
+        )
+    before = max(answered, key=lambda w: w.performance.drop or 0.0)
+    q = before.performance
+    if worst.batch_id == before.batch_id or (p.drop_low or 0.0) <= (q.drop_high or 0.0):
+        return ""
+    return (
+        f"the drop on {worst.batch_id} ({p.drop:+.4f} [{p.drop_low:+.4f}, {p.drop_high:+.4f}]) "
+        f"is significantly worse than the one the request at {last.decided_at} answered "
+        f"({before.batch_id} {q.drop:+.4f} [{q.drop_low:+.4f}, {q.drop_high:+.4f}])"
+    )
+
+
 def _calls_harmless(harmless: list[WindowCheck]) -> str:
     """Why drifted windows did not count: the estimate says the shift costs little."""
     if not harmless:
@@ -323,6 +368,12 @@ def decide_retrain(
         reason += "; " + _calls_harmless(harmless).strip(" ()")
     log = trigger_log(settings)
     last = log[-1] if log else None
+    # The last request on this champion: it did not replace it (rejected, or still pending).
+    mine_last = last if last and last.champion_version == champion_version else None
+    worse = _worse_than_answered(decisive, mine_last, summaries)
+    if worse:
+        reason = f"{reason}; {worse}"
+    since = _windows_since(mine, mine_last) if mine_last else []
     suppressed_by = None
     if pending:
         suppressed_by = pending.describe()
@@ -332,24 +383,30 @@ def decide_retrain(
         # A retrain would be compared with a champion the rollout may be about to replace, and
         # its own rollout would queue behind this one: the rollout's outcome comes first.
         suppressed_by = rollout
+    elif worse:
+        pass  # new evidence, worse than what the last request answered: asked for at once
     elif last and now - datetime.fromisoformat(last.decided_at) < timedelta(
         minutes=cfg.cooldown_minutes
     ):
         suppressed_by = (
-            f"cooldown: last request at {last.decided_at} (cooldown {cfg.cooldown_minutes} min)"
+            f"cooldown: last request at {last.decided_at} (cooldown {cfg.cooldown_minutes:g} min)"
         )
-    elif (
-        last
-        and last.champion_version == champion_version
-        and set(verdict.flagged_windows) <= set(last.flagged_windows)
-    ):
+    elif mine_last and len(since) < cfg.cooldown_windows:
+        suppressed_by = (
+            f"cooldown: {len(since)} of {cfg.cooldown_windows} window(s) checked since the "
+            f"request at {mine_last.decided_at}"
+        )
+    elif mine_last and set(verdict.flagged_windows) <= set(mine_last.flagged_windows):
         suppressed_by = "already requested for these windows"
     else:
         flagged_since = tuple(s.batch_id for s in mine if s.flags or s.severe_drift)
         suppressed_by = _backing_off(log, champion_version, flagged_since)
-    # The change began at the first flagged window: the retrain trains from there on.
+    # The change began at the first flagged window: the retrain trains from there on. After a
+    # request that did not replace the champion, from the evidence that came after it: the
+    # rejected retrain's window began too early (the new regime was still a minority there).
     flagged = set(verdict.flagged_windows)
-    change_from = next(s.batch_id for s in summaries if s.batch_id in flagged)
+    newer = flagged - set(mine_last.flagged_windows) if mine_last else set()
+    change_from = next(s.batch_id for s in summaries if s.batch_id in (newer or flagged))
     return dataclasses.replace(
         verdict,
         trigger=suppressed_by is None,
