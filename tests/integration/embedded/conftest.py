@@ -13,6 +13,7 @@ runs (``stack.runs``: started since its ``use``); between modules the stack is i
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests_support import copy_store, migrated_airflow_db
+from tests_support import bootstrap_champion, copy_store, migrated_airflow_db
 
 from ctrain import dag_ids
 from ctrain.runtime import AirflowServices, wait_for
@@ -93,6 +94,24 @@ class Stack:
             for key in [k for k in os.environ if k.startswith("CTRAIN_")]:
                 mp.delenv(key)
             return load_settings(path), path
+
+    @contextlib.contextmanager
+    def champion_home(self, home: Path, **overrides):
+        """A module's own project in ``home`` (``settings``), its first champion bootstrapped,
+        in use by the stack, and this process's ``CTRAIN_*`` environment naming only it while
+        the block runs; yields ``(settings, client)``."""
+        from ctrain.data.demo_source import DemoSource
+        from ctrain.tracking import configure
+
+        settings, project = self.settings(home, **overrides)
+        with pytest.MonkeyPatch.context() as mp:
+            for key in [k for k in os.environ if k.startswith("CTRAIN_")]:
+                mp.delenv(key)
+            mp.setenv("CTRAIN_PROJECT", str(project))
+            client = configure(settings)
+            bootstrap_champion(settings, DemoSource(**settings.demo.model_dump()))
+            self.use(settings)
+            yield settings, client
 
 
 def _merge(base: dict, extra: dict) -> dict:

@@ -13,15 +13,13 @@ canary promotes it on the live traffic with no caller seeing a failure.
 """
 
 import json
-import os
 from datetime import datetime
 from types import SimpleNamespace
 from urllib.parse import quote
 
 import pytest
-from tests_support import REPO, bootstrap_champion, view_in_browser
+from tests_support import REPO, view_in_browser
 
-from ctrain.data.demo_source import DemoSource
 from ctrain.demo import SERVE_DEMO
 from ctrain.harness.callers import Online
 from ctrain.harness.stream import run_stream
@@ -29,7 +27,6 @@ from ctrain.monitoring.check import load_summaries, scored_by
 from ctrain.monitoring.trigger import trigger_log
 from ctrain.promotion.decisions import list_decisions
 from ctrain.registry import current_champion
-from ctrain.tracking import configure
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +39,6 @@ def stream(tmp_path_factory, stack):
     approval while 6 and 7 are checked; it is approved after 7, then canaried. What the view
     showed while it waited (its JSON and the page in a browser, when batch 7 lands) is kept."""
     home = tmp_path_factory.mktemp("approval-stream") / "ctrain"
-    settings, project = stack.settings(
-        home,
-        dataset={"labels": "delayed"},
-        promotion={"approval": "required", "approval_timeout_minutes": 60},
-        serving=SERVE_DEMO,
-    )
     seen = {}
 
     def look_while_waiting(i, rows):
@@ -64,14 +55,13 @@ def stream(tmp_path_factory, stack):
         )
         seen["shot"] = shot
 
-    with pytest.MonkeyPatch.context() as mp:
-        for key in [k for k in os.environ if k.startswith("CTRAIN_")]:
-            mp.delenv(key)
-        mp.setenv("CTRAIN_PROJECT", str(project))
-        client = configure(settings)
-        bootstrap_champion(settings, DemoSource(**settings.demo.model_dump()))
+    with stack.champion_home(
+        home,
+        dataset={"labels": "delayed"},
+        promotion={"approval": "required", "approval_timeout_minutes": 60},
+        serving=SERVE_DEMO,
+    ) as (settings, client):
         (settings.root / "logs").mkdir(parents=True, exist_ok=True)
-        stack.use(settings)
         with Online(settings, stack.af) as online:
             timeline = run_stream(
                 settings,

@@ -8,23 +8,20 @@ itself in a real headless Chromium, with a screenshot.
 """
 
 import json
-import os
 import urllib.error
 import urllib.request
 from types import SimpleNamespace
 
 import mlflow
 import pytest
-from tests_support import REPO, bootstrap_champion, view_in_browser
+from tests_support import REPO, view_in_browser
 
-from ctrain.data.demo_source import DemoSource
 from ctrain.harness.stream import run_stream
 from ctrain.monitoring.check import load_summaries, scored_by
 from ctrain.monitoring.trigger import trigger_log
 from ctrain.promotion.decisions import list_decisions
 from ctrain.registry import current_champion
 from ctrain.runtime import TASK_PRELOAD, Services, airflow_bin, free_port, wait_for
-from ctrain.tracking import configure
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +33,7 @@ def stream(tmp_path_factory, stack):
     """Bootstrap a champion, then batches 3..7 (drift from 5) through the running services: the
     retrain comes at 6, and 7 is the window after it."""
     home = tmp_path_factory.mktemp("stream") / "ctrain"
-    settings, project = stack.settings(home, dataset={"labels": "delayed"})
-    with pytest.MonkeyPatch.context() as mp:
-        for key in [k for k in os.environ if k.startswith("CTRAIN_")]:
-            mp.delenv(key)
-        mp.setenv("CTRAIN_PROJECT", str(project))
-        client = configure(settings)
-        bootstrap_champion(settings, DemoSource(**settings.demo.model_dump()))
-        stack.use(settings)
+    with stack.champion_home(home, dataset={"labels": "delayed"}) as (settings, client):
         timeline = run_stream(settings, stack.af, start=3, drift_from=5, stop=8)
         yield SimpleNamespace(
             settings=settings, client=client, af=stack.af, timeline=timeline, stack=stack
