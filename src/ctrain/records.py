@@ -367,6 +367,9 @@ class WindowCheck(Record):
     summary_uri: str = ""
     report_uri: str | None = None
     mlflow_run_id: str | None = None
+    # Set when this is champion_version rescored on a window another version served: that
+    # version (the window's drift figures are then not about this champion, and left out).
+    rescored_from: str | None = None
 
     @property
     def flagged(self) -> bool:

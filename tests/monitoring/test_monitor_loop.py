@@ -155,7 +155,12 @@ def test_one_monitor_run_reads_the_champion_once_for_all_its_windows(delayed):
     assert Counting.reads == 1  # the champion's version, tags and reference: once per run
 
 
-def test_a_window_is_judged_for_the_model_that_scored_it_after_a_promotion(delayed, client):
+def test_a_window_is_judged_for_the_model_that_scored_it_and_against_a_champion_trained_before_it(
+    delayed, client
+):
+    """Labels that arrive after a promotion measure the version that served those rows; and
+    the new champion, trained before them, answers for them too (its own scores on the same
+    rows): it inherits the evidence at once. A champion trained on them is not blamed."""
     from ctrain.promotion.promote import manual_promote
     from ctrain.records import RunContext
 
@@ -181,10 +186,26 @@ def test_a_window_is_judged_for_the_model_that_scored_it_after_a_promotion(delay
     assert late["performance"]["champion_value"] == float(
         client.get_model_version(settings.model_name, "1").tags["holdout_roc_auc"]
     )
-    # Kept in the history, and not held against the new champion.
     assert "batch_0003" not in {c["batch_id"] for c in steps.check_windows(settings)}
+    # v2 learned from batches 0-2 only (batch 3 had no labels then): the change is news to it.
+    rescored = json.loads((settings.monitor_dir / "batch_0003" / "rescored-v2.json").read_text())
+    assert (rescored["champion_version"], rescored["rescored_from"]) == ("2", "1")
+    assert rescored["performance"]["decisive"] and rescored["flags"] == ["performance"]
+    assert rescored["performance"]["champion_value"] == float(
+        client.get_model_version(settings.model_name, "2").tags["holdout_roc_auc"]
+    )
     verdict = steps.decide_retrain("t/after", training_active=False, settings=settings)
-    assert verdict["trigger"] is False and "batch_0003" not in verdict["windows"]
+    assert verdict["trigger"] and verdict["champion_version"] == "2"
+    assert verdict["reason"].startswith(
+        "decisive performance drop on batch_0003 (v2's own scores on the rows v1 served)"
+    ), verdict["reason"]
+    # A champion trained with batch 3 in its data answers for it no more than for its own rows.
+    steps.run_training(RunContext(run_id="with-3", force=True), settings=settings)
+    manual_promote(settings, "3", RunContext(run_id="by-hand-3", trigger_reason="a test"), client)
+    steps.check_windows(settings)
+    assert not (settings.monitor_dir / "batch_0003" / "rescored-v3.json").exists()
+    after = steps.decide_retrain("t/v3", training_active=False, settings=settings)
+    assert after["trigger"] is False and "batch_0003" not in after["windows"]
 
 
 def test_no_retrain_is_asked_for_while_a_rollout_holds_traffic(delayed, client):

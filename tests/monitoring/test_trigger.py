@@ -360,6 +360,16 @@ def test_a_champion_trained_on_one_batch_after_a_change_is_retrained_once_more_d
     learned = ("b05", 1)
     assert decide_retrain(cfg, stream, "2", T0, False, learned).trigger is False  # 2 of 3
     stream.append(_matured(7, "2"))
+    # The follow-up is the retrain's own plan, not a reaction: a wall-clock cooldown set after
+    # the request that made v2 does not hold it.
+    made_v2 = dataclasses.replace(
+        decide_retrain(cfg, stream[:7], "1", T0, False), trigger=True, decided_at=T0.isoformat()
+    )
+    record_request(cfg, made_v2, "t/0", stream[:7])
+    floor = cfg.model_copy(
+        update={"monitoring": cfg.monitoring.model_copy(update={"cooldown_minutes": 600})}
+    )
+    assert decide_retrain(floor, stream, "2", T0 + timedelta(minutes=5), False, learned).trigger
     v = decide_retrain(cfg, stream, "2", T0, False, learned)
     assert v.trigger and v.change_from == "b05" and v.flagged_windows == ("b05", "b06", "b07")
     assert v.reason == (

@@ -6,7 +6,9 @@ reference, weighed by how much the champion leans on the drifted features (``sev
 prediction drift (champion scores on the window vs on its held-out rows); the champion's metric
 estimated from its scores before labels arrive (``estimate.py``); and the realised metric once
 enough labels have arrived (vs the champion's held-out figure). The summary JSON and the HTML report go under ``monitor/<batch>/`` and into an MLflow run
-of the monitoring experiment. The champion's model, training rows and held-out scores are read
+of the monitoring experiment. A window is judged for the version that served it; the champion
+is also judged, on its own scores, on every matured window newer than its training data that
+another version served (``rescore_newer_windows``). The champion's model, training rows and held-out scores are read
 once per run (``load_reference``) and shared by every window that run checks.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,8 +30,8 @@ from ctrain.model_io import features, positive_scores
 from ctrain.monitoring.drift import detect_drift, evidently_report
 from ctrain.monitoring.estimate import estimate_drop, fit_calibrator
 from ctrain.monitoring.severity import drift_severity, feature_importance
-from ctrain.records import Estimate, Performance, WindowCheck
-from ctrain.registry import current_champion, load_model, version_uri
+from ctrain.records import DatasetWindow, Estimate, Performance, WindowCheck
+from ctrain.registry import current_champion, load_model, training_window, version_uri
 from ctrain.settings import Settings
 from ctrain.stats import two_sample_bootstrap
 from ctrain.storage import read_json, write_json_atomic
@@ -126,8 +129,10 @@ def windows_to_check(settings: Settings) -> list[tuple[str, str]]:
 
 
 def check_due_windows(settings: Settings, client) -> list[WindowCheck]:
-    """Check every due window for the version that scored it, reading each version once."""
-    champion_version(settings, client)  # nothing to monitor before a first champion
+    """Check every due window for the version that scored it, reading each version once; then
+    rescore, with the champion, the matured windows newer than its training data that another
+    version served (``rescore_newer_windows``)."""
+    champion = champion_version(settings, client)  # nothing to monitor before a first champion
     refs: dict[str, ChampionReference] = {}
     out = []
     for batch_id, version in windows_to_check(settings):
@@ -138,6 +143,11 @@ def check_due_windows(settings: Settings, client) -> list[WindowCheck]:
                 settings, batch_id, refs[version], client, settings.monitoring.html_reports
             )
         )
+    served_by_others = [s for s in load_summaries(settings) if s.champion_version != champion]
+    if any(s.performance.status == "matured" for s in served_by_others):
+        if champion not in refs:
+            refs[champion] = load_reference(settings, client, champion)
+        rescore_newer_windows(settings, client, refs[champion], served_by_others)
     return out
 
 
@@ -348,6 +358,87 @@ def check_window(
     check = replace(check, mlflow_run_id=rid)
     write_json_atomic(summary_path, check.to_xcom() | detail)
     return check
+
+
+def _inherited_path(settings: Settings, batch_id: str, version: str) -> Path:
+    return settings.monitor_dir / batch_id / f"rescored-v{version}.json"
+
+
+def rescore_newer_windows(
+    settings: Settings, client, ref: ChampionReference, summaries: list[WindowCheck]
+) -> list[WindowCheck]:
+    """Champion ``ref`` judged on every matured window newer than its own training data that
+    another version served: its own scores on the window's labeled rows, against its own
+    held-out figure. A champion trained before a change then carries the evidence against it at
+    once; one trained after it is not blamed for windows it never saw (they are in its data).
+
+    Each is kept in ``monitor/<batch>/rescored-v<version>.json`` and made again only when the
+    window's own check is newer (more labels came).
+    """
+    folder = training_window(client, settings.model_name, ref.version, settings.datasets_dir)
+    if folder is None:
+        return []
+    window = DatasetWindow.from_xcom(read_json(folder / "meta.json"))
+    trained_until = pd.Timestamp(window.window_end)
+    model, spec, out = None, settings.dataset, []
+    for s in summaries:
+        if (
+            s.champion_version == ref.version
+            or s.rescored_from is not None
+            or s.performance.status != "matured"
+            or s.batch_id in window.batches
+            or pd.Timestamp(s.window_end) <= trained_until
+        ):
+            continue
+        path = _inherited_path(settings, s.batch_id, ref.version)
+        if path.exists():
+            kept = WindowCheck.from_xcom(read_json(path))
+            if kept.checked_at >= s.checked_at:
+                out.append(kept)
+                continue
+        if model is None:
+            model = load_model(version_uri(settings.model_name, ref.version))
+        rows = pd.read_parquet(accepted_path(settings, s.batch_id))
+        preds = pd.DataFrame(
+            {
+                spec.id_column: rows[spec.id_column].astype(str),
+                "score": positive_scores(model, features(rows, spec), spec.positive_class),
+            }
+        )
+        perf = _performance(settings, preds, ref)
+        check = replace(
+            s,
+            checked_at=datetime.now(UTC).isoformat(),
+            champion_version=ref.version,
+            share_drifted=0.0,
+            dataset_drift=False,
+            drifted_columns=(),
+            prediction_drift=0.0,
+            performance=perf,
+            flags=("performance",) if perf.degraded else (),
+            outside_reference=0.0,
+            outside_columns=(),
+            drift_severity=0.0,
+            severe_drift=False,
+            estimate=None,
+            summary_uri=str(path),
+            report_uri=None,
+            mlflow_run_id=None,
+            rescored_from=s.champion_version,
+        )
+        write_json_atomic(path, check.to_xcom())
+        out.append(check)
+    return out
+
+
+def load_rescored(settings: Settings, version: str) -> list[WindowCheck]:
+    """Champion ``version``'s checks on windows another version served (``rescore_newer_windows``)."""
+    if not settings.monitor_dir.is_dir():
+        return []
+    return [
+        WindowCheck.from_xcom(read_json(p))
+        for p in settings.monitor_dir.glob(f"*/rescored-v{version}.json")
+    ]
 
 
 def load_summaries(settings: Settings) -> list[WindowCheck]:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ctrain.dag_ids import APPROVAL_TASK
-from ctrain.monitoring.check import load_summaries
+from ctrain.monitoring.check import load_rescored, load_summaries
 from ctrain.records import DatasetWindow, RetrainVerdict, WindowCheck
 from ctrain.registry import current_champion, training_window
 from ctrain.settings import Settings
@@ -139,8 +139,8 @@ def _reason(
         w = max(decisive, key=lambda w: w.performance.drop or 0.0)
         p = w.performance
         parts.append(
-            f"decisive performance drop on {w.batch_id} ({p.metric} {p.value:.4f} vs champion "
-            f"{p.champion_value:.4f}, drop {p.drop:+.4f} "
+            f"decisive performance drop on {w.batch_id}{_rescored(w)} ({p.metric} {p.value:.4f} "
+            f"vs champion {p.champion_value:.4f}, drop {p.drop:+.4f} "
             f"[{p.drop_low:+.4f}, {p.drop_high:+.4f}] at "
             f"{settings.monitoring.decisive_confidence:.0%} on {p.labeled_rows} labeled rows, "
             f"past the {settings.monitoring.performance_drop} tolerance)"
@@ -169,6 +169,20 @@ def _reason(
             f"on {worst.labeled_rows} labeled rows)"
         )
     return "; ".join(parts)
+
+
+def _rescored(w: WindowCheck) -> str:
+    """Whose evidence a window is, when the champion was judged on rows another version served."""
+    if not w.rescored_from:
+        return ""
+    return f" (v{w.champion_version}'s own scores on the rows v{w.rescored_from} served)"
+
+
+def with_rescored(summaries: list[WindowCheck], rescored: list[WindowCheck]) -> list[WindowCheck]:
+    """``summaries`` with the champion's own checks in place of other versions' on the same
+    windows (``check.rescore_newer_windows``), oldest window first."""
+    by_id = {s.batch_id: s for s in summaries} | {s.batch_id: s for s in rescored}
+    return sorted(by_id.values(), key=lambda s: (s.window_end, s.batch_id))
 
 
 def _marginal(perf: list[WindowCheck]) -> str:
@@ -385,6 +399,8 @@ def decide_retrain(
         suppressed_by = rollout
     elif worse:
         pass  # new evidence, worse than what the last request answered: asked for at once
+    elif grown and not (drift_fires or perf_fires or at_once):
+        pass  # a retrain's own planned follow-up, not a reaction: no cooldown holds it
     elif last and now - datetime.fromisoformat(last.decided_at) < timedelta(
         minutes=cfg.cooldown_minutes
     ):
@@ -488,6 +504,8 @@ def decide(
     then); ``run_state`` tells where an earlier request's run is (``pending_retrain``)."""
     version = current_champion(client, settings.model_name)
     summaries = load_summaries(settings)
+    if version is not None:  # the champion also answers for windows newer than its data
+        summaries = with_rescored(summaries, load_rescored(settings, version))
     pending = pending_retrain(settings, run_state) if run_state else None
     verdict = decide_retrain(
         settings,
