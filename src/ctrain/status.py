@@ -93,7 +93,8 @@ def format_status(report: dict[str, Any], metric: str) -> str:
     if report.get("monitor"):
         verdict = RetrainVerdict.from_xcom(report["monitor"])
         lines.append(
-            f"{'monitor':<10}: {describe(verdict)} ({verdict.decided_at[:19].replace('T', ' ')})"
+            f"{'monitor':<10}: last verdict at {verdict.decided_at[:19].replace('T', ' ')} "
+            f"(decisions after it are below): {describe(verdict)}"
         )
     lines.append(f"\nrecent decisions (newest first) for {report['model']}:")
     for d in report["decisions"]:

@@ -63,7 +63,10 @@ def test_labels_that_condemn_the_champion_hold_the_next_batch_until_its_retrain_
     from ctrain.status import format_status, status
 
     shown = format_status(status(settings, client), "roc_auc")
-    assert "monitor   : retrain requested: decisive performance drop on batch_0004" in shown
+    assert "monitor   : last verdict at " in shown
+    assert "(decisions after it are below): retrain requested: decisive performance drop on " in (
+        shown
+    )
     assert verdict["requested_run"] == "retrain__5"
     assert undecided_drops(settings, client) == []
     reason = hold_reason(settings, client, ["batch_0005"], monitor_busy=True, now=_now())
