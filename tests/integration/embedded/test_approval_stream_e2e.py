@@ -27,6 +27,7 @@ from ctrain.monitoring.check import load_summaries, scored_by
 from ctrain.monitoring.trigger import trigger_log
 from ctrain.promotion.decisions import list_decisions
 from ctrain.registry import current_champion
+from ctrain.runtime import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +74,15 @@ def stream(tmp_path_factory, stack):
                 approve_after=2,
                 on_land=look_while_waiting,
             )
+
+            # Approved and handed over: the view shows the request as rolling out until the
+            # canary ends (it lasts two steps of 15 s at least).
+            def rolling_out():
+                status, body = stack.af.api("GET", f"/ctrain/api/models/{settings.model_name}")
+                pending = body.get("pending_request") if status == 200 else None
+                return pending if pending and pending["stage"] == "rolling out" else None
+
+            seen["rolling_out"] = wait_for("the view to show the rollout", rolling_out, 120)
             online.settle()
             report = online.report()
         yield SimpleNamespace(
@@ -125,6 +135,13 @@ def test_after_the_approval_the_canary_promotes_it_on_live_traffic(stream):
     assert report["failures"] == [] and report["requests"] > 0
     assert report["answered"].get(("challenger", "2"), 0) > 0
     assert report["rollouts"] and report["rollouts"][0].startswith("v2 promoted 1→2"), report
+    # While it ran, the view named the rollout as the pending request's stage, with its run.
+    rolling = stream.seen["rolling_out"]
+    assert (rolling["dag_id"], rolling["training_run_id"]) == (
+        "ct_rollout",
+        trigger_log(settings)[0].requested_run,
+    )
+    assert rolling["url"].startswith("../dags/ct_rollout/runs/")
 
 
 def test_the_view_showed_the_request_waiting_with_its_run_and_the_windows_since(stream):
