@@ -51,6 +51,7 @@ class ChampionReference:
     profile: dict  # the ranges and category sets learned from its training window
     calibrator: Any = None  # its score -> chance of the positive class, on its held-out rows
     importance: dict = field(default_factory=dict)  # each feature's share of its importance
+    model: Any = None  # the version's model, loaded once (it scored the held-out rows)
 
 
 def load_reference(settings: Settings, client, version: str) -> ChampionReference:
@@ -76,6 +77,7 @@ def load_reference(settings: Settings, client, version: str) -> ChampionReferenc
         importance=_importance(
             folder / f"importance-{mv.run_id}-{metric}.json", model, holdout, settings
         ),
+        model=model,
     )
 
 
@@ -360,7 +362,7 @@ def check_window(
     return check
 
 
-def _inherited_path(settings: Settings, batch_id: str, version: str) -> Path:
+def _rescored_path(settings: Settings, batch_id: str, version: str) -> Path:
     return settings.monitor_dir / batch_id / f"rescored-v{version}.json"
 
 
@@ -380,7 +382,7 @@ def rescore_newer_windows(
         return []
     window = DatasetWindow.from_xcom(read_json(folder / "meta.json"))
     trained_until = pd.Timestamp(window.window_end)
-    model, spec, out = None, settings.dataset, []
+    spec, out = settings.dataset, []
     for s in summaries:
         if (
             s.champion_version == ref.version
@@ -390,19 +392,17 @@ def rescore_newer_windows(
             or pd.Timestamp(s.window_end) <= trained_until
         ):
             continue
-        path = _inherited_path(settings, s.batch_id, ref.version)
+        path = _rescored_path(settings, s.batch_id, ref.version)
         if path.exists():
             kept = WindowCheck.from_xcom(read_json(path))
             if kept.checked_at >= s.checked_at:
                 out.append(kept)
                 continue
-        if model is None:
-            model = load_model(version_uri(settings.model_name, ref.version))
         rows = pd.read_parquet(accepted_path(settings, s.batch_id))
         preds = pd.DataFrame(
             {
                 spec.id_column: rows[spec.id_column].astype(str),
-                "score": positive_scores(model, features(rows, spec), spec.positive_class),
+                "score": positive_scores(ref.model, features(rows, spec), spec.positive_class),
             }
         )
         perf = _performance(settings, preds, ref)

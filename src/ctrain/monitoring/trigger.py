@@ -352,14 +352,17 @@ def decide_retrain(
     )
     decisive = [s for s in perf if s.performance.decisive]
     drift_fires, perf_fires = len(drift) >= k, len(perf) >= k or bool(decisive)
+    fires = drift_fires or perf_fires or bool(at_once)
     grown, grown_reason = _grown(settings, summaries, champion_version, learned)
-    if grown and not (drift_fires or perf_fires or at_once):
-        # No new evidence against the champion: it learned the new regime from too little.
+    # A planned follow-up: no new evidence against the champion, which learned the new regime
+    # from too little. It is the retrain's own plan, not a reaction (no cooldown holds it).
+    follow_up = bool(grown) and not fires
+    if follow_up:
         # Trained on all of them: the window of a request after drift is capped, this one not.
         verdict = dataclasses.replace(
             verdict, flagged_windows=tuple(s.batch_id for s in grown), window_batches=0
         )
-    elif not (drift_fires or perf_fires or at_once):
+    elif not fires:
         return dataclasses.replace(
             verdict,
             suppressed_by=pending.describe() if pending else None,
@@ -375,7 +378,7 @@ def decide_retrain(
     # why the model was retrained on drift wants to know its performance fell as well.
     reason = (
         grown_reason
-        if grown and not (drift_fires or perf_fires or at_once)
+        if follow_up
         else _reason(drift, len(recent), perf, len(matured), settings, at_once)
     )
     if harmless:
@@ -399,8 +402,8 @@ def decide_retrain(
         suppressed_by = rollout
     elif worse:
         pass  # new evidence, worse than what the last request answered: asked for at once
-    elif grown and not (drift_fires or perf_fires or at_once):
-        pass  # a retrain's own planned follow-up, not a reaction: no cooldown holds it
+    elif follow_up:
+        pass  # the retrain's own plan: no cooldown holds it
     elif last and now - datetime.fromisoformat(last.decided_at) < timedelta(
         minutes=cfg.cooldown_minutes
     ):
