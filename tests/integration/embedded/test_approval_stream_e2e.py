@@ -13,7 +13,6 @@ canary promotes it on the live traffic with no caller seeing a failure.
 """
 
 import json
-from datetime import datetime
 from types import SimpleNamespace
 from urllib.parse import quote
 
@@ -107,17 +106,28 @@ def test_while_the_approval_waits_two_later_batches_are_checked_and_named_for_it
     for b in ("batch_0006", "batch_0007"):
         assert checked[b].champion_version == "1", b
         assert scored_by(settings, b) == "1", b  # not held for hours: scored at once
-    # ... and the monitor's runs said so, naming the run that waits (their notes).
-    notes = [r.get("note") or "" for r in stream.stack.runs("ct_drift_monitor")]
+    # ... and the monitor's runs said so, naming the run that waits (their notes, read with
+    # the official client as a person's tooling would).
+    import airflow_client.client as ac
+
+    af, since = stream.stack.af, stream.stack.since
+    with ac.ApiClient(ac.Configuration(host=af.base_url, access_token=af.token())) as c:
+        runs = ac.DagRunApi(c)
+
+        def mine(dag_id):
+            found = runs.get_dag_runs(dag_id, limit=100).dag_runs
+            return [r for r in found if r.run_after >= since]
+
+        monitor, training = mine("ct_drift_monitor"), mine("ct_training")
+    notes = [r.note or "" for r in monitor]
     naming = [n for n in notes if f"is waiting for approval (ct_training run {run})" in n]
     assert len(naming) >= 2, notes
     # No monitor run waited on the retrain: each ended within a couple of minutes.
-    for r in stream.stack.runs("ct_drift_monitor"):
-        took = datetime.fromisoformat(r["end_date"]) - datetime.fromisoformat(r["start_date"])
-        assert took.total_seconds() < 180, (r["dag_run_id"], took)
+    for r in monitor:
+        took = r.end_date - r.start_date
+        assert took.total_seconds() < 180, (r.dag_run_id, took)
     # The retrain ran under the id its request recorded, and was approved and promoted after.
-    training = [r["dag_run_id"] for r in stream.stack.runs("ct_training")]
-    assert training == [run]
+    assert [r.dag_run_id for r in training] == [run]
     decision = by_batch[5]["decision"]
     assert (decision.decision, decision.challenger_version) == ("rollout", "2"), decision
     assert decision.approver == "admin"
