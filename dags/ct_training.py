@@ -102,7 +102,7 @@ def ct_training():
         from ctrain import steps
 
         try:
-            return steps.run_context(
+            ctx = steps.run_context(
                 dag_id=dag_run.dag_id,
                 run_id=dag_run.run_id,
                 run_type=str(getattr(dag_run, "run_type", "manual")),
@@ -115,6 +115,9 @@ def ct_training():
         except steps.UnknownConf as exc:  # fail at once: a retry cannot fix the trigger
             ti.xcom_push(key=NOTE_KEY, value=f"refused: {exc}")
             raise AirflowFailException(str(exc)) from exc
+        # Started by the schedule or new data while the monitor condemns the champion: from the
+        # change on, as the monitor's own request would.
+        return steps.from_standing_change(ctx)
 
     @task
     def assemble_window(ctx: dict, ti=None) -> dict:

@@ -92,6 +92,32 @@ def run_context(
     ).to_xcom()
 
 
+def from_standing_change(ctx: XCom, settings: Settings | None = None) -> XCom:
+    """A run the schedule or new data started, while the monitor holds decisive evidence against
+    the champion, trains from the change on (``monitoring.retrain_window_batches`` batches, as
+    the monitor's own request would), and its reason says so; any other run is returned as is.
+
+    Without this, a scheduled retrain between a change and its retrain trains on the whole
+    window, old regime and new mixed, and is compared on the same mix."""
+    import dataclasses
+
+    from ctrain.monitoring.trigger import standing_change
+
+    run = RunContext.from_xcom(ctx)
+    if run.since_batch or run.started_by not in ("schedule", "ct_ingest"):
+        return ctx
+    s = _settings(settings)
+    change = standing_change(s, _client(s))
+    if change is None:
+        return ctx
+    return dataclasses.replace(
+        run,
+        since_batch=change.since_batch,
+        window_batches=s.monitoring.retrain_window_batches or None,
+        trigger_reason=f"{run.trigger_reason}; {change.describe()}",
+    ).to_xcom()
+
+
 def list_landed(settings: Settings | None = None) -> list[str]:
     """Files waiting in the landing folder; learns the reference profile on first use."""
     from ctrain.ingest.batches import pending_files

@@ -38,6 +38,18 @@ def test_a_long_stable_stream_never_triggers(delayed):
         json.loads(p.read_text()) for p in settings.monitor_dir.glob("batch_*/summary.json")
     ]
     assert len(summaries) == 13 and not any(s["flagged"] for s in summaries)
+    # Nothing stands against the champion: a scheduled retrain trains on its usual window.
+    scheduled = _context("scheduled")
+    assert steps.from_standing_change(scheduled, settings) == scheduled
+
+
+def _context(run_type):
+    return steps.run_context(
+        "ct_training", f"{run_type}__1", run_type, dict(_PARAMS), declared=set(_PARAMS)
+    )
+
+
+_PARAMS = {"window_batches": 0, "since_batch": "", "dry_run": False, "force": False, "reason": "x"}
 
 
 def test_covariate_shift_triggers_by_data_drift_and_names_the_columns(delayed):
@@ -106,6 +118,23 @@ def test_a_decisive_concept_change_retrains_on_its_first_labeled_window(delayed)
         and summaries["batch_0006"]["performance"]["degraded"]
     )
     assert summaries["batch_0008"]["performance"]["status"] == "no_labels"
+
+    # The schedule (or new data) starting ct_training while that evidence stands: the run trains
+    # from the change on, as the monitor's request does, and its reason says why.
+    ctx = steps.from_standing_change(_context("scheduled"), settings)
+    assert ctx["since_batch"] == "batch_0005" == verdicts[7]["change_from"]
+    assert ctx["window_batches"] == settings.monitoring.retrain_window_batches
+    assert ctx["trigger_reason"].startswith(
+        "scheduled; trains from batch_0005 on, as a drift retrain would: the monitor holds "
+        "decisive evidence against v1 (decisive performance drop on batch_000"
+    )
+    window = steps.assemble(ctx, settings)
+    assert window["since_batch"] == "batch_0005" and window["batches"][0] == "batch_0005"
+    asset = steps.from_standing_change(_context("asset_triggered"), settings)
+    assert asset["since_batch"] == "batch_0005"
+    # A person's trigger is theirs to shape (the form has since_batch): left as asked.
+    manual = _context("manual")
+    assert steps.from_standing_change(manual, settings) == manual
 
 
 def test_the_evidence_includes_evidently_html_and_an_mlflow_run(delayed, client):

@@ -505,10 +505,7 @@ def decide(
     logged once per key, with the ct_training run it starts. The latest verdict is kept in
     ``monitor/last_verdict.json``. ``rollout`` names a rollout that holds traffic (no request
     then); ``run_state`` tells where an earlier request's run is (``pending_retrain``)."""
-    version = current_champion(client, settings.model_name)
-    summaries = load_summaries(settings)
-    if version is not None:  # the champion also answers for windows newer than its data
-        summaries = with_rescored(summaries, load_rescored(settings, version))
+    version, summaries = champion_windows(settings, client)
     pending = pending_retrain(settings, run_state) if run_state else None
     verdict = decide_retrain(
         settings,
@@ -527,6 +524,57 @@ def decide(
         verdict = record_request(settings, verdict, key, summaries, client)
     write_json_atomic(settings.monitor_dir / "last_verdict.json", verdict.to_xcom())
     return verdict
+
+
+def champion_windows(settings: Settings, client) -> tuple[str | None, list[WindowCheck]]:
+    """The champion's version and every window's check, the champion's own in place of another
+    version's where it was judged on a window newer than its training data."""
+    version = current_champion(client, settings.model_name)
+    summaries = load_summaries(settings)
+    if version is not None:
+        summaries = with_rescored(summaries, load_rescored(settings, version))
+    return version, summaries
+
+
+def _decisive(w: WindowCheck) -> bool:
+    """Evidence one window is enough for: a decisive measured or estimated drop, severe drift."""
+    p = w.performance
+    return (
+        (p.status == "matured" and p.degraded and p.decisive)
+        or "estimated_drop" in w.flags
+        or (w.severe_drift and not _harmless(w))
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class StandingChange:
+    """Decisive evidence the monitor holds against the champion, and where the change began."""
+
+    champion_version: str
+    since_batch: str
+    evidence: str
+
+    def describe(self) -> str:
+        return (
+            f"trains from {self.since_batch} on, as a drift retrain would: the monitor holds "
+            f"decisive evidence against v{self.champion_version} ({self.evidence})"
+        )
+
+
+def standing_change(settings: Settings, client) -> StandingChange | None:
+    """The change a retrain started by the schedule or new data must train from, when the
+    monitor's recent windows hold decisive evidence against the champion: the same windows,
+    evidence and starting batch the monitor's own request would name (``decide_retrain``),
+    whether or not a cooldown or a pending request holds that request back. None otherwise."""
+    version, summaries = champion_windows(settings, client)
+    if version is None:
+        return None
+    verdict = decide_retrain(settings, summaries, version, now_utc(), training_active=False)
+    by_id = {s.batch_id: s for s in summaries}
+    flagged = [by_id[b] for b in verdict.flagged_windows if b in by_id]
+    if not verdict.change_from or not any(_decisive(w) for w in flagged):
+        return None
+    return StandingChange(version, verdict.change_from, verdict.reason)
 
 
 def _learned(settings: Settings, client, version: str | None) -> tuple[str, int] | None:
