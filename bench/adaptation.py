@@ -1,7 +1,8 @@
 """How fast ctrain adapts, measured the way a user feels it: prequential evaluation of streams.
 
     python bench/adaptation.py [--streams stable,covariate,boundary,concept,gradual] [--windows 16]
-        [--stable-windows 30] [--change-after 6] [--repeat 1] [--out FILE.json]
+        [--stable-windows 30] [--change-after 6] [--repeat 1] [--cadence day|minute]
+        [--scheduled] [--out FILE.json]
 
 Each stream runs in a fresh CTRAIN_HOME through the real DAGs: the first champion from batches
 0-2 (``airflow dags test``, as in the demo), then one batch a window under the real scheduler,
@@ -21,6 +22,12 @@ true labels, beside three models computed here, in the same run, on the same row
 The baselines use the first champion's estimator and parameters, so they differ from ctrain
 only in when and on what they train. Packaged defaults: the monitor's cooldown is counted in
 windows, so it means the same here as at a batch a day.
+
+``--cadence`` sets the event time between two batches (a day, or a minute; the windows arrive
+seconds apart in wall-clock time either way): what ctrain decides must not depend on it.
+``--scheduled`` starts ct_training once more as the daily schedule would (the default form: the
+whole window), right after the first changed batch is judged and before its labels land: the
+case of a scheduled retrain between a change and its labels, made on purpose.
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ import pandas as pd
 
 FIRST_STREAM_BATCH = 3  # batches 0-2 make the first champion
 RETRAIN_BATCHES = 3
+
+
+CADENCES = {"day": 86_400.0, "minute": 60.0}
 
 
 def stream_source(kind: str, change: int, demo: dict[str, Any]):
@@ -76,7 +86,14 @@ def _measure(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     }
 
 
-def run_stream_once(kind: str, n_windows: int, change_after: int, log_dir: Path) -> dict:
+def run_stream_once(
+    kind: str,
+    n_windows: int,
+    change_after: int,
+    log_dir: Path,
+    cadence: str = "day",
+    scheduled: bool = False,
+) -> dict:
     """One stream in a fresh home: the per-window figures and the stream's summary."""
     from ctrain import dag_ids
     from ctrain.harness.stream import run_stream, stream_services
@@ -90,7 +107,8 @@ def run_stream_once(kind: str, n_windows: int, change_after: int, log_dir: Path)
 
     settings = load_settings()
     change = FIRST_STREAM_BATCH + change_after if kind != "stable" else None
-    src = stream_source(kind, change if change is not None else 10**6, settings.demo.model_dump())
+    demo = settings.demo.model_dump() | {"batch_seconds": CADENCES[cadence]}
+    src = stream_source(kind, change if change is not None else 10**6, demo)
     log = log_dir / "airflow.log"
     migrate(settings, log)
     for i in range(FIRST_STREAM_BATCH):
@@ -102,7 +120,13 @@ def run_stream_once(kind: str, n_windows: int, change_after: int, log_dir: Path)
     started = time.monotonic()
     with stream_services(settings, log_dir) as af:
         timeline = run_stream(
-            settings, af, start=FIRST_STREAM_BATCH, drift_from=change or stop, stop=stop, src=src
+            settings,
+            af,
+            start=FIRST_STREAM_BATCH,
+            drift_from=change or stop,
+            stop=stop,
+            src=src,
+            train_at=change if scheduled else None,
         )
     stream_s = time.monotonic() - started
 
@@ -165,8 +189,13 @@ def run_stream_once(kind: str, n_windows: int, change_after: int, log_dir: Path)
         vals = [r[key][metric] for r in of if r.get(key)]
         return float(np.mean(vals)) if vals else None
 
+    scheduled_runs = [e["scheduled"] for e in timeline if e.get("scheduled")]
     summary = {
         "stream": kind,
+        "cadence": cadence,
+        "scheduled_run": (
+            f"after batch {change}: {scheduled_runs[0].headline}" if scheduled_runs else None
+        ),
         "windows": n_windows,
         "change_at": change,
         "stream_s": stream_s,
@@ -174,6 +203,7 @@ def run_stream_once(kind: str, n_windows: int, change_after: int, log_dir: Path)
         "requested_at": requested_at,
         "reasons": [r.reason for r in requests],
         "training_runs": len(trained) - 1,  # the first champion is not a retrain
+        "decisions": [d.headline for d in reversed(decisions)],
         "false_retrains": len([b for b in requested_at if change is None or b < change]),
         "detection_delay": (
             min([b for b in requested_at if b >= change], default=None) - change
@@ -202,6 +232,8 @@ def main() -> None:
     ap.add_argument("--stable-windows", type=int, default=30)
     ap.add_argument("--change-after", type=int, default=6, help="stream windows before the change")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--cadence", choices=sorted(CADENCES), default="day")
+    ap.add_argument("--scheduled", action="store_true", help="a scheduled run after the change")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     results: list[dict] = []
@@ -216,8 +248,14 @@ def main() -> None:
             home = Path(tempfile.mkdtemp(prefix=f"ctrain-adapt-{kind}-")) / "home"
             os.environ["CTRAIN_HOME"] = str(home)
             n = args.stable_windows if kind == "stable" else args.windows
-            print(f"\n== adaptation: {kind}, {n} windows, run {rep + 1}/{args.repeat} in {home}")
-            out = run_stream_once(kind, n, args.change_after, home / "logs")
+            print(
+                f"\n== adaptation: {kind}, {n} windows, a batch a {args.cadence} in event time"
+                f"{', a scheduled run after the change' if args.scheduled else ''}, run "
+                f"{rep + 1}/{args.repeat} in {home}"
+            )
+            out = run_stream_once(
+                kind, n, args.change_after, home / "logs", args.cadence, args.scheduled
+            )
             out["summary"]["run"] = rep + 1
             print(json.dumps(out["summary"], indent=1), flush=True)
             results.append(out)

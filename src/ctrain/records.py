@@ -234,6 +234,11 @@ class Comparison(Record):
     holdout_rows: int
     dataset_id: str
     comparison_uri: str
+    # When the monitor condemned the champion on the windows some held-out rows come from, the
+    # figures above are on those rows, and ``all_rows`` holds them on every held-out row.
+    condemned_windows: tuple[str, ...] = ()
+    condemned_rows: int = 0
+    all_rows: dict[str, float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -239,15 +239,20 @@ def register(
 
 
 def compare(challenger: XCom, dataset: XCom, ctx: XCom, settings: Settings | None = None) -> XCom:
+    from ctrain.monitoring.trigger import standing_change
     from ctrain.promotion.compare import compare as _compare
 
     s = _settings(settings)
+    client = _client(s)
+    # Where the monitor condemned the champion, if it did: the comparison is made there.
+    change = standing_change(s, client)
     return _compare(
         s,
         RegisteredVersion.from_xcom(challenger),
         DatasetWindow.from_xcom(dataset),
         RunContext.from_xcom(ctx),
-        _client(s),
+        client,
+        (change.champion_version, change.windows) if change else None,
     ).to_xcom()
 
 

@@ -130,6 +130,40 @@ def test_a_decisive_concept_change_retrains_on_its_first_labeled_window(delayed)
     )
     window = steps.assemble(ctx, settings)
     assert window["since_batch"] == "batch_0005" and window["batches"][0] == "batch_0005"
+    # Its comparison is made where v1 was condemned: non-inferiority there, both figures kept.
+    trained = steps.train(window, ctx, settings)
+    challenger = steps.register(
+        trained,
+        window,
+        steps.validate_set(window, settings),
+        steps.evaluate(trained, window, settings),
+        ctx,
+        settings,
+    )
+    comparison = steps.compare(challenger, window, ctx, settings)
+    assert comparison["condemned_windows"] == ["batch_0005", "batch_0006"]
+    assert comparison["condemned_rows"] == comparison["holdout_rows"] == window["rows_holdout"]
+    assert comparison["rule"] == "significant_improvement" and comparison["ci_low"] > 0
+    assert (
+        f"where v1 failed decisively; on all {window['rows_holdout']} held-out rows "
+        in (comparison["reason"])
+    )
+    assert comparison["all_rows"]["diff"] == comparison["diff"]  # here the same rows
+    # No held-out row comes from the windows named: judged on all of them, as usual.
+    from ctrain.promotion.compare import compare
+    from ctrain.records import DatasetWindow, RegisteredVersion, RunContext
+    from ctrain.tracking import configure
+
+    elsewhere = compare(
+        settings,
+        RegisteredVersion.from_xcom(challenger),
+        DatasetWindow.from_xcom(window),
+        RunContext.from_xcom(ctx),
+        configure(settings),
+        ("1", ("batch_0004",)),
+    )
+    assert not elsewhere.condemned_windows and elsewhere.all_rows is None
+    assert elsewhere.rule == "significant_improvement" and elsewhere.diff == comparison["diff"]
     asset = steps.from_standing_change(_context("asset_triggered"), settings)
     assert asset["since_batch"] == "batch_0005"
     # A person's trigger is theirs to shape (the form has since_batch): left as asked.

@@ -115,6 +115,26 @@ CFG = PromotionConfig(
         ),
         ({"paired": _paired(-0.03, -0.05, -0.01), "force": True}, ("promote", "forced")),
         ({"paired": None, "floors": {"roc_auc": 0.5}, "force": True}, ("reject", "floor")),
+        # Against a champion the monitor condemned, on the rows where it failed: not worse by
+        # more than condemned_margin (0.02) is enough; a slice guardrail still holds.
+        (
+            {"paired": _paired(0.02, -0.009, 0.05), "condemned": "on b9"},
+            ("promote", "non_inferior"),
+        ),
+        ({"paired": _paired(0.0, -0.03, 0.03), "condemned": "on b9"}, ("reject", "inferior")),
+        (
+            {
+                "paired": _paired(0.02, -0.009, 0.05),
+                "condemned": "on b9",
+                "slices": [{"column": "region", "value": "west", "rows": 300, "diff": -0.05}],
+            },
+            ("reject", "slice_guardrail"),
+        ),
+        ({"paired": _paired(0.02, -0.009, 0.05)}, ("reject", "not_significant")),
+        (
+            {"paired": _paired(0.03, 0.01, 0.05), "condemned": "on b9"},
+            ("promote", "significant_improvement"),
+        ),
     ],
 )
 def test_rules_decide_in_order(kwargs, expected):

@@ -38,6 +38,7 @@ class DemoSource:
     concept_drift_over: int = 1
     boundary_shift_from: int | None = None
     label_delay_days: float = 2.0
+    batch_seconds: float = 86_400.0  # event time between two batches' starts (a day)
 
     def concept_share(self, index: int) -> float:
         """The share of batch ``index``'s rows labelled by the new rule."""
@@ -100,8 +101,8 @@ class DemoSource:
         z = z - np.quantile(z, 1 - self.positive_rate)
         label = (rng.random(n) < 1 / (1 + np.exp(-3 * z))).astype(int)
 
-        start = EPOCH + timedelta(days=index)
-        times = start + pd.to_timedelta(np.sort(rng.uniform(0, 86_400, n)), unit="s")
+        start = EPOCH + timedelta(seconds=index * self.batch_seconds)
+        times = start + pd.to_timedelta(np.sort(rng.uniform(0, self.batch_seconds, n)), unit="s")
         return pd.DataFrame(
             {
                 "row_id": [f"b{index:04d}-{i:06d}" for i in range(n)],
@@ -145,7 +146,9 @@ class DemoSource:
             {
                 "row_id": df["row_id"],
                 "label": df["label"],
-                "label_time": df["event_time"] + pd.Timedelta(days=self.label_delay_days),
+                # Late by label_delay_days at a batch a day; by as many batches at any cadence.
+                "label_time": df["event_time"]
+                + pd.Timedelta(seconds=self.label_delay_days * self.batch_seconds),
             }
         )
 

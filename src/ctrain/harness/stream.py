@@ -58,6 +58,7 @@ def run_stream(
     src: DemoSource | None = None,
     on_land=None,
     approve_after: int = 2,
+    train_at: int | None = None,
 ) -> list[dict]:
     """Feed batches one at a time through the real scheduler of ``af`` (``stream_services``);
     return the timeline.
@@ -71,6 +72,9 @@ def run_stream(
     their entries say which pending run the monitor's verdict named. ``src`` replaces
     the demo's stream (its drift settings then say where the change is). ``on_land(i, rows)`` is
     told of each batch as it lands (with its clean rows), e.g. to send live traffic like it.
+    With ``train_at``, once batch ``train_at`` is judged, ct_training is started as the daily
+    schedule would start it (default form: the whole window), e.g. between a change and its
+    labels, and its decision waited for.
     """
     from ctrain.monitoring.hold import decided as judged
     from ctrain.monitoring.hold import last_verdict
@@ -153,6 +157,12 @@ def run_stream(
             else:  # the monitor goes on checking while a person decides
                 waiting = {"entry": entry, "run": run, "checked": [], "decisions": n_decisions}
                 print(f"    approval requested for run {run}; the stream goes on", flush=True)
+        if i == train_at and waiting is None:
+            n = len(decisions())
+            af.trigger(TRAINING, {"reason": "as the daily schedule would, after " + batch_id})
+            wait_for("the run's decision", lambda n=n: decided(n), 900, alive=af.alive)
+            entry["scheduled"] = decisions()[0]
+            print(f"    batch {i}: a run as the schedule would start it: {decisions()[0].headline}")
         entry["seconds"] = time.monotonic() - t0
         timeline.append(entry)
         if waiting is not None and (len(waiting["checked"]) >= approve_after or i == stop - 1):

@@ -553,6 +553,7 @@ class StandingChange:
     champion_version: str
     since_batch: str
     evidence: str
+    windows: tuple[str, ...]  # the windows with decisive evidence
 
     def describe(self) -> str:
         return (
@@ -572,9 +573,10 @@ def standing_change(settings: Settings, client) -> StandingChange | None:
     verdict = decide_retrain(settings, summaries, version, now_utc(), training_active=False)
     by_id = {s.batch_id: s for s in summaries}
     flagged = [by_id[b] for b in verdict.flagged_windows if b in by_id]
-    if not verdict.change_from or not any(_decisive(w) for w in flagged):
+    decisive = tuple(w.batch_id for w in flagged if _decisive(w))
+    if not verdict.change_from or not decisive:
         return None
-    return StandingChange(version, verdict.change_from, verdict.reason)
+    return StandingChange(version, verdict.change_from, verdict.reason, decisive)
 
 
 def _learned(settings: Settings, client, version: str | None) -> tuple[str, int] | None:

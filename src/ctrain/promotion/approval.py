@@ -45,7 +45,14 @@ def request(settings: Settings, comparison: Comparison, ctx: RunContext, client)
         figure = (
             f"{c.metric} {c.challenger_metric:.4f} vs {c.champion_metric:.4f}: difference "
             f"{c.diff:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}] at {c.confidence:.0%} "
-            f"on {c.holdout_rows} held-out rows"
+            + (
+                f"on the {c.condemned_rows} held-out rows of {', '.join(c.condemned_windows)}, "
+                f"where v{c.champion_seen} failed decisively (on all {c.holdout_rows}: "
+                f"{c.all_rows['diff']:+.4f} [{c.all_rows['ci_low']:+.4f}, "
+                f"{c.all_rows['ci_high']:+.4f}])"
+                if c.all_rows
+                else f"on {c.holdout_rows} held-out rows"
+            )
         )
     subject = (
         f"Promote {name} v{c.challenger_version} over "

@@ -2,8 +2,16 @@
 
 Both models score the same rows; each bootstrap resample draws row indices once and computes both
 metrics on them, so the interval is of the *paired* difference. The decision rules, in order:
-validation status, absolute floors, first champion, force, significance plus minimum improvement,
-then slice guardrails. The first rule that decides is named in the result.
+validation status, absolute floors, first champion, force, significance plus minimum improvement
+(or, against a condemned champion, non-inferiority), then slice guardrails. The first rule that
+decides is named in the result.
+
+A champion the monitor holds decisive evidence against (``monitoring.trigger.standing_change``)
+is judged where it was condemned: when enough held-out rows come from the condemned windows, both
+models are compared on those rows (the figure on every held-out row is recorded beside it), and
+the challenger wins when it is not worse there by more than ``promotion.condemned_margin``. On a
+turning change the held-out rows mix the old rule and the new; a champion already shown to fail
+on the new one is no status quo to defend against a challenger that learned it.
 """
 
 from __future__ import annotations
@@ -56,8 +64,12 @@ def decide(
     paired: Difference | None,
     slices: list[dict[str, Any]],
     force: bool,
+    condemned: str = "",
 ) -> tuple[str, str, str]:
-    """``(action, rule, reason)`` with action ``promote`` or ``reject``."""
+    """``(action, rule, reason)`` with action ``promote`` or ``reject``.
+
+    ``condemned`` says where the monitor condemned the champion when ``paired`` is measured on
+    those rows: the challenger then needs to be non-inferior, not significantly better."""
     if validation_status != "passed":
         return "reject", "validation", f"validation_status is {validation_status!r}, not 'passed'"
     for name, value in floors.items():
@@ -72,6 +84,24 @@ def decide(
     interval = (
         f"{paired.diff:+.4f} [{paired.ci_low:+.4f}, {paired.ci_high:+.4f}] at {cfg.confidence:.0%}"
     )
+    if condemned:
+        interval += f" {condemned}"
+    better = paired.ci_low > 0 and paired.diff >= cfg.min_improvement
+    if condemned and cfg.condemned_margin > 0 and not better:
+        if not paired.ci_low > -cfg.condemned_margin:
+            return (
+                "reject",
+                "inferior",
+                f"{cfg.metric} difference {interval} may be worse than the condemned champion by "
+                f"more than condemned_margin {cfg.condemned_margin}",
+            )
+        verdict = (
+            "promote",
+            "non_inferior",
+            f"{cfg.metric} difference {interval} is within condemned_margin "
+            f"{cfg.condemned_margin} of the condemned champion",
+        )
+        return _slice_guardrail(cfg, slices) or verdict
     if not paired.ci_low > 0:
         return "reject", "not_significant", f"{cfg.metric} difference {interval} does not exclude 0"
     if paired.diff < cfg.min_improvement:
@@ -80,6 +110,14 @@ def decide(
             "min_improvement",
             f"{cfg.metric} difference {interval} is below min_improvement {cfg.min_improvement}",
         )
+    return _slice_guardrail(cfg, slices) or (
+        "promote",
+        "significant_improvement",
+        f"{cfg.metric} difference {interval} excludes 0 and meets min_improvement",
+    )
+
+
+def _slice_guardrail(cfg: PromotionConfig, slices: list[dict[str, Any]]):
     for s in slices:
         if "diff" in s and s["diff"] < -cfg.slice_tolerance:
             return (
@@ -88,11 +126,22 @@ def decide(
                 f"slice {s['column']}={s['value']} ({s['rows']} rows) is worse by {-s['diff']:.4f} "
                 f"> slice_tolerance {cfg.slice_tolerance}",
             )
-    return (
-        "promote",
-        "significant_improvement",
-        f"{cfg.metric} difference {interval} excludes 0 and meets min_improvement",
-    )
+    return None
+
+
+def condemned_mask(
+    settings: Settings, holdout: pd.DataFrame, windows: tuple[str, ...]
+) -> np.ndarray:
+    """Which held-out rows come from the accepted batches ``windows`` (by id)."""
+    from ctrain.ingest.batches import accepted_path, read_accepted
+
+    id_col = settings.dataset.id_column
+    ids: set = set()
+    for batch in windows:
+        path = accepted_path(settings, batch)  # checked: a name from the monitor's records
+        if path.exists():
+            ids.update(read_accepted([path])[id_col])
+    return holdout[id_col].isin(ids).to_numpy()
 
 
 def compare(
@@ -101,10 +150,15 @@ def compare(
     dataset: DatasetWindow,
     ctx: RunContext,
     client,
+    condemned: tuple[str, tuple[str, ...]] | None = None,
 ) -> Comparison:
     """Score both models on the held-out rows and propose promote or reject, with the evidence.
 
-    The full comparison (floors and slices too) is written next to the dataset.
+    ``condemned`` is (champion version, windows) when the monitor holds decisive evidence
+    against that champion on those windows: if at least ``monitoring.min_rows`` held-out rows of
+    both classes come from them and the champion is still that version, the comparison is made
+    on those rows (module docstring). The full comparison (floors and slices too) is written
+    next to the dataset.
     """
     cfg, spec, name = settings.promotion, settings.dataset, settings.model_name
     champion_version = current_champion(client, name)
@@ -123,10 +177,37 @@ def compare(
         paired = paired_bootstrap(
             y, s_new, s_old, cfg.metric, cfg.n_bootstrap, cfg.confidence, settings.training.seed
         )
+    judged, where, windows, all_rows = paired, "", (), None
+    if paired is not None and condemned and condemned[0] == champion_version:
+        mask = condemned_mask(settings, holdout, condemned[1])
+        if mask.sum() >= settings.monitoring.min_rows and len(np.unique(y[mask])) == 2:
+            judged = paired_bootstrap(
+                y[mask],
+                s_new[mask],
+                s_old[mask],
+                cfg.metric,
+                cfg.n_bootstrap,
+                cfg.confidence,
+                settings.training.seed,
+            )
+            windows = tuple(condemned[1])
+            where = (
+                f"on the {int(mask.sum())} held-out rows of {', '.join(windows)}, where v"
+                f"{champion_version} failed decisively; on all {len(holdout)} held-out rows "
+                f"{paired.diff:+.4f} [{paired.ci_low:+.4f}, {paired.ci_high:+.4f}]"
+            )
+            all_rows = {
+                "challenger": paired.challenger,
+                "champion": paired.champion,
+                "diff": paired.diff,
+                "ci_low": paired.ci_low,
+                "ci_high": paired.ci_high,
+                "rows": len(holdout),
+            }
     floors = {m: metric_value(m, y, s_new) for m in cfg.floors}
     slices = slice_metrics(X, y, s_new, s_old, cfg)
     action, rule, reason = decide(
-        cfg, mv.tags.get("validation_status", "missing"), floors, paired, slices, ctx.force
+        cfg, mv.tags.get("validation_status", "missing"), floors, judged, slices, ctx.force, where
     )
     path = (
         settings.datasets_dir
@@ -141,16 +222,19 @@ def compare(
         rule=rule,
         reason=reason,
         metric=cfg.metric,
-        challenger_metric=metric_value(cfg.metric, y, s_new),
-        champion_metric=paired.champion if paired else None,
-        diff=paired.diff if paired else None,
-        ci_low=paired.ci_low if paired else None,
-        ci_high=paired.ci_high if paired else None,
+        challenger_metric=judged.challenger if judged else metric_value(cfg.metric, y, s_new),
+        champion_metric=judged.champion if judged else None,
+        diff=judged.diff if judged else None,
+        ci_low=judged.ci_low if judged else None,
+        ci_high=judged.ci_high if judged else None,
         confidence=cfg.confidence,
-        n_resamples=paired.n_resamples if paired else 0,
+        n_resamples=judged.n_resamples if judged else 0,
         holdout_rows=len(holdout),
         dataset_id=dataset.dataset_id,
         comparison_uri=str(path),
+        condemned_windows=windows,
+        condemned_rows=judged.n_rows if windows else 0,
+        all_rows=all_rows,
     )
     floor_figures = {m: {"value": v, "floor": cfg.floors[m]} for m, v in floors.items()}
     write_json_atomic(path, result.to_xcom() | {"floors": floor_figures, "slices": slices})
