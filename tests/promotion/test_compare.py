@@ -131,6 +131,25 @@ CFG = PromotionConfig(
             ("reject", "slice_guardrail"),
         ),
         ({"paired": _paired(0.02, -0.009, 0.05)}, ("reject", "not_significant")),
+        # Under the floor, where the condemned champion is further under it: not kept by it.
+        (
+            {
+                "paired": _paired(0.1, 0.03, 0.16),
+                "condemned": "on b9",
+                "floors": {"roc_auc": 0.62},
+                "champion_floors": {"roc_auc": 0.52},
+            },
+            ("promote", "significant_improvement"),
+        ),
+        (
+            {
+                "paired": _paired(0.1, 0.03, 0.16),
+                "condemned": "on b9",
+                "floors": {"roc_auc": 0.62},
+                "champion_floors": {"roc_auc": 0.64},
+            },
+            ("reject", "floor"),
+        ),
         (
             {"paired": _paired(0.03, 0.01, 0.05), "condemned": "on b9"},
             ("promote", "significant_improvement"),
@@ -158,3 +177,22 @@ def test_slice_metrics_skip_small_or_one_class_slices():
     out = slice_metrics(frame, y, s, s[::-1].copy(), cfg)
     assert [r["value"] for r in out] == ["a"]
     assert out[0]["rows"] == 100 and "diff" in out[0]
+
+
+def test_a_floor_the_condemned_champion_misses_by_more_is_named_in_the_reason():
+    action, rule, reason = decide(
+        CFG,
+        "passed",
+        {"roc_auc": 0.62},
+        _paired(0.02, -0.009, 0.05),
+        [],
+        False,
+        "on the 375 held-out rows of b9, where v1 failed decisively",
+        {"roc_auc": 0.52},
+    )
+    assert (action, rule) == ("promote", "non_inferior")
+    assert reason.endswith(
+        "roc_auc=0.6200 misses the absolute floor 0.7, but the condemned champion is further "
+        "from it on the same rows (0.5200)"
+    )
+    assert "where v1 failed decisively" in reason

@@ -65,18 +65,47 @@ def decide(
     slices: list[dict[str, Any]],
     force: bool,
     condemned: str = "",
+    champion_floors: dict[str, float] | None = None,
 ) -> tuple[str, str, str]:
     """``(action, rule, reason)`` with action ``promote`` or ``reject``.
 
     ``condemned`` says where the monitor condemned the champion when ``paired`` is measured on
-    those rows: the challenger then needs to be non-inferior, not significantly better."""
+    those rows: the challenger then needs to be non-inferior, not significantly better.
+    ``champion_floors`` are the condemned champion's figures on the rows ``floors`` were
+    measured on: a floor the champion misses by more than the challenger does not keep it."""
     if validation_status != "passed":
         return "reject", "validation", f"validation_status is {validation_status!r}, not 'passed'"
+    missed = []
     for name, value in floors.items():
         floor = cfg.floors[name]
         ok = value >= floor if greater_is_better(name) else value <= floor
-        if not ok:
+        held = (champion_floors or {}).get(name)
+        if (
+            not ok
+            and held is not None
+            and (held < value if greater_is_better(name) else held > value)
+        ):
+            # The floor keeps bad models from serving; the one serving is worse on these rows.
+            missed.append(
+                f"{name}={value:.4f} misses the absolute floor {floor}, but the condemned "
+                f"champion is further from it on the same rows ({held:.4f})"
+            )
+        elif not ok:
             return "reject", "floor", f"{name}={value:.4f} misses the absolute floor {floor}"
+    action, rule, reason = _versus(cfg, paired, slices, force, condemned)
+    if missed and action == "promote":
+        reason = "; ".join([reason, *missed])
+    return action, rule, reason
+
+
+def _versus(
+    cfg: PromotionConfig,
+    paired: Difference | None,
+    slices: list[dict[str, Any]],
+    force: bool,
+    condemned: str,
+) -> tuple[str, str, str]:
+    """The rules after validation and floors: first champion, force, the paired comparison."""
     if paired is None:
         return "promote", "first_champion", "no champion yet and every absolute floor is met"
     if force:
@@ -205,9 +234,17 @@ def compare(
                 "rows": len(holdout),
             }
     floors = {m: metric_value(m, y, s_new) for m in cfg.floors}
+    held = {m: metric_value(m, y, s_old) for m in cfg.floors} if where else None
     slices = slice_metrics(X, y, s_new, s_old, cfg)
     action, rule, reason = decide(
-        cfg, mv.tags.get("validation_status", "missing"), floors, judged, slices, ctx.force, where
+        cfg,
+        mv.tags.get("validation_status", "missing"),
+        floors,
+        judged,
+        slices,
+        ctx.force,
+        where,
+        held,
     )
     path = (
         settings.datasets_dir
