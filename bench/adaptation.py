@@ -203,6 +203,10 @@ def run_stream_once(
         "requested_at": requested_at,
         "reasons": [r.reason for r in requests],
         "training_runs": len(trained) - 1,  # the first champion is not a retrain
+        # ... of which the monitor's (the scheduled run is the schedule's, not a reaction)
+        "monitor_training_runs": len(trained)
+        - 1
+        - sum(d.decision in ("promoted", "rejected") for d in scheduled_runs),
         "decisions": [d.headline for d in reversed(decisions)],
         "false_retrains": len([b for b in requested_at if change is None or b < change]),
         "detection_delay": (

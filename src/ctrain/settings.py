@@ -284,14 +284,14 @@ class PromotionConfig(_Strict):
     slice_columns: list[str] = Field(default_factory=list)
     slice_tolerance: float = Field(0.05, ge=0)
     slice_min_rows: int = Field(50, ge=1)
-    condemned_margin: float = Field(
+    non_inferiority_margin: float = Field(
         0.02,
         ge=0,
-        description="when the monitor holds decisive evidence against the champion on the windows "
-        "the held-out rows come from, the comparison is made on those rows and a challenger wins "
-        "when it is not worse there by more than this (the paired interval's lower end above "
-        "-margin): the condemned champion is no status quo to defend. 0: significantly better, "
-        "as always",
+        description="a challenger wins when it is not worse than the champion by more than this "
+        "(the paired interval's lower end above -margin) where being significantly better is not "
+        "asked: when the monitor holds decisive evidence against the champion on the windows "
+        "held-out rows come from (the comparison is then made on those rows), and on the "
+        "monitor's planned follow-up after a change. 0: significantly better, always",
     )
     lock_timeout_s: float = Field(60.0, gt=0)
     approval: Literal["auto", "required"] = Field(

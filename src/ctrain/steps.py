@@ -239,20 +239,24 @@ def register(
 
 
 def compare(challenger: XCom, dataset: XCom, ctx: XCom, settings: Settings | None = None) -> XCom:
-    from ctrain.monitoring.trigger import standing_change
+    from ctrain.monitoring.trigger import planned_follow_up, standing_change
     from ctrain.promotion.compare import compare as _compare
 
     s = _settings(settings)
     client = _client(s)
-    # Where the monitor condemned the champion, if it did: the comparison is made there.
+    run = RunContext.from_xcom(ctx)
+    # Where the monitor condemned the champion, if it did: the comparison is made there; and
+    # whether this run is the monitor's planned follow-up (non-inferiority then suffices).
     change = standing_change(s, client)
+    follow_up = planned_follow_up(s, run.run_id)
     return _compare(
         s,
         RegisteredVersion.from_xcom(challenger),
         DatasetWindow.from_xcom(dataset),
-        RunContext.from_xcom(ctx),
+        run,
         client,
         (change.champion_version, change.windows) if change else None,
+        (follow_up.champion_version or "", follow_up.reason) if follow_up else None,
     ).to_xcom()
 
 

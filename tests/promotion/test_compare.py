@@ -116,16 +116,16 @@ CFG = PromotionConfig(
         ({"paired": _paired(-0.03, -0.05, -0.01), "force": True}, ("promote", "forced")),
         ({"paired": None, "floors": {"roc_auc": 0.5}, "force": True}, ("reject", "floor")),
         # Against a champion the monitor condemned, on the rows where it failed: not worse by
-        # more than condemned_margin (0.02) is enough; a slice guardrail still holds.
+        # more than non_inferiority_margin (0.02) is enough; a slice guardrail still holds.
         (
-            {"paired": _paired(0.02, -0.009, 0.05), "condemned": "on b9"},
+            {"paired": _paired(0.02, -0.009, 0.05), "non_inferior": "on b9"},
             ("promote", "non_inferior"),
         ),
-        ({"paired": _paired(0.0, -0.03, 0.03), "condemned": "on b9"}, ("reject", "inferior")),
+        ({"paired": _paired(0.0, -0.03, 0.03), "non_inferior": "on b9"}, ("reject", "inferior")),
         (
             {
                 "paired": _paired(0.02, -0.009, 0.05),
-                "condemned": "on b9",
+                "non_inferior": "on b9",
                 "slices": [{"column": "region", "value": "west", "rows": 300, "diff": -0.05}],
             },
             ("reject", "slice_guardrail"),
@@ -135,7 +135,7 @@ CFG = PromotionConfig(
         (
             {
                 "paired": _paired(0.1, 0.03, 0.16),
-                "condemned": "on b9",
+                "non_inferior": "on b9",
                 "floors": {"roc_auc": 0.62},
                 "champion_floors": {"roc_auc": 0.52},
             },
@@ -144,14 +144,14 @@ CFG = PromotionConfig(
         (
             {
                 "paired": _paired(0.1, 0.03, 0.16),
-                "condemned": "on b9",
+                "non_inferior": "on b9",
                 "floors": {"roc_auc": 0.62},
                 "champion_floors": {"roc_auc": 0.64},
             },
             ("reject", "floor"),
         ),
         (
-            {"paired": _paired(0.03, 0.01, 0.05), "condemned": "on b9"},
+            {"paired": _paired(0.03, 0.01, 0.05), "non_inferior": "on b9"},
             ("promote", "significant_improvement"),
         ),
     ],

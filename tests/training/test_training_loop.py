@@ -1,5 +1,7 @@
 """The training and promotion verbs on a real temporary MLflow store (SQLite) with real data."""
 
+import json
+
 import pytest
 from tests_support import WEAK, trained_champion
 
@@ -181,3 +183,43 @@ def test_training_set_with_one_class_is_invalid(settings, ingested):
     dataset = assemble_window(settings)
     with pytest.raises(TrainingSetInvalid, match="expect_column_distinct_values_to_contain_set"):
         validate_training_set(settings, dataset)
+
+
+def test_the_monitors_planned_follow_up_needs_only_to_be_non_inferior(two_versions, client):
+    from ctrain.monitoring.trigger import GROWN, planned_follow_up, record_request, requested_run_id
+    from ctrain.records import RetrainVerdict
+    from ctrain.registry import training_window, version_uri
+
+    settings = two_versions  # v2, a weak stump, lost to v1 as significantly worse
+    reason = f"{GROWN}: v1 learned from 1 labeled batch from batch_0001 on, 3 have matured since"
+    request = RetrainVerdict(
+        trigger=True,
+        champion_version="1",
+        windows=("batch_0002",),
+        flagged_windows=("batch_0001", "batch_0002"),
+        reason=reason,
+        suppressed_by=None,
+        decided_at="2026-03-01T00:00:00+00:00",
+        requested_run=requested_run_id("monitor/1"),
+    )
+    record_request(settings, request, "monitor/1", [])
+    assert planned_follow_up(settings, "retrain__1").reason == reason
+    assert planned_follow_up(settings, "retrain__other") is None
+    name = settings.model_name
+    folder = training_window(client, name, "2", settings.datasets_dir)
+    dataset = json.loads((folder / "meta.json").read_text())
+    challenger = {"model_name": name, "version": "2", "model_uri": version_uri(name, "2")}
+
+    def compared(run_id):
+        ctx = RunContext(run_id=run_id).to_xcom()
+        return steps.compare(challenger, dataset, ctx, settings)
+
+    usual, follow_up = compared("retrain__other"), compared("retrain__1")
+    assert usual["rule"] == "not_significant" and "planned follow-up" not in usual["reason"]
+    # The same figures; on the follow-up, a stump far worse than v1 is still refused.
+    assert follow_up["diff"] == usual["diff"] < -0.02
+    assert follow_up["rule"] == "inferior" and follow_up["action"] == "reject"
+    assert (
+        f"(the planned follow-up: {reason}) may be worse than the champion by more than "
+        in (follow_up["reason"])
+    )

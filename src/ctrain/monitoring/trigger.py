@@ -73,6 +73,15 @@ class PendingRetrain:
         )
 
 
+def planned_follow_up(settings: Settings, run_id: str) -> RetrainVerdict | None:
+    """The monitor's request that started ct_training run ``run_id`` when it is the planned
+    follow-up on a grown window (``_grown``), else None."""
+    for e in trigger_log(settings):
+        if e.requested_run == run_id and e.reason.startswith(GROWN):
+            return e
+    return None
+
+
 def requested_run_id(key: str) -> str:
     """The id of the ct_training run a request of monitor run ``key`` starts: chosen before the
     run exists, so the request names it and a retried trigger finds it."""

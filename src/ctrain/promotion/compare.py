@@ -3,15 +3,18 @@
 Both models score the same rows; each bootstrap resample draws row indices once and computes both
 metrics on them, so the interval is of the *paired* difference. The decision rules, in order:
 validation status, absolute floors, first champion, force, significance plus minimum improvement
-(or, against a condemned champion, non-inferiority), then slice guardrails. The first rule that
-decides is named in the result.
+(or non-inferiority, against a condemned champion or on a planned follow-up), then slice
+guardrails. The first rule that decides is named in the result.
 
 A champion the monitor holds decisive evidence against (``monitoring.trigger.standing_change``)
 is judged where it was condemned: when enough held-out rows come from the condemned windows, both
 models are compared on those rows (the figure on every held-out row is recorded beside it), and
-the challenger wins when it is not worse there by more than ``promotion.condemned_margin``. On a
-turning change the held-out rows mix the old rule and the new; a champion already shown to fail
-on the new one is no status quo to defend against a challenger that learned it.
+the challenger wins when it is not worse there by more than ``promotion.non_inferiority_margin``.
+On a turning change the held-out rows mix the old rule and the new; a champion already shown to
+fail on the new one is no status quo to defend against a challenger that learned it. The same
+margin holds for the monitor's planned follow-up after a change (``trigger.GROWN``): the champion
+learned the new regime from too little, the challenger from more of it, and it serves unless it
+is worse.
 """
 
 from __future__ import annotations
@@ -64,13 +67,14 @@ def decide(
     paired: Difference | None,
     slices: list[dict[str, Any]],
     force: bool,
-    condemned: str = "",
+    non_inferior: str = "",
     champion_floors: dict[str, float] | None = None,
 ) -> tuple[str, str, str]:
     """``(action, rule, reason)`` with action ``promote`` or ``reject``.
 
-    ``condemned`` says where the monitor condemned the champion when ``paired`` is measured on
-    those rows: the challenger then needs to be non-inferior, not significantly better.
+    ``non_inferior`` says why the challenger needs only to be non-inferior, not significantly
+    better (the champion is condemned where ``paired`` was measured, or the run is a planned
+    follow-up); it is said after the interval.
     ``champion_floors`` are the condemned champion's figures on the rows ``floors`` were
     measured on: a floor the champion misses by more than the challenger does not keep it."""
     if validation_status != "passed":
@@ -92,7 +96,7 @@ def decide(
             )
         elif not ok:
             return "reject", "floor", f"{name}={value:.4f} misses the absolute floor {floor}"
-    action, rule, reason = _versus(cfg, paired, slices, force, condemned)
+    action, rule, reason = _versus(cfg, paired, slices, force, non_inferior)
     if missed and action == "promote":
         reason = "; ".join([reason, *missed])
     return action, rule, reason
@@ -103,7 +107,7 @@ def _versus(
     paired: Difference | None,
     slices: list[dict[str, Any]],
     force: bool,
-    condemned: str,
+    non_inferior: str,
 ) -> tuple[str, str, str]:
     """The rules after validation and floors: first champion, force, the paired comparison."""
     if paired is None:
@@ -113,22 +117,22 @@ def _versus(
     interval = (
         f"{paired.diff:+.4f} [{paired.ci_low:+.4f}, {paired.ci_high:+.4f}] at {cfg.confidence:.0%}"
     )
-    if condemned:
-        interval += f" {condemned}"
+    if non_inferior:
+        interval += f" {non_inferior}"
     better = paired.ci_low > 0 and paired.diff >= cfg.min_improvement
-    if condemned and cfg.condemned_margin > 0 and not better:
-        if not paired.ci_low > -cfg.condemned_margin:
+    margin = cfg.non_inferiority_margin
+    if non_inferior and margin > 0 and not better:
+        if not paired.ci_low > -margin:
             return (
                 "reject",
                 "inferior",
-                f"{cfg.metric} difference {interval} may be worse than the condemned champion by "
-                f"more than condemned_margin {cfg.condemned_margin}",
+                f"{cfg.metric} difference {interval} may be worse than the champion by more "
+                f"than non_inferiority_margin {margin}",
             )
         verdict = (
             "promote",
             "non_inferior",
-            f"{cfg.metric} difference {interval} is within condemned_margin "
-            f"{cfg.condemned_margin} of the condemned champion",
+            f"{cfg.metric} difference {interval} is within non_inferiority_margin {margin}",
         )
         return _slice_guardrail(cfg, slices) or verdict
     if not paired.ci_low > 0:
@@ -180,14 +184,16 @@ def compare(
     ctx: RunContext,
     client,
     condemned: tuple[str, tuple[str, ...]] | None = None,
+    follow_up: tuple[str, str] | None = None,
 ) -> Comparison:
     """Score both models on the held-out rows and propose promote or reject, with the evidence.
 
     ``condemned`` is (champion version, windows) when the monitor holds decisive evidence
     against that champion on those windows: if at least ``monitoring.min_rows`` held-out rows of
     both classes come from them and the champion is still that version, the comparison is made
-    on those rows (module docstring). The full comparison (floors and slices too) is written
-    next to the dataset.
+    on those rows (module docstring). ``follow_up`` is (champion version, the request's reason)
+    when this run is the monitor's planned follow-up on that champion. The full comparison
+    (floors and slices too) is written next to the dataset.
     """
     cfg, spec, name = settings.promotion, settings.dataset, settings.model_name
     champion_version = current_champion(client, name)
@@ -233,8 +239,10 @@ def compare(
                 "ci_high": paired.ci_high,
                 "rows": len(holdout),
             }
-    floors = {m: metric_value(m, y, s_new) for m in cfg.floors}
     held = {m: metric_value(m, y, s_old) for m in cfg.floors} if where else None
+    if paired is not None and not where and follow_up and follow_up[0] == champion_version:
+        where = f"(the planned follow-up: {follow_up[1]})"
+    floors = {m: metric_value(m, y, s_new) for m in cfg.floors}
     slices = slice_metrics(X, y, s_new, s_old, cfg)
     action, rule, reason = decide(
         cfg,
