@@ -461,6 +461,12 @@ def _adaptation(runs: list[dict]) -> tuple[list[str], list[tuple[str, bool, str]
     for kind, ss in by.items():
         for reason in ss[0]["reasons"] or ["(no retrain requested)"]:
             lines.append(f"- {STREAMS.get(kind, kind)}: {reason}")
+    lines += ["", "What came of each training (first run of each stream, oldest first):", ""]
+    for kind, ss in by.items():
+        if ss[0].get("scheduled_run"):
+            lines.append(f"- {STREAMS.get(kind, kind)}, the scheduled run {ss[0]['scheduled_run']}")
+        for d in ss[0].get("decisions", [])[1:]:  # the first champion is not a retrain
+            lines.append(f"- {STREAMS.get(kind, kind)}: {d}")
     lines.append("")
     verdict = []
     if "stable" in by:
