@@ -335,6 +335,13 @@ def view_in_browser(base: str, password: str, shot, ready: str = "version 2") ->
         driver.switch_to.default_content()
         time.sleep(1)
         driver.save_screenshot(str(shot))
+        # The charts' widths on a wide screen too, where a flex row once stretched the last one.
+        driver.set_window_size(2200, 2400)
+        driver.switch_to.frame(frame)
+        time.sleep(0.5)
+        seen["chart_widths"] = [
+            round(e.rect["width"]) for e in driver.find_elements(By.CSS_SELECTOR, "#charts .chart")
+        ]
     return seen
 
 

@@ -263,6 +263,9 @@ def test_the_ctrain_view_in_a_real_browser(stream):
     assert "champion: version 2" in seen["champion"] and "promoted 1→2" in seen["champion"]
     assert seen["history"] == len(list_decisions(stream.client, settings, limit=200)) >= 2
     assert seen["charts"] == 4 and seen["rows"] == len(load_summaries(settings))
+    # Four charts of one size, also at 2200 px (the fourth was once stretched across the page).
+    widths = seen["chart_widths"]
+    assert len(widths) == 4 and max(widths) - min(widths) <= 2 and max(widths) < 1100, widths
     assert seen["error"] == "" and shot.stat().st_size > 20_000
     print(f"screenshot: {shot}")
 
