@@ -2,7 +2,7 @@
 
     python bench/adaptation.py [--streams stable,covariate,boundary,concept,gradual] [--windows 16]
         [--stable-windows 30] [--change-after 6] [--repeat 1] [--cadence day|minute]
-        [--scheduled] [--out FILE.json]
+        [--scheduled [--force-scheduled]] [--out FILE.json]
 
 Each stream runs in a fresh CTRAIN_HOME through the real DAGs: the first champion from batches
 0-2 (``airflow dags test``, as in the demo), then one batch a window under the real scheduler,
@@ -27,7 +27,9 @@ windows, so it means the same here as at a batch a day.
 seconds apart in wall-clock time either way): what ctrain decides must not depend on it.
 ``--scheduled`` starts ct_training once more as the daily schedule would (the default form: the
 whole window), right after the first changed batch is judged and before its labels land: the
-case of a scheduled retrain between a change and its labels, made on purpose.
+case of a scheduled retrain between a change and its labels, made on purpose;
+``--force-scheduled`` makes that run win (``force``), as a daily run that happens to gain on the
+pre-change rows would, so a champion trained before the change meets the change's labels.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ def run_stream_once(
     log_dir: Path,
     cadence: str = "day",
     scheduled: bool = False,
+    force_scheduled: bool = False,
 ) -> dict:
     """One stream in a fresh home: the per-window figures and the stream's summary."""
     from ctrain import dag_ids
@@ -127,6 +130,7 @@ def run_stream_once(
             stop=stop,
             src=src,
             train_at=change if scheduled else None,
+            train_force=force_scheduled,
         )
     stream_s = time.monotonic() - started
 
@@ -193,6 +197,7 @@ def run_stream_once(
     summary = {
         "stream": kind,
         "cadence": cadence,
+        "scheduled_forced": force_scheduled,
         "scheduled_run": (
             f"after batch {change}: {scheduled_runs[0].headline}" if scheduled_runs else None
         ),
@@ -238,6 +243,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--cadence", choices=sorted(CADENCES), default="day")
     ap.add_argument("--scheduled", action="store_true", help="a scheduled run after the change")
+    ap.add_argument("--force-scheduled", action="store_true", help="... which wins (force)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     results: list[dict] = []
@@ -258,7 +264,13 @@ def main() -> None:
                 f"{rep + 1}/{args.repeat} in {home}"
             )
             out = run_stream_once(
-                kind, n, args.change_after, home / "logs", args.cadence, args.scheduled
+                kind,
+                n,
+                args.change_after,
+                home / "logs",
+                args.cadence,
+                args.scheduled,
+                args.force_scheduled,
             )
             out["summary"]["run"] = rep + 1
             print(json.dumps(out["summary"], indent=1), flush=True)

@@ -59,6 +59,7 @@ def run_stream(
     on_land=None,
     approve_after: int = 2,
     train_at: int | None = None,
+    train_force: bool = False,
 ) -> list[dict]:
     """Feed batches one at a time through the real scheduler of ``af`` (``stream_services``);
     return the timeline.
@@ -74,7 +75,8 @@ def run_stream(
     told of each batch as it lands (with its clean rows), e.g. to send live traffic like it.
     With ``train_at``, once batch ``train_at`` is judged, ct_training is started as the daily
     schedule would start it (default form: the whole window), e.g. between a change and its
-    labels, and its decision waited for.
+    labels, and its decision waited for; ``train_force`` makes that run win (``force``), so that
+    a champion trained before the change serves when the change's labels arrive.
     """
     from ctrain.monitoring.hold import decided as judged
     from ctrain.monitoring.hold import last_verdict
@@ -159,7 +161,8 @@ def run_stream(
                 print(f"    approval requested for run {run}; the stream goes on", flush=True)
         if i == train_at and waiting is None:
             n = len(decisions())
-            af.trigger(TRAINING, {"reason": "as the daily schedule would, after " + batch_id})
+            reason = "as the daily schedule would, after " + batch_id
+            af.trigger(TRAINING, {"reason": reason, "force": train_force})
             wait_for("the run's decision", lambda n=n: decided(n), 900, alive=af.alive)
             entry["scheduled"] = decisions()[0]
             print(f"    batch {i}: a run as the schedule would start it: {decisions()[0].headline}")
