@@ -383,6 +383,11 @@ def test_a_champion_trained_on_one_batch_after_a_change_is_retrained_once_more_d
     # A champion that learned from enough batches, or not at a change, is left alone.
     assert not decide_retrain(cfg, stream, "3", T0, False, ("b05", 3)).trigger
     assert not decide_retrain(cfg, stream, "3", T0, False, None).trigger
+    # One trained before any label of the change came (its window topped up from before).
+    v = decide_retrain(cfg, stream, "4", T0, False, ("b05", 0))
+    assert v.trigger and "v4 learned from no labeled batch from b05 on (its window was topped" in (
+        v.reason
+    )
 
 
 def test_retrains_that_do_not_replace_the_champion_back_off(cfg):

@@ -310,9 +310,13 @@ def _grown(
         for e in trigger_log(settings)
     ):
         return [], ""
+    learned_what = (
+        f"from {n_learned} labeled batch{'' if n_learned == 1 else 'es'} from {since} on"
+        if n_learned
+        else f"from no labeled batch from {since} on (its window was topped up from before)"
+    )
     return after, (
-        f"{GROWN}: v{champion_version} learned from {n_learned} labeled batch"
-        f"{'' if n_learned == 1 else 'es'} from {since} on, {len(after)} have matured since "
+        f"{GROWN}: v{champion_version} learned {learned_what}, {len(after)} have matured since "
         f"(monitoring.settle_batches={settle})"
     )
 
