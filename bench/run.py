@@ -402,7 +402,7 @@ def _adaptation(runs: list[dict]) -> tuple[list[str], list[tuple[str, bool, str]
         f"Medians over {counts.pop()} runs per stream"
         if len(counts) == 1
         else "Medians over each stream's runs ("
-        + ", ".join(f"{k}: {len(v)}" for k, v in by.items())
+        + ", ".join(f"{STREAMS.get(k, k)}: {len(v)}" for k, v in by.items())
         + ")"
     )
     lines = [
@@ -463,10 +463,10 @@ def _adaptation(runs: list[dict]) -> tuple[list[str], list[tuple[str, bool, str]
             lines.append(f"- {STREAMS.get(kind, kind)}: {reason}")
     lines += ["", "What came of each training (first run of each stream, oldest first):", ""]
     for kind, ss in by.items():
-        if ss[0].get("scheduled_run"):
-            lines.append(f"- {STREAMS.get(kind, kind)}, the scheduled run {ss[0]['scheduled_run']}")
+        scheduled = ss[0].get("scheduled_run") or ""
         for d in ss[0].get("decisions", [])[1:]:  # the first champion is not a retrain
-            lines.append(f"- {STREAMS.get(kind, kind)}: {d}")
+            said = " (the scheduled run)" if scheduled.endswith(f": {d}") else ""
+            lines.append(f"- {STREAMS.get(kind, kind)}{said}: {d}")
     lines.append("")
     verdict = []
     if "stable" in by:
