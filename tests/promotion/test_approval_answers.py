@@ -72,6 +72,22 @@ def test_the_request_shows_the_interval_the_gates_the_slices_and_the_trigger(wai
     assert "floor roc_auc" in body and "slice region=" in body
     assert "trigger: drift seen (started by ct_drift_monitor)" in body
     assert "/#/models/" in body and "/versions/2" in body
+    assert "): met" in body and f"on {c['holdout_rows']} held-out rows" in body
+
+
+def test_the_request_against_a_condemned_champion_shows_both_figures(waiting):
+    settings, ctx, _, comparison = waiting
+    all_rows = {"diff": 0.0123, "ci_low": -0.004, "ci_high": 0.03, "rows": 750}
+    condemned = comparison | {
+        "condemned_windows": ["batch_0002"],
+        "condemned_rows": 375,
+        "all_rows": all_rows,
+    }
+    body = steps.approval_request(condemned, ctx, settings)["body"]
+    assert (
+        "on the 375 held-out rows of batch_0002, where v1 failed decisively (on all "
+        f"{comparison['holdout_rows']}: +0.0123 [-0.0040, +0.0300])"
+    ) in body
 
 
 def test_approved_promotes_with_the_approver_on_record(waiting, client):

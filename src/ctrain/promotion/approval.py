@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any
 
 from ctrain.dag_ids import APPROVE
+from ctrain.metrics import greater_is_better
 from ctrain.promotion.compare import compare
 from ctrain.promotion.promote import comparison_evidence, move_champion, promote
 from ctrain.records import (
@@ -68,7 +69,10 @@ def request(settings: Settings, comparison: Comparison, ctx: RunContext, client)
         f"- rule `{c.rule}`: {c.reason}",
     ]
     for metric, f in (evidence.get("floors") or {}).items():
-        lines.append(f"- floor {metric}: {f['value']:.4f} (floor {f['floor']}): met")
+        met = f["value"] >= f["floor"] if greater_is_better(metric) else f["value"] <= f["floor"]
+        # Missed only where the condemned champion misses it by more (the reason says so).
+        said = "met" if met else "missed, as the condemned champion does by more"
+        lines.append(f"- floor {metric}: {f['value']:.4f} (floor {f['floor']}): {said}")
     for s in evidence.get("slices") or []:
         champ = f", champion {s['champion']:.4f}" if "champion" in s else ""
         lines.append(
