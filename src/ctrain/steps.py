@@ -238,25 +238,33 @@ def register(
     ).to_xcom()
 
 
-def compare(challenger: XCom, dataset: XCom, ctx: XCom, settings: Settings | None = None) -> XCom:
+def _monitor_says(s: Settings, client, run_id: str) -> dict[str, Any]:
+    """What the monitor says that changes a comparison's rule (``promotion.compare.compare``):
+    where it condemned the champion, if it did, and whether run ``run_id`` is its planned
+    follow-up (non-inferiority then suffices)."""
     from ctrain.monitoring.trigger import planned_follow_up, standing_change
+
+    change = standing_change(s, client)
+    follow_up = planned_follow_up(s, run_id)
+    return {
+        "condemned": (change.champion_version, change.windows) if change else None,
+        "follow_up": (follow_up.champion_version or "", follow_up.reason) if follow_up else None,
+    }
+
+
+def compare(challenger: XCom, dataset: XCom, ctx: XCom, settings: Settings | None = None) -> XCom:
     from ctrain.promotion.compare import compare as _compare
 
     s = _settings(settings)
     client = _client(s)
     run = RunContext.from_xcom(ctx)
-    # Where the monitor condemned the champion, if it did: the comparison is made there; and
-    # whether this run is the monitor's planned follow-up (non-inferiority then suffices).
-    change = standing_change(s, client)
-    follow_up = planned_follow_up(s, run.run_id)
     return _compare(
         s,
         RegisteredVersion.from_xcom(challenger),
         DatasetWindow.from_xcom(dataset),
         run,
         client,
-        (change.champion_version, change.windows) if change else None,
-        (follow_up.champion_version or "", follow_up.reason) if follow_up else None,
+        **_monitor_says(s, client, run.run_id),
     ).to_xcom()
 
 
@@ -288,13 +296,17 @@ def promote_after_approval(
     from ctrain.promotion.approval import act_on_answer, answer_of
 
     s = _settings(settings)
+    client = _client(s)
+    run = RunContext.from_xcom(ctx)
     return act_on_answer(
         s,
         Comparison.from_xcom(comparison),
         DatasetWindow.from_xcom(dataset),
-        RunContext.from_xcom(ctx),
+        run,
         answer_of(outcome),
-        _client(s),
+        client,
+        # Should the champion have moved meanwhile, the comparison is made again by the same rules.
+        lambda: _monitor_says(s, client, run.run_id),
     ).to_xcom()
 
 

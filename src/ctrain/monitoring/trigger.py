@@ -555,7 +555,7 @@ def _decisive(w: WindowCheck) -> bool:
     return (
         (p.status == "matured" and p.degraded and p.decisive)
         or "estimated_drop" in w.flags
-        or (w.severe_drift and not _harmless(w))
+        or w.severe_drift  # set only where the estimate does not call the shift harmless
     )
 
 

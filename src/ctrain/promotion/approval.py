@@ -10,6 +10,7 @@ challenger is compared again with the new champion instead of being forced in.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from ctrain.dag_ids import APPROVE
@@ -117,8 +118,12 @@ def act_on_answer(
     ctx: RunContext,
     answer: ApprovalAnswer,
     client,
+    monitor_says: Callable[[], dict[str, Any]] | None = None,
 ) -> Decision:
-    """Record a rejection or an expiry, or promote the approved challenger (compare-and-set)."""
+    """Record a rejection or an expiry, or promote the approved challenger (compare-and-set).
+
+    When the champion moved while the request waited, the challenger is compared again, with
+    what ``monitor_says`` (``compare``'s ``condemned`` and ``follow_up``) at that moment."""
     version = comparison.challenger_version
     key = f"{ctx.dag_id}/{ctx.run_id}/v{version}"
     approval = {"approver": answer.approver, "approval_comment": answer.comment or None}
@@ -154,6 +159,7 @@ def act_on_answer(
             dataset,
             ctx,
             client,
+            **(monitor_says() if monitor_says else {}),
         )
         comparison = dataclasses.replace(
             again,
