@@ -1,5 +1,7 @@
 """Airflow plugin: what ctrain adds to Airflow itself.
 
+- **The loop's figures for Prometheus** at ``/ctrain/metrics`` (a scrape token) and
+  ``/ctrain/api/metrics`` (an Airflow login), from ``ctrain.telemetry``.
 - **The ctrain view** (nav entry "ctrain"): for the project's registered model, the serving
   version and the challenger, the history of decisions, and every monitored window (drift,
   prediction drift, measured performance, retrain requests) as charts, with pending approvals
@@ -9,7 +11,8 @@
   (``external_views``). Every route asks Airflow's own authentication (the UI's JWT, as a
   bearer header or its ``_token`` cookie) and the plugins view permission: plugin routes are
   public otherwise. The page uses relative URLs only, so a path prefix (``[api] base_url``) works.
-  The data comes from ``ctrain.status.overview`` (MLflow and the monitor's files, read only).
+  The data comes from ``ctrain.status.overview`` (MLflow and the monitor's files, read only),
+  read once as the API server starts so that the first load does not wait for it.
 - **Run notes.** When a run of a ctrain DAG ends, its note (shown on the run in the grid) becomes
   the one line its tasks left under the XCom key ``ctrain_note``: ``v2 promoted 1→2
   (significant_improvement): roc_auc +0.0680 [+0.0597, +0.0760]``, ``v3 rejected (floor) …``,
@@ -27,6 +30,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -75,6 +79,7 @@ class _Overview:
         self._value: dict[str, Any] | None = None
         self._for: Any = None
         self._at = 0.0
+        self.warmed_in: float | None = None  # seconds the warm-up took, once it is done
 
     def get(self) -> dict[str, Any]:
         with self._lock:
@@ -87,6 +92,30 @@ class _Overview:
                 self._value = overview(settings, configure(settings))
                 self._for, self._at = settings, time.monotonic()
             return self._value
+
+    def warm(self) -> threading.Thread:
+        """Read everything the view shows once, in the background, as the API server starts.
+
+        A cold read imports MLflow and ctrain and opens the tracking store: about 3 s on an idle
+        2-core machine, more than 6 s on a busy one, which the first person to open the page
+        would otherwise wait for. The first request that comes while this runs waits for it
+        (the lock), never for a second read.
+        """
+        thread = threading.Thread(target=self._warm, name="ctrain-view-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def _warm(self) -> None:
+        began = time.monotonic()
+        try:
+            self.get()
+            pending_approvals()
+            pending_request()
+        except Exception as exc:  # the view says so at the first request; the server runs on
+            log.warning("the ctrain view could not read its records ahead of time: %s", exc)
+            return
+        self.warmed_in = time.monotonic() - began
+        log.info("the ctrain view read its records in %.1f s, ahead of any request", self.warmed_in)
 
 
 _overview = _Overview()
@@ -179,69 +208,108 @@ def pending_request() -> dict[str, Any] | None:
 
 
 def build_app():
-    """The view's FastAPI app: the page and its JSON, every route behind Airflow's login."""
+    """The view's FastAPI app: the page and its JSON, every route behind Airflow's login.
+
+    Airflow's API server runs the lifespan of the FastAPI apps it mounts: this one starts
+    reading the records there (``_Overview.warm``), so the page's first load finds them read.
+    """
+    from contextlib import asynccontextmanager
+
     from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
     from airflow.api_fastapi.core_api.security import requires_access_view
-    from fastapi import Depends, FastAPI, HTTPException
-    from fastapi.responses import HTMLResponse
+    from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+    from fastapi.responses import HTMLResponse, Response
+
+    @asynccontextmanager
+    async def lifespan(app):
+        _overview.warm()
+        yield
 
     app = FastAPI(
         title="ctrain",
+        lifespan=lifespan,
         description="The serving model, its history and the monitored windows, from ctrain's "
-        "records.",
-        dependencies=[Depends(requires_access_view(AccessView.PLUGINS))],
+        "records; the loop's figures for Prometheus.",
     )
+    view = APIRouter(dependencies=[Depends(requires_access_view(AccessView.PLUGINS))])
 
-    @app.get("/", response_class=HTMLResponse)
+    @view.get("/", response_class=HTMLResponse)
     def page() -> str:
         """The view: one HTML page that reads ``api/...`` relative to itself."""
         return PAGE.read_text()
 
-    @app.get("/api/models")
+    @view.get("/api/models")
     def models() -> list[dict[str, str]]:
         """The registered models this deployment of ctrain manages (one per project)."""
         return [{"name": _settings().model_name}]
 
-    @app.get("/api/models/{name}")
+    def unreadable(exc: Exception) -> HTTPException:
+        # MLflow down or refusing: say so, do not answer a bare 500.
+        log.exception("ctrain could not read its records")
+        return HTTPException(
+            503,
+            "could not read ctrain's records from MLflow at "
+            f"{_settings().resolved_tracking_uri}: {type(exc).__name__}: {str(exc)[:300]}",
+        )
+
+    @view.get("/api/models/{name}")
     def model(name: str) -> dict[str, Any]:
         """Champion, challenger, decision history, monitored windows and pending approvals."""
         if name != _settings().model_name:
             raise HTTPException(404, f"ctrain manages no model named {name!r}")
         try:
             records = _overview.get()
-        except Exception as exc:  # MLflow down or refusing: say so, do not answer a bare 500
-            log.exception("the ctrain view could not read the records")
-            raise HTTPException(
-                503,
-                "could not read ctrain's records from MLflow at "
-                f"{_settings().resolved_tracking_uri}: {type(exc).__name__}: {str(exc)[:300]}",
-            ) from exc
+        except Exception as exc:
+            raise unreadable(exc) from exc
         return records | {
             "pending_approvals": pending_approvals(),
             "pending_request": pending_request(),
+            "warmed_in": _overview.warmed_in,
         }
+
+    def metrics_text() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        from ctrain.telemetry import exposition
+        from ctrain.tracking import configure
+
+        settings = _settings()
+        try:
+            body = exposition(settings, configure(settings))
+        except Exception as exc:
+            raise unreadable(exc) from exc
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @view.get("/api/metrics")
+    def metrics_for_a_person() -> Response:
+        """The loop's figures in Prometheus' text format, for anyone who may see the view."""
+        return metrics_text()
+
+    app.include_router(view)
+
+    @app.get("/metrics")
+    def metrics(request: Request) -> Response:
+        """The same figures for Prometheus, behind the scrape token (``CTRAIN_METRICS_TOKEN`` or
+        ``CTRAIN_METRICS_TOKEN_FILE``) as a bearer token: an Airflow login expires, a scrape
+        job's credentials file does not."""
+        from ctrain.telemetry import scrape_token_matches
+
+        if not scrape_token_matches(request.headers.get("authorization")):
+            raise HTTPException(
+                401,
+                "a scrape token is needed: Authorization: Bearer <CTRAIN_METRICS_TOKEN> "
+                "(or use /ctrain/api/metrics with an Airflow login)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return metrics_text()
 
     return app
 
 
-class LazyApp:
-    """An ASGI app that builds ``build_app()`` on its first request.
-
-    Airflow imports this plugin in every task process too (for its listeners); FastAPI and
-    Airflow's API security module cost those processes about 0.7 s each, so they are imported
-    only where a request arrives: the API server.
-    """
-
-    def __init__(self):
-        self._app = None
-        self._lock = threading.Lock()
-
-    async def __call__(self, scope, receive, send) -> None:
-        if self._app is None:
-            with self._lock:
-                if self._app is None:
-                    self._app = build_app()
-        await self._app(scope, receive, send)
+@functools.cache
+def view_app():
+    """The one app of this process (the API server mounts it once)."""
+    return build_app()
 
 
 def _in_session(dag_run):
@@ -370,7 +438,14 @@ class RunNotes:
 class CtrainPlugin(AirflowPlugin):
     name = "ctrain"
     listeners = [RunNotes()]
-    fastapi_apps = [{"name": "ctrain", "app": LazyApp(), "url_prefix": "/ctrain"}]
+
+    @property
+    def fastapi_apps(self) -> list[dict[str, Any]]:
+        # Read by the API server only (and ``airflow plugins``): the app, FastAPI and Airflow's
+        # API security cost a task process about 0.7 s, and Airflow imports this plugin in every
+        # one of them for its listeners.
+        return [{"name": "ctrain", "app": view_app(), "url_prefix": "/ctrain"}]
+
     # href is relative to the UI's <base href>, so it follows [api] base_url's path prefix; the
     # trailing slash makes the page's own relative URLs resolve under /ctrain/.
     external_views = [

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SCREENSHOTS = REPO / "test-output"  # what the browser tests saw, for a person to look at
 DAGS = REPO / "dags"
 # What the DAG files share; imported by them, not a DAG file itself (see dags/.airflowignore).
 DAG_SHARED = DAGS / "ctrain_common.py"
@@ -306,9 +307,12 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def view_in_browser(base: str, password: str, shot, ready: str = "version 2") -> dict:
+def view_in_browser(
+    base: str, password: str, shot, ready: str = "version 2", rollout: bool = False
+) -> dict:
     """Log into Airflow's UI at ``base`` as admin, open the ctrain view, wait until the champion
-    card says ``ready``, read what it shows, and save a screenshot at ``shot``."""
+    card says ``ready`` (and with ``rollout``, until a running rollout's guardrails are drawn),
+    read what it shows, and save a screenshot at ``shot``."""
     with browser() as driver:
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support import expected_conditions as ec
@@ -324,6 +328,10 @@ def view_in_browser(base: str, password: str, shot, ready: str = "version 2") ->
         frame = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "iframe")))
         driver.switch_to.frame(frame)
         wait.until(ec.text_to_be_present_in_element((By.ID, "card-champion"), ready))
+        if rollout:  # the page reads again every 30 s: the first look may come with a later one
+            WebDriverWait(driver, 90).until(
+                ec.presence_of_element_located((By.ID, "rollout-guardrails"))
+            )
         seen = {
             "champion": driver.find_element(By.ID, "card-champion").text,
             "history": len(driver.find_elements(By.CSS_SELECTOR, "#history li")),
@@ -331,7 +339,23 @@ def view_in_browser(base: str, password: str, shot, ready: str = "version 2") ->
             "rows": len(driver.find_elements(By.CSS_SELECTOR, "#windows tbody tr")),
             "pending": driver.find_element(By.ID, "pending").text,
             "error": driver.find_element(By.ID, "error").text,
+            "rollout": "\n".join(e.text for e in driver.find_elements(By.ID, "card-rollout")),
+            # From the start of the view's navigation to its records drawn (the page keeps it).
+            "first_load_ms": driver.execute_script("return window.ctrainFirstLoadMs"),
         }
+        # How long the API server's read of the records took as it started: set only by that
+        # read (the app's lifespan), never by a request, so None means no read ran ahead.
+        warmed = """const done = arguments[arguments.length - 1];
+            fetch("api/models").then(r => r.json())
+              .then(m => fetch(`api/models/${encodeURIComponent(m[0].name)}`))
+              .then(r => r.json()).then(o => done(o.warmed_in), e => done(null));"""
+        from ctrain.runtime import wait_for
+
+        def read_ahead():
+            value = driver.execute_async_script(warmed)
+            return None if value is None else (value,)
+
+        (seen["warmed_in"],) = wait_for("the view's read ahead", read_ahead, 60, 1)
         driver.switch_to.default_content()
         time.sleep(1)
         driver.save_screenshot(str(shot))

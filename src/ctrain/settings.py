@@ -34,7 +34,12 @@ Scorer = Literal[
     "neg_log_loss",
 ]
 # Environment variables of ctrain that are not settings fields.
-_NOT_SETTINGS = {"CTRAIN_PROJECT", "CTRAIN_DEBUG"}
+_NOT_SETTINGS = {
+    "CTRAIN_PROJECT",
+    "CTRAIN_DEBUG",
+    "CTRAIN_METRICS_TOKEN",
+    "CTRAIN_METRICS_TOKEN_FILE",
+}
 
 
 class _Strict(BaseModel):
@@ -672,6 +677,11 @@ class Settings(BaseSettings):
     @property
     def outcomes_dir(self) -> Path:
         return self.root / "outcomes"
+
+    @property
+    def rollouts_dir(self) -> Path:
+        """The newest look at each rollout's current step (``rollout/evidence.write_look``)."""
+        return self.root / "rollouts"
 
     @property
     def datasets_dir(self) -> Path:

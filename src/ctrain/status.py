@@ -108,13 +108,28 @@ def format_status(report: dict[str, Any], metric: str) -> str:
 
 
 def _traffic(client, settings: Settings) -> dict[str, Any]:
-    """The traffic split of a rollout (``serving/traffic.py``): who answers which rows."""
+    """The traffic split of a rollout (``serving/traffic.py``): who answers which rows; while
+    one runs, its steps and the newest look at the current one (each guardrail's figure
+    against its bound)."""
     import dataclasses
 
+    from ctrain.rollout.evidence import read_look
     from ctrain.serving.traffic import read_split
 
     split = read_split(client, settings.model_name)
-    return dataclasses.asdict(split) | {"active": split.active, "describe": split.describe()}
+    look = read_look(settings, split) if split.active else None
+    # The steps the rollout looked with (the settings may have changed since it began).
+    steps = (look or {}).get("steps") or (
+        list(settings.serving.rollout.canary_steps)
+        if split.strategy == "canary"
+        else [split.percent]
+    )
+    return dataclasses.asdict(split) | {
+        "active": split.active,
+        "describe": split.describe(),
+        "steps": steps,
+        "look": look,
+    }
 
 
 def _version(client, settings: Settings, alias: str, links) -> dict[str, Any] | None:

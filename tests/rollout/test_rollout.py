@@ -22,13 +22,13 @@ from tests_support import (
     request_rows,
 )
 
-from ctrain import steps
+from ctrain import status, steps
 from ctrain.data.demo_source import DemoSource
 from ctrain.promotion.decisions import list_decisions
 from ctrain.records import DecisionKind, RunContext
 from ctrain.registry import CHALLENGER, aliased_version, current_champion
 from ctrain.rollout import control as rollout
-from ctrain.rollout.evidence import Evidence, guardrails, measure
+from ctrain.rollout.evidence import Evidence, guardrails, measure, read_look, write_look
 from ctrain.runtime import wait_for
 from ctrain.serving.app import create_app
 from ctrain.serving.traffic import Split, read_split
@@ -186,7 +186,27 @@ def test_canary_moves_a_sticky_share_in_steps_then_promotes(make_settings, clien
 
         progress = rollout.advance(settings, client, split.rollout_id, ctx)
         assert progress.state == rollout.NEXT and progress.percent == 100.0, progress
+        # Each look is kept for the ctrain view: every guardrail's figure against its bound.
+        look = json.loads((settings.rollouts_dir / f"{split.rollout_id}.json").read_text())
+        assert (look["step"], look["percent"]) == (0, 50.0)
+        assert look["evidence"]["challenger_scored"] >= settings.serving.rollout.min_rows
+        checks = {c["name"]: c for c in look["checks"]}
+        assert {"error_rate", "latency", "prediction_drift"} <= set(checks), checks
+        cfg = settings.serving.rollout
+        assert (checks["error_rate"]["value"], checks["error_rate"]["bound"]) == (
+            0.0,
+            cfg.max_error_rate,
+        )
+        assert checks["prediction_drift"]["bound"] == cfg.max_prediction_shift
+        for c in checks.values():
+            assert c["passed"] == (
+                c["value"] <= c["bound"] if c["at_most"] else c["value"] >= c["bound"]
+            ), c
         split = read_split(client, settings.model_name)
+        # The view shows the split at its new step, and no look until one is taken there.
+        shown = status.overview(settings, client)["traffic"]
+        assert (shown["active"], shown["step"], shown["steps"]) == (True, 1, [50.0, 100.0])
+        assert shown["look"] is None
         _following(server, split)
         last, failures = _send(server, rows[:100])
         assert failures == []
@@ -194,6 +214,9 @@ def test_canary_moves_a_sticky_share_in_steps_then_promotes(make_settings, clien
         _landed(settings, split, 100)
         progress = rollout.advance(settings, client, split.rollout_id, ctx)
         assert progress.state == rollout.PASSED, progress
+        shown = status.overview(settings, client)["traffic"]
+        assert (shown["look"]["step"], shown["look"]["percent"]) == (1, 100.0)
+        assert all(c["passed"] for c in shown["look"]["checks"])
         decision = rollout.finish(settings, client, split.rollout_id, ctx, passed=True)
         assert decision.moved and decision.rule == "canary_passed", decision
         _following(server, read_split(client, settings.model_name))  # the split ended
@@ -385,3 +408,41 @@ def test_prediction_drift_is_held_to_the_shift_the_comparison_showed(make_settin
     # Off by 13 points: past 10 on these samples, not when the held-out rows were few.
     assert not check(Split(status="running", expected_shift=-0.06)).passed
     assert check(Split(status="running", expected_shift=-0.06, expected_shift_se=0.03)).passed
+
+
+def test_a_rollout_id_from_the_registry_becomes_a_file_name_only_in_ctrains_form(make_settings):
+    """The split is a registry tag a person with EDIT can write: an id that is not of the form
+    ``control.start`` gives is never made a path, read or written."""
+    settings = make_settings()
+    ev = Evidence(
+        rollout_id="",
+        since="",
+        champion="1",
+        challenger="2",
+        answered={},
+        challenger_scored=0,
+        challenger_errors=0,
+        error_rate=0.0,
+        champion_p99_ms=None,
+        challenger_p99_ms=None,
+        pairs=0,
+        agreement=None,
+        mean_abs_diff=None,
+        positive_rate=None,
+        prediction_shift=None,
+        prediction_shift_se=None,
+        prediction_drift=None,
+        labeled_pairs=0,
+        paired=None,
+        per_arm=None,
+    )
+    outside = settings.root / "outside.json"
+    for rollout_id in ("../outside", "v2-0000000/../../outside", "/tmp/x", "v2-deadbeef.json"):
+        split = Split(rollout_id=rollout_id, challenger="2", status="running")
+        write_look(settings, split, ev, guardrails(settings, split, ev))
+        assert read_look(settings, split) is None
+    assert not outside.exists() and not settings.rollouts_dir.exists()
+    good = Split(rollout_id="v2-deadbeef", challenger="2", status="running")
+    write_look(settings, good, ev, guardrails(settings, good, ev))
+    assert read_look(settings, good)["checks"][0]["name"] == "error_rate"
+    assert [p.name for p in settings.rollouts_dir.iterdir()] == ["v2-deadbeef.json"]

@@ -30,7 +30,7 @@ from typing import Any
 from ctrain.promotion.promote import PromotionRefused, move_champion, refusal
 from ctrain.records import DecisionKind, Record, RunContext
 from ctrain.registry import current_champion
-from ctrain.rollout.evidence import Evidence, guardrails, measure
+from ctrain.rollout.evidence import Evidence, guardrails, measure, write_look
 from ctrain.rollout.split import write_split
 from ctrain.serving.traffic import RUNNING, Split, now_iso, read_split
 from ctrain.settings import Settings
@@ -207,6 +207,7 @@ def advance(
     elapsed = (now - since).total_seconds()
     ev = measure(settings, split, since)
     checks = guardrails(settings, split, ev)
+    write_look(settings, split, ev, checks)
     failed = [c for c in checks if not c.passed]
     enough = ev.challenger_scored >= cfg.min_rows
     # More failures than a whole step may have: the step cannot pass, whatever comes next.

@@ -6,7 +6,8 @@ request id and row id, that gives per row a pair of scores on the same input, an
 labels arrive (joined by row id), a paired comparison with the statistics promotion uses.
 
 ``measure`` reads every service process's landed windows of one rollout since a time;
-``guardrails`` says, for a step, which checks fail:
+``guardrails`` says, for a step, which checks fail (``write_look`` keeps the newest, for the
+ctrain view):
 
 - error rate: rows the challenger failed on (or could not score: it did not load);
 - latency: the challenger's p99 scoring time against the champion's, on the same traffic;
@@ -20,9 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import zlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +44,7 @@ from ctrain.stats import (
     two_sample_bootstrap,
     z_value,
 )
+from ctrain.storage import read_json, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -205,9 +209,57 @@ def _per_arm(settings: Settings, split: Split, answered: pd.DataFrame) -> dict[s
 
 @dataclass(frozen=True)
 class Check:
+    """One guardrail on one step. ``value`` is the figure judged against ``bound``: it passes
+    at most at the bound (``at_most``), or at least at it (the labeled interval's upper end)."""
+
     name: str
     passed: bool
     detail: str
+    value: float | None = None
+    bound: float | None = None
+    at_most: bool = True
+
+
+LOOK_ID = re.compile(r"^v[0-9]+-[0-9a-f]{8}$")  # rollout ids as control.start makes them
+
+
+def _look_path(settings: Settings, rollout_id: str) -> Path | None:
+    # The id comes from the registry's traffic tag, which a person with EDIT can write: it
+    # becomes a file name only in the form ctrain gives it.
+    return settings.rollouts_dir / f"{rollout_id}.json" if LOOK_ID.match(rollout_id) else None
+
+
+def write_look(settings: Settings, split: Split, ev: Evidence, checks: list[Check]) -> None:
+    """Keep the newest look at ``split``'s current step (its evidence and each guardrail against
+    its bound), replacing the one before: what the ctrain view draws while the rollout runs."""
+    path = _look_path(settings, split.rollout_id)
+    if path is None:
+        return
+    write_json_atomic(
+        path,
+        {
+            "rollout_id": split.rollout_id,
+            "step": split.step,
+            "percent": split.percent,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "steps": list(settings.serving.rollout.canary_steps)
+            if split.strategy == "canary"
+            else [split.percent],
+            "min_rows": settings.serving.rollout.min_rows,
+            "step_seconds": settings.serving.rollout.step_seconds,
+            "evidence": ev.to_dict(),
+            "checks": [dataclasses.asdict(c) for c in checks],
+        },
+    )
+
+
+def read_look(settings: Settings, split: Split) -> dict[str, Any] | None:
+    """The newest look at ``split``'s current step, or None (no look at this step yet)."""
+    path = _look_path(settings, split.rollout_id)
+    if path is None or not path.is_file():
+        return None
+    look = read_json(path)
+    return look if look.get("step") == split.step else None
 
 
 def guardrails(settings: Settings, split: Split, ev: Evidence) -> list[Check]:
@@ -220,6 +272,8 @@ def guardrails(settings: Settings, split: Split, ev: Evidence) -> list[Check]:
             ev.error_rate <= cfg.max_error_rate,
             f"{ev.challenger_errors} of {ev.challenger_scored} rows failed "
             f"({ev.error_rate:.2%}; at most {cfg.max_error_rate:.2%})",
+            ev.error_rate,
+            cfg.max_error_rate,
         )
     ]
     if ev.champion_p99_ms is not None and ev.challenger_p99_ms is not None:
@@ -232,6 +286,8 @@ def guardrails(settings: Settings, split: Split, ev: Evidence) -> list[Check]:
                 ev.challenger_p99_ms <= bound,
                 f"p99 scoring time {ev.challenger_p99_ms:.2f} ms against the champion's "
                 f"{ev.champion_p99_ms:.2f} ms (at most {bound:.2f} ms)",
+                ev.challenger_p99_ms,
+                bound,
             )
         )
     if ev.prediction_shift is not None:
@@ -254,6 +310,8 @@ def guardrails(settings: Settings, split: Split, ev: Evidence) -> list[Check]:
                 f"± {margin:.1%} at {settings.promotion.confidence:.0%} (at most "
                 f"{cfg.max_prediction_shift:.0%}); agreement {ev.agreement:.1%}, KS of the "
                 f"scores {ev.prediction_drift:.3f}",
+                abs(off) - margin,
+                cfg.max_prediction_shift,
             )
         )
     if ev.paired is not None:
@@ -265,6 +323,9 @@ def guardrails(settings: Settings, split: Split, ev: Evidence) -> list[Check]:
                 f"{p['metric']} challenger {p['challenger']:.4f} vs champion {p['champion']:.4f} "
                 f"on {ev.labeled_pairs} labeled live rows: {p['diff']:+.4f} "
                 f"[{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]",
+                p["ci_high"],
+                -cfg.worse_tolerance,
+                at_most=False,
             )
         )
     return checks

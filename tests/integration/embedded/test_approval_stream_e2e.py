@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from urllib.parse import quote
 
 import pytest
-from tests_support import REPO, view_in_browser
+from tests_support import SCREENSHOTS, view_in_browser
 
 from ctrain.demo import SERVE_DEMO
 from ctrain.harness.callers import Online
@@ -29,8 +29,6 @@ from ctrain.registry import current_champion
 from ctrain.runtime import wait_for
 
 pytestmark = pytest.mark.integration
-
-SCREENSHOTS = REPO / "test-output"
 
 
 @pytest.fixture(scope="module")

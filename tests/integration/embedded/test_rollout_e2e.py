@@ -16,7 +16,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests_support import QUICK, ServerThread, bootstrap_champion, lose_artifacts, request_rows
+from tests_support import (
+    QUICK,
+    SCREENSHOTS,
+    ServerThread,
+    bootstrap_champion,
+    lose_artifacts,
+    request_rows,
+    view_in_browser,
+)
 
 from ctrain.data.demo_source import DemoSource
 from ctrain.harness.callers import LiveTraffic
@@ -123,6 +131,16 @@ def test_a_canary_promotes_under_traffic_and_a_broken_one_rolls_back_by_itself(
             wait_for("the split of v3", began, alive=af.alive)
             split = read_split(client, settings.model_name)
             assert (split.challenger, split.percent, split.active) == ("3", 50.0, True)
+            # The ctrain view draws the rollout while it waits for rows (no service runs now):
+            # the arms, the canary's steps, and the error-rate guardrail against its bound.
+            SCREENSHOTS.mkdir(exist_ok=True)
+            shot = SCREENSHOTS / "ctrain_view_rollout.png"
+            seen = view_in_browser(af.base_url, af.admin_password(), shot, rollout=True)
+            assert "Rollout: canary of v3 against v2, step 1 of 2" in seen["rollout"], seen
+            assert "champion v2: 50%" in seen["rollout"] and "v3: 50%" in seen["rollout"]
+            assert "error rate" in seen["rollout"] and "≤ 0.0100" in seen["rollout"]
+            assert f"0 of {settings.serving.rollout.min_rows} rows scored by v3" in seen["rollout"]
+            print(f"screenshot: {shot}")
             lose_artifacts(client, settings.model_name, "3")
             server = ServerThread(
                 create_app(settings, client, source="e2e-2"), settings

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import mlflow
 import pytest
-from tests_support import REPO, view_in_browser
+from tests_support import SCREENSHOTS, view_in_browser
 
 from ctrain.harness.stream import run_stream
 from ctrain.monitoring.check import load_summaries, scored_by
@@ -24,8 +24,6 @@ from ctrain.registry import current_champion
 from ctrain.runtime import TASK_PRELOAD, Services, airflow_bin, free_port, wait_for
 
 pytestmark = pytest.mark.integration
-
-SCREENSHOTS = REPO / "test-output"
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +265,10 @@ def test_the_ctrain_view_in_a_real_browser(stream):
     widths = seen["chart_widths"]
     assert len(widths) == 4 and max(widths) - min(widths) <= 2 and max(widths) < 1100, widths
     assert seen["error"] == "" and shot.stat().st_size > 20_000
-    print(f"screenshot: {shot}")
+    # The API server read the records as it started, not at the first request (the figure is
+    # bench/view.py's; here it is kept, not judged).
+    assert seen["warmed_in"] > 0 and seen["first_load_ms"] > 0
+    print(f"screenshot: {shot}; first load {seen['first_load_ms']:.0f} ms")
 
 
 def test_the_ctrain_view_works_behind_a_path_prefix(stream):
@@ -286,6 +287,9 @@ def test_the_ctrain_view_works_behind_a_path_prefix(stream):
         seen = view_in_browser(base, stream.af.admin_password(), shot)
         assert "champion: version 2" in seen["champion"] and seen["error"] == ""
         assert seen["charts"] == 4
+        # A server just started: its first page load still found the records read ahead.
+        assert seen["warmed_in"] > 0
+        print(f"first load on a server just started: {seen['first_load_ms']:.0f} ms")
 
 
 def _get_quiet(url) -> int | None:
