@@ -10,7 +10,7 @@ export MLFLOW_ALLOW_PICKLE_DESERIALIZATION := false
 export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install browser demo test lint fmt bench reliability lock up clean
+.PHONY: install browser prometheus demo test lint fmt bench reliability lock up clean
 
 # Bytecode is compiled at install: uv does not by default, and without .pyc files every process
 # (each Airflow task among them) compiles what it imports again, about 3 s more for mlflow alone.
@@ -35,7 +35,16 @@ browser:
 	      { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; }; } || \
 	  { echo "the UI tests need Debian's chromium and chromium-driver: apt-get install chromium chromium-driver"; exit 1; }
 
-test: $(STAMP) browser
+# The alerting tests check deploy/prometheus with promtool and scrape ctrain with a real
+# Prometheus: Debian's prometheus package, installed here when missing (as root), else named.
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && export DEBIAN_FRONTEND=noninteractive && \
+	    { apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }; }; } || \
+	  { echo "the alerting tests need Debian's prometheus (prometheus, promtool): apt-get install prometheus"; exit 1; }
+
+test: $(STAMP) browser prometheus
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 

@@ -67,6 +67,8 @@ values = {
     "MLFLOW_SERVING_PASSWORD": token(18),
     # The bearer token callers of ctrain serve send.
     "CTRAIN_SERVE_TOKEN": token(32),
+    # The bearer token Prometheus scrapes /ctrain/metrics with (a compose secret for it).
+    "CTRAIN_METRICS_TOKEN": token(32),
     "MLFLOW_FLASK_SERVER_SECRET_KEY": token(48),
     # MinIO wants a user of at least 3 and a password of at least 8 characters.
     "MINIO_ROOT_USER": "ctrain-" + secrets.token_hex(6),

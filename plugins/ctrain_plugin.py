@@ -217,7 +217,7 @@ def build_app():
 
     from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
     from airflow.api_fastapi.core_api.security import requires_access_view
-    from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+    from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException
     from fastapi.responses import HTMLResponse, Response
 
     @asynccontextmanager
@@ -267,7 +267,7 @@ def build_app():
             "warmed_in": _overview.warmed_in,
         }
 
-    def metrics_text() -> Response:
+    def metrics_text():
         from prometheus_client import CONTENT_TYPE_LATEST
 
         from ctrain.telemetry import exposition
@@ -280,21 +280,24 @@ def build_app():
             raise unreadable(exc) from exc
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    @view.get("/api/metrics")
-    def metrics_for_a_person() -> Response:
+    # No annotations naming FastAPI's classes: this module's annotations are strings, and
+    # FastAPI could not resolve names imported in this function (a parameter typed `Request`
+    # became a required query parameter: 422).
+    @view.get("/api/metrics", response_class=Response)
+    def metrics_for_a_person():
         """The loop's figures in Prometheus' text format, for anyone who may see the view."""
         return metrics_text()
 
     app.include_router(view)
 
-    @app.get("/metrics")
-    def metrics(request: Request) -> Response:
+    @app.get("/metrics", response_class=Response)
+    def metrics(authorization: str | None = Header(default=None)):
         """The same figures for Prometheus, behind the scrape token (``CTRAIN_METRICS_TOKEN`` or
         ``CTRAIN_METRICS_TOKEN_FILE``) as a bearer token: an Airflow login expires, a scrape
         job's credentials file does not."""
         from ctrain.telemetry import scrape_token_matches
 
-        if not scrape_token_matches(request.headers.get("authorization")):
+        if not scrape_token_matches(authorization):
             raise HTTPException(
                 401,
                 "a scrape token is needed: Authorization: Bearer <CTRAIN_METRICS_TOKEN> "

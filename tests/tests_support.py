@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 import tempfile
 import threading
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / "test-output"  # what the browser tests saw, for a person to look at
+PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 DAGS = REPO / "dags"
 # What the DAG files share; imported by them, not a DAG file itself (see dags/.airflowignore).
 DAG_SHARED = DAGS / "ctrain_common.py"
@@ -451,3 +453,64 @@ def lose_artifacts(client, name: str, version: str) -> None:
     folder = Path(urlparse(logged.artifact_location).path)
     assert folder.is_dir(), folder
     shutil.rmtree(folder)
+
+
+def promtool(*args: str) -> str:
+    """Run Debian's ``promtool`` in deploy/prometheus; its output (raises when it fails)."""
+    import pytest
+
+    exe = shutil.which("promtool")
+    if exe is None:
+        pytest.fail("the alerting tests need Debian's prometheus package (make test installs it)")
+    out = subprocess.run(
+        [exe, *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True, check=True, timeout=60
+    )
+    return out.stdout + out.stderr
+
+
+@contextlib.contextmanager
+def prometheus_scraping(target: str, token: str, folder: Path):
+    """A real Prometheus (Debian's) with deploy/prometheus/prometheus.yml and its alert rules,
+    its ctrain job pointed at ``target`` (host:port) with ``token``, scraping every second;
+    yields a function that runs an instant query and returns its result vector."""
+    import httpx
+    import yaml
+
+    from ctrain.runtime import Services, free_port, wait_for
+
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["global"] |= {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(PROMETHEUS_DIR / "alerts.yml")]
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "ctrain"]
+    (folder / "token").write_text(token)
+    job["authorization"]["credentials_file"] = str(folder / "token")
+    job["static_configs"] = [{"targets": [target]}]
+    config["scrape_configs"] = [job]  # Airflow's StatsD exporter is compose's, not here
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with Services() as server:
+        server.start(
+            [
+                shutil.which("prometheus") or "prometheus",
+                f"--config.file={folder / 'prometheus.yml'}",
+                f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            folder / "prometheus.log",
+        )
+
+        def query(expr: str) -> list[dict]:
+            r = httpx.get(f"{base}/api/v1/query", params={"query": expr}, timeout=10)
+            r.raise_for_status()
+            return r.json()["data"]["result"]
+
+        def scraped():
+            try:
+                return query('up{job="ctrain"} == 1')
+            except httpx.HTTPError:
+                return None
+
+        wait_for("Prometheus to scrape ctrain", scraped, 60, 0.5, server.alive)
+        query.base = base
+        yield query

@@ -54,6 +54,13 @@ def cmd_init(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_metrics(settings: Settings, args) -> int:
+    from ctrain.telemetry import exposition
+
+    sys.stdout.write(exposition(settings, _client(settings)).decode())
+    return 0
+
+
 def cmd_status(settings: Settings, args) -> int:
     from ctrain.promotion.promote import settle
     from ctrain.status import format_status, status
@@ -337,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=10)
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_status)
+    sub.add_parser(
+        "metrics", help="the loop's figures in Prometheus' text format, read from the records"
+    ).set_defaults(fn=cmd_metrics)
     s = sub.add_parser("promote", help="make a version champion by hand (recorded)")
     s.add_argument("--version", required=True)
     s.add_argument("--reason")

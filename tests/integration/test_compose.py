@@ -248,6 +248,7 @@ def test_each_service_gets_only_its_own_credentials(services):
         "MLFLOW_VIEWER_PASSWORD": {"mlflow-init", "airflow-apiserver"},
         "MLFLOW_SERVING_PASSWORD": {"mlflow-init", "serving"},
         "CTRAIN_SERVE_TOKEN": {"serving"},
+        "CTRAIN_METRICS_TOKEN": {"airflow-apiserver"},  # Prometheus reads it as a secret file
         "MLFLOW_WORKER_PASSWORD": {"mlflow-init", *AIRFLOW_SERVICES},
     }
     for var, allowed in holders.items():
@@ -305,3 +306,23 @@ def test_nothing_is_published_beyond_this_host_unless_asked(services):
     published = {name for name, svc in services.items() if svc.get("ports")}
     assert published == {"airflow-apiserver", "mlflow"}
     assert "--console-address" not in services["minio"]["command"]
+
+
+def test_prometheus_scrapes_ctrain_with_a_token_file_and_airflow_sends_statsd(services, compose):
+    prom = services["prometheus"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prom["volumes"]
+    assert [x["source"] for x in prom["secrets"]] == ["ctrain_metrics_token"]
+    # The token reaches Prometheus as a file from the secret, never as a variable.
+    assert "CTRAIN_METRICS_TOKEN" not in _vars(prom)
+    assert compose["secrets"]["ctrain_metrics_token"] == {"environment": "CTRAIN_METRICS_TOKEN"}
+    config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "ctrain"]
+    assert job["authorization"]["credentials_file"] == "/run/secrets/ctrain_metrics_token"
+    assert job["static_configs"][0]["targets"] == ["airflow-apiserver:8080"]
+    (airflow,) = [j for j in config["scrape_configs"] if j["job_name"] == "airflow"]
+    assert airflow["static_configs"][0]["targets"] == ["statsd-exporter:9102"]
+    for name in AIRFLOW_SERVICES:
+        env = _env(services[name])
+        assert env["AIRFLOW__METRICS__STATSD_ON"] == "true", name
+        assert env["AIRFLOW__METRICS__STATSD_HOST"] == "statsd-exporter", name
+    assert not prom.get("ports") and not services["statsd-exporter"].get("ports")

@@ -80,6 +80,7 @@ LOOP = [
 ENTRY = {
     "ctrain.steps",
     "ctrain.status",
+    "ctrain.telemetry",
     "ctrain.runtime",
     "ctrain.harness",
     "ctrain.demo",

@@ -275,7 +275,7 @@ def _finish(
     return outcome
 
 
-def _kept_name(path: Path, batch_id: str) -> str:
+def kept_name(path: Path, batch_id: str) -> str:
     """The name the input is kept under: its own when plain, else its batch id."""
     if PLAIN_NAME.fullmatch(path.stem) and path.suffix.lower() in SUPPORTED_SUFFIXES:
         return path.name
@@ -285,7 +285,7 @@ def _kept_name(path: Path, batch_id: str) -> str:
 
 def _move_to_processed(dest: Destinations, path: Path, snap: Snapshot, batch_id: str) -> Path:
     """Keep the input under ``processed/``: the very bytes that were judged."""
-    target = dest.processed / _kept_name(path, batch_id)
+    target = dest.processed / kept_name(path, batch_id)
     if not path.exists():  # an earlier attempt moved it already
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -312,7 +312,7 @@ def _quarantine_whole_file(
     path: Path, snap: Snapshot, qdir: Path, reason: str, batch_id: str
 ) -> None:
     qdir.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(qdir / _kept_name(path, batch_id), snap.data)
+    write_bytes_atomic(qdir / kept_name(path, batch_id), snap.data)
     write_text_atomic(qdir / "reason.txt", reason + "\n")
 
 

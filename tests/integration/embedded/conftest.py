@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,6 +150,8 @@ def stack(tmp_path_factory):
         # The DAG files do not change during the run, and what their parse reads is pinned
         # here: parsing them again every 30 s would only take CPU from the tests.
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
+        # Prometheus' scrape token of /ctrain/metrics (test_stream_e2e scrapes it).
+        "CTRAIN_METRICS_TOKEN": secrets.token_urlsafe(24),
     }
     af = AirflowServices(own, root / "logs" / "airflow", pinned, base_env=base)
     del af.env["CTRAIN_HOME"]  # each module's project names its home

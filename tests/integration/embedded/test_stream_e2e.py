@@ -12,9 +12,10 @@ import urllib.error
 import urllib.request
 from types import SimpleNamespace
 
+import httpx
 import mlflow
 import pytest
-from tests_support import SCREENSHOTS, view_in_browser
+from tests_support import SCREENSHOTS, prometheus_scraping, view_in_browser
 
 from ctrain.harness.stream import run_stream
 from ctrain.monitoring.check import load_summaries, scored_by
@@ -251,6 +252,51 @@ def test_the_ctrain_view_asks_airflows_login_and_shows_the_records(stream):
     # Relative URLs only: the page works behind a path prefix.
     page = _get(f"{base}/ctrain/", auth)[1].decode()
     assert 'fetch("http' not in page and 'const API = "api/models"' in page
+
+
+def test_prometheus_scrapes_the_loops_figures_and_they_equal_the_records(stream, tmp_path):
+    """The metrics endpoint asks a scrape token (or an Airflow login), and a real Prometheus
+    with deploy/prometheus's config and rules scrapes it: what it holds is what the records say."""
+    from collections import Counter
+
+    from ctrain.ingest.batches import batch_outcomes
+
+    base, settings, client = stream.af.base_url, stream.settings, stream.client
+    scrape = stream.af.env["CTRAIN_METRICS_TOKEN"]
+    assert _get(f"{base}/ctrain/metrics")[0] == 401
+    assert _get(f"{base}/ctrain/metrics", {"Authorization": "Bearer wrong"})[0] == 401
+    login = {"Authorization": f"Bearer {stream.af.token()}"}
+    assert _get(f"{base}/ctrain/metrics", login)[0] == 401  # a login is not the scrape token
+    assert _get(f"{base}/ctrain/api/metrics")[0] == 401
+    status, text = _get(f"{base}/ctrain/api/metrics", login)  # a person with a login
+    assert status == 200 and b"ctrain_champion_version" in text
+    with prometheus_scraping(base.removeprefix("http://"), scrape, tmp_path) as query:
+
+        def value(expr: str) -> float:
+            (sample,) = query(expr)
+            return float(sample["value"][1])
+
+        champion = current_champion(client, settings.model_name)
+        assert value(f'ctrain_champion_version{{model="{settings.model_name}"}}') == int(champion)
+        kinds = Counter(d.decision for d in list_decisions(client, settings, limit=50_000))
+        held = {
+            s["metric"]["decision"]: float(s["value"][1]) for s in query("ctrain_decisions_total")
+        }
+        assert held == dict(kinds) and kinds["promoted"] >= 2
+        outcomes = batch_outcomes(settings)
+        for outcome in ("accepted", "quarantined"):
+            rows = sum(getattr(o, f"rows_{outcome}") for o in outcomes)
+            assert value(f'ctrain_rows_total{{outcome="{outcome}"}}') == rows
+        newest = load_summaries(settings)[-1]
+        assert value("ctrain_window_share_drifted") == pytest.approx(newest.share_drifted)
+        requests = [r for r in trigger_log(settings) if r.requested_run]
+        assert value("ctrain_retrain_requests_total") == len(requests) >= 1
+        assert value("ctrain_batches_awaiting_predictions") == 0  # the stream was all scored
+        assert value("ctrain_rollout_active") == 0
+        # Prometheus loaded the project's alert rules, and they evaluate without error.
+        rules = httpx.get(f"{query.base}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        assert {r["name"] for g in rules for r in g["rules"]} >= {"CtrainChampionChanged"}
+        assert all(r["health"] != "err" for g in rules for r in g["rules"])
 
 
 def test_the_ctrain_view_in_a_real_browser(stream):
