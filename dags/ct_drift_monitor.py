@@ -25,6 +25,7 @@ from ctrain_common import (
     PREDICTIONS,
     ROLLOUT,
     TRAINING,
+    Tell,
     settings,
     training_run_state,
 )
@@ -91,6 +92,8 @@ def ct_drift_monitor():
         skip_when_already_exists=True,
         # Not waited for: an approval may wait hours, and later windows must still be checked.
         wait_for_completion=False,
+        # The request, with its reason and the run it started (notifications.routes).
+        on_success_callback=Tell("request"),
     )
     verdict >> trigger_ct_training
 

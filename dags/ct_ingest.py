@@ -24,6 +24,7 @@ from ctrain_common import (
     INGEST,
     LABELS,
     NOTE_KEY,
+    Tell,
     landing_assets,
     settings,
 )
@@ -68,12 +69,15 @@ def ct_ingest():
     @task(outlets=[ACCEPTED])
     def publish_accepted(outcomes: list[dict], ti=None) -> dict:
         """Emit the accepted-data asset when any rows were accepted."""
+        from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowSkipException
 
         from ctrain import steps
 
         outcomes = list(outcomes)
         ti.xcom_push(key=NOTE_KEY, value=steps.describe_ingest(outcomes))
+        # Batches mostly quarantined are announced (notifications.routes.quarantine).
+        Tell("quarantine", outcomes=outcomes)(get_current_context())
         accepted = [o["batch_id"] for o in outcomes if o["rows_accepted"]]
         if not accepted:
             raise AirflowSkipException("no rows accepted in this run: nothing to publish")

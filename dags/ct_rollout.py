@@ -18,7 +18,7 @@ time: it owns the split.
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
-from ctrain_common import DEFAULT_ARGS, NOTE_KEY, ROLLOUT
+from ctrain_common import DEFAULT_ARGS, NOTE_KEY, ROLLOUT, Tell
 
 # The watch's own limit is read at run time, from the project's settings when the rollout starts
 # (steps.rollout_watch_seconds); the sensor's timeout is only a ceiling above any of them.
@@ -52,7 +52,7 @@ PARAMS = {
     params=PARAMS,
 )
 def ct_rollout():
-    @task
+    @task(on_success_callback=Tell("decisions"))
     def start(params=None, dag_run=None, ti=None) -> dict:
         """Set the split of the strategy; the version must be one that may serve."""
         from airflow.sdk.exceptions import AirflowFailException
@@ -81,7 +81,7 @@ def ct_rollout():
         """Judge the current step; move the canary on; roll back on a failed guardrail."""
         import time
 
-        from airflow.sdk import PokeReturnValue
+        from airflow.sdk import PokeReturnValue, get_current_context
         from airflow.sdk.exceptions import AirflowFailException
 
         from ctrain import steps
@@ -90,10 +90,12 @@ def ct_rollout():
             raise AirflowFailException("the rollout outlived its steps' timeouts; rolling back")
         progress = steps.advance_rollout(started["rollout_id"], started["ctx"])
         ti.xcom_push(key=NOTE_KEY, value=progress["detail"][:500])
+        if progress["state"] in ("next", "failed"):  # the split moved: say so now, not at the end
+            Tell("decisions")(get_current_context())
         done = progress["state"] in ("passed", "failed", "ended")
         return PokeReturnValue(is_done=done, xcom_value=progress if done else None)
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", on_success_callback=Tell("decisions"))
     def finish(started: dict, ti=None) -> dict:
         """One decision record: promoted (compare-and-set) or rolled back, with the evidence.
         Runs also when the watch failed: the traffic then goes back to the champion."""

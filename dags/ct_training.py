@@ -34,6 +34,7 @@ from ctrain_common import (
     ApprovalRequest,
     MlflowRunLink,
     ModelVersionLink,
+    Tell,
     settings,
     with_links,
 )
@@ -193,7 +194,7 @@ def ct_training():
         return steps.approval_request(comparison, ctx)
 
     # A failed step upstream stops promote; a skipped approval (nobody asked) does not.
-    @task(trigger_rule="none_failed")
+    @task(trigger_rule="none_failed", on_success_callback=Tell("decisions"))
     def promote(
         comparison: dict | None,
         ctx: dict,

@@ -11,7 +11,7 @@ from datetime import timedelta
 from functools import cache
 
 from airflow.providers.standard.operators.hitl import HITLOperator
-from airflow.sdk import Asset, BaseOperatorLink, Param
+from airflow.sdk import Asset, BaseNotifier, BaseOperatorLink, Param
 
 from ctrain import dag_ids
 from ctrain.settings import Settings, load_settings
@@ -57,7 +57,56 @@ def landing_assets():
     ]
 
 
-DEFAULT_ARGS = {"owner": "ctrain", "retries": 2, "retry_delay": timedelta(seconds=20)}
+class Tell(BaseNotifier):
+    """Airflow notifier: tell the operators what a ctrain task did (``steps.notify``: which
+    record, to which routes, once per record) through the Apprise connections that
+    ``notifications.routes`` names. As a callback (``on_success_callback``,
+    ``on_failure_callback``), among an operator's ``notifiers``, or called with a task's context.
+    ``what``: decisions | request | quarantine | approval | failure."""
+
+    def __init__(self, what: str, **info):
+        super().__init__()
+        self.what, self.info = what, info
+
+    def notify(self, context) -> None:
+        from ctrain import steps
+
+        ti = context["ti"]
+        info = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, **self.info}
+        if self.what == "failure":
+            info["error"] = f"{type(context.get('exception')).__name__}: {context.get('exception')}"
+        elif self.what == "request":
+            info["verdict"] = ti.xcom_pull(task_ids="decide")
+        elif self.what == "approval":
+            task = context["task"]
+            info["subject"], info["body"] = task.subject, task.body or ""
+        for told in steps.notify(self.what, info, send=_apprise):
+            self.log.info("told %s (%s): %s", told["route"], told["kind"], told["title"])
+
+
+def _apprise(route: str, event) -> bool:
+    """Send ``event`` through the Apprise connection ``route``; whether every service took it
+    (the provider's hook only logs a failure: Apprise's own answer is read here)."""
+    import apprise
+    from airflow.providers.apprise.hooks.apprise import AppriseHook
+
+    hook = AppriseHook(apprise_conn_id=route)
+    services = apprise.Apprise()
+    hook.set_config_from_conn(conn=hook.get_connection(route), apprise_obj=services)
+    return bool(
+        services.notify(
+            title=event.title, body=event.text(), notify_type=apprise.NotifyType(event.severity)
+        )
+    )
+
+
+# A task that fails after its retries says so (to the routes of task_failed, when there are any).
+DEFAULT_ARGS = {
+    "owner": "ctrain",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=20),
+    "on_failure_callback": Tell("failure"),
+}
 
 # A task leaves its DAG run's one-line outcome under this XCom key; the plugin writes it on the run.
 NOTE_KEY = dag_ids.NOTE_KEY
@@ -109,6 +158,8 @@ class ApprovalRequest(HITLOperator):
                     "", type="string", description="Why: goes into the decision record."
                 )
             },
+            # The approvers are told a request waits (notifications.routes.approval_waiting).
+            notifiers=[Tell("approval")],
             **kwargs,
         )
         self.request = request

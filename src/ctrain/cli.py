@@ -293,7 +293,9 @@ def cmd_demo(settings: Settings, args) -> int:
 
         for key, value in serve_demo_env().items():
             os.environ.setdefault(key, value)
-    return run_demo(load_settings(args.project), approval=args.approval, serve=args.serve)
+    return run_demo(
+        load_settings(args.project), approval=args.approval, serve=args.serve, notify=args.notify
+    )
 
 
 def cmd_new_project(_settings: Settings | None, args) -> int:
@@ -338,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="then `ctrain serve` answers live traffic while a retrain's challenger is canaried "
         "by ct_rollout, and the demo counts failed requests",
+    )
+    s.add_argument(
+        "--notify",
+        action="store_true",
+        help="route every kind of notification to an inbox on 127.0.0.1 (through an Airflow "
+        "connection of type apprise) and print what the operators were told",
     )
     s.set_defaults(fn=cmd_demo)
     s = sub.add_parser("status", help="champion, challenger and recent decisions")

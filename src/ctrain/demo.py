@@ -101,14 +101,52 @@ def serve_demo_env() -> dict[str, str]:
     return flat("CTRAIN_SERVING", SERVE_DEMO)
 
 
-def run_demo(settings: Settings, approval: bool = False, serve: bool = False) -> int:
+def notify_demo_env(inbox) -> dict[str, str]:
+    """Every kind of event routed to ``inbox`` through the Airflow connection ``ctrain_demo``:
+    the variables every process of the demo inherits."""
+    import json
+
+    from ctrain.settings import EventKind
+
+    return {
+        "AIRFLOW_CONN_CTRAIN_DEMO": inbox.connection("demo"),
+        "CTRAIN_NOTIFICATIONS__ROUTES": json.dumps(
+            {k: ["ctrain_demo"] for k in EventKind.__args__}
+        ),
+    }
+
+
+def _show_told(inbox) -> None:
+    print(f"\n6. What the operators were told (the inbox on 127.0.0.1:{inbox.port}):")
+    for m in inbox.messages():
+        first = m["message"].splitlines()[0] if m["message"] else ""
+        print(f"  {m['at']:%H:%M:%S}  [{m['type']}] {m['title']}")
+        print(f"  {'':8}  {first[:150]}")
+    if not inbox.messages():
+        print("  (nothing)")
+
+
+def run_demo(
+    settings: Settings, approval: bool = False, serve: bool = False, notify: bool = False
+) -> int:
     """Run the demo in an empty ``CTRAIN_HOME``; prints what happened and where to look.
 
     With ``approval``, the stream's promotions wait for a person (``promotion.approval:
     required``); the demo approves through Airflow's REST API as the admin user. With ``serve``,
     ``ctrain serve`` then answers live traffic while a retrain's challenger is canaried
-    (``run_online``).
+    (``run_online``). With ``notify``, every kind of notification goes to an inbox in this
+    process, and the demo prints what arrived.
     """
+    if notify:
+        import os
+
+        from ctrain.harness.inbox import Inbox
+
+        with Inbox() as inbox:
+            os.environ.update(notify_demo_env(inbox))
+            code = run_demo(settings, approval, serve)
+            _show_told(inbox)
+            return code
     log = settings.root / "logs" / "demo.log"
     src = DemoSource(**settings.demo.model_dump())
     print(f"ctrain demo in {settings.root} (Airflow output: {log})")
@@ -137,6 +175,8 @@ def run_demo(settings: Settings, approval: bool = False, serve: bool = False) ->
         )
     if approval:
         print("   (promotion.approval: required: each promotion waits in Required Actions)")
+    # Links in notifications lead to http://127.0.0.1:8080, where `make up` serves Airflow
+    # on what the demo did (the stream's own Airflow stops with it).
     with stream_services(settings, log.parent, approval) as af:
         online = Online(settings, af) if serve else contextlib.nullcontext()
         with online:

@@ -13,7 +13,7 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -559,6 +559,40 @@ class ServingConfig(_Strict):
     rollout: RolloutConfig = RolloutConfig()
 
 
+EventKind = Literal[
+    "champion_changed",
+    "rollout",
+    "retrain_requested",
+    "quarantine",
+    "approval_waiting",
+    "approval_expired",
+    "task_failed",
+]
+CONN_ID = r"^[A-Za-z0-9_.-]{1,250}$"
+
+
+class NotificationsConfig(_Strict):
+    """Who is told what (``ctrain.notify``): each kind of event goes to the Airflow connections
+    (Apprise: Slack, Teams, email, webhooks… by URL) its route names; a kind with no route is
+    not sent. Off by default (no routes)."""
+
+    routes: dict[EventKind, tuple[Annotated[str, Field(pattern=CONN_ID)], ...]] = Field(
+        default_factory=dict,
+        description="event kind -> Airflow connection ids of type apprise",
+    )
+    quarantine_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="a batch is announced when more than this share of its rows is quarantined "
+        "(a whole batch quarantined always is)",
+    )
+    airflow_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="Airflow's address as people reach it, for the links in messages",
+    )
+
+
 class DemoConfig(_Strict):
     seed: int = 7
     batch_rows: int = 1500
@@ -600,6 +634,7 @@ class Settings(BaseSettings):
     monitoring: MonitoringConfig = MonitoringConfig()
     schedules: SchedulesConfig = SchedulesConfig()
     serving: ServingConfig = ServingConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
     demo: DemoConfig = DemoConfig()
 
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ from ctrain.records import (
     Comparison,
     DatasetWindow,
     Evaluation,
+    IngestOutcome,
     RegisteredVersion,
+    RetrainVerdict,
     RunContext,
     TrainedRun,
     ValidatedSet,
@@ -455,3 +458,47 @@ def finish_rollout(
 
     s = _settings(settings)
     return finish(s, _client(s), rollout_id, RunContext.from_xcom(ctx), passed).to_xcom()
+
+
+def notify(
+    what: str, info: XCom, send: Callable[[str, Any], bool], settings: Settings | None = None
+) -> list[XCom]:
+    """Tell the operators what a task did (``ctrain.notify``), through ``send(route, event)``;
+    returns what was sent now. ``what`` names the record the events come from:
+
+    - ``decisions``: the decision records of the run ``info`` names (dag_id, run_id);
+    - ``request``: the monitor's verdict (``info["verdict"]``) when it asked for a retrain;
+    - ``quarantine``: the batch outcomes of an ingest run (``info["outcomes"]``);
+    - ``approval``: an approval request waiting (``info["subject"]``, ``info["body"]``);
+    - ``failure``: a task failed after its retries (``info["error"]``).
+    """
+    from ctrain import notify as n
+
+    s = _settings(settings)
+    if not s.notifications.routes:
+        return []  # nobody is to be told anything: read no record
+    dag_id, run_id = info["dag_id"], info["run_id"]
+    if what == "decisions":
+        from ctrain.promotion.decisions import list_decisions
+
+        mine = [
+            d
+            for d in list_decisions(_client(s), s, limit=200)
+            if (d.airflow_dag_id, d.airflow_run_id) == (dag_id, run_id)
+        ]
+        events = n.decision_events(s, reversed(mine))  # in the order they were decided
+    elif what == "request":
+        verdict = RetrainVerdict.from_xcom(info["verdict"]) if info.get("verdict") else None
+        events = [n.request_event(s, verdict, dag_id, run_id)] if verdict else []
+    elif what == "quarantine":
+        outcomes = [IngestOutcome.from_xcom(o) for o in info["outcomes"]]
+        events = n.quarantine_events(s, outcomes, dag_id, run_id)
+    elif what == "approval":
+        events = [
+            n.approval_event(s, dag_id, run_id, info["task_id"], info["subject"], info["body"])
+        ]
+    elif what == "failure":
+        events = [n.failure_event(s, dag_id, run_id, info["task_id"], info["error"])]
+    else:
+        raise ValueError(f"nothing to notify about {what!r}")
+    return n.deliver(s, events, send)

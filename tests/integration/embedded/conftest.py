@@ -14,6 +14,7 @@ runs (``stack.runs``: started since its ``use``); between modules the stack is i
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from dataclasses import dataclass
@@ -25,10 +26,12 @@ import yaml
 from tests_support import bootstrap_champion, copy_store, migrated_airflow_db
 
 from ctrain import dag_ids
+from ctrain.harness.inbox import Inbox
 from ctrain.runtime import AirflowServices, wait_for
-from ctrain.settings import Settings, default_project_file, load_settings
+from ctrain.settings import EventKind, Settings, default_project_file, load_settings
 
 ACTIVE = ("queued", "running")
+EVENT_KINDS = EventKind.__args__
 
 
 @dataclass
@@ -37,7 +40,17 @@ class Stack:
     project: Path  # the project file every Airflow process reads
     landing: Path
     labels_landing: Path
+    receiver: Inbox
     since: datetime = datetime.min.replace(tzinfo=UTC)
+
+    def told(self, kind_title: str = "") -> list[dict]:
+        """The messages the stack's runs sent since the last ``use`` whose title has
+        ``kind_title`` in it."""
+        return [
+            m
+            for m in self.receiver.messages()
+            if m["at"] >= self.since and kind_title in m["title"]
+        ]
 
     def use(self, settings: Settings) -> None:
         """From now on every task, and the ctrain view, works with ``settings``: written
@@ -123,7 +136,13 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 @pytest.fixture(scope="package")
-def stack(tmp_path_factory):
+def receiver():
+    with Inbox() as r:
+        yield r
+
+
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory, receiver):
     root = tmp_path_factory.mktemp("embedded-stack")
     project = root / "project.yaml"
     landing, labels_landing = root / "landing", root / "labels_landing"
@@ -152,9 +171,14 @@ def stack(tmp_path_factory):
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
         # Prometheus' scrape token of /ctrain/metrics (test_stream_e2e scrapes it).
         "CTRAIN_METRICS_TOKEN": secrets.token_urlsafe(24),
+        # Every kind of event is told to one Apprise connection, a receiver in this process:
+        # the modules check what their runs told (Stack.told).
+        "AIRFLOW_CONN_CTRAIN_E2E": receiver.connection("e2e"),
+        "CTRAIN_NOTIFICATIONS__ROUTES": json.dumps({kind: ["ctrain_e2e"] for kind in EVENT_KINDS}),
     }
     af = AirflowServices(own, root / "logs" / "airflow", pinned, base_env=base)
     del af.env["CTRAIN_HOME"]  # each module's project names its home
+    af.env["CTRAIN_NOTIFICATIONS__AIRFLOW_URL"] = af.base_url  # the messages' links lead here
     with af:
         af.wait_until_serving()
-        yield Stack(af, project, landing, labels_landing)
+        yield Stack(af, project, landing, labels_landing, receiver)

@@ -171,3 +171,27 @@ def test_the_view_showed_the_request_waiting_with_its_run_and_the_windows_since(
     assert page["error"] == "" and stream.seen["shot"].stat().st_size > 20_000
     print(f"screenshot: {stream.seen['shot']}")
     print(json.dumps(pending, indent=1))
+
+
+def test_the_approvers_were_told_once_and_the_rollout_said_each_step(stream):
+    """The approval waiting was told once (the approval task may run again: Airflow 3.3.2
+    retries it when an answer lands during its pause), with the page to answer it; the canary
+    that followed told each change of the traffic, then the new champion, once each."""
+    settings, stack = stream.settings, stream.stack
+    run = trigger_log(settings)[0].requested_run
+    (waiting,) = stack.told(f"Promote {settings.model_name} v2 over v1?")
+    assert (
+        f"/dags/ct_training/runs/{quote(run, safe='')}/tasks/approval/required_actions"
+        in waiting["message"]
+    )
+    traffic = [
+        d
+        for d in reversed(list_decisions(stream.client, settings, limit=200))
+        if d.decision == "traffic" and " promoted: " not in d.reason
+    ]
+    rollout = stack.told(": rollout of v2")
+    assert len(rollout) == len(traffic) >= 2, [m["title"] for m in rollout]  # began, stepped
+    assert all(d.headline in m["message"] for d, m in zip(traffic, rollout, strict=True))
+    (changed,) = stack.told(": champion v")
+    assert changed["title"] == f"{settings.model_name}: champion v1 → v2 (promoted)"
+    assert "canary_passed" in changed["message"]

@@ -167,3 +167,17 @@ def test_a_canary_promotes_under_traffic_and_a_broken_one_rolls_back_by_itself(
     traffic_records = [d for d in decisions if d.decision == DecisionKind.TRAFFIC]
     # v2: began at 50 %, moved to 100 %, ended; v3: began at 50 %, rolled back.
     assert len(traffic_records) == 5, [d.headline for d in traffic_records]
+    # What the operators were told, once each: v2's canary began and moved on, then v2 became
+    # champion (its end is that move); v3's began, then its traffic went back to the champion.
+    name = settings.model_name
+    assert [m["title"] for m in stack.told(": rollout of v")] == [
+        f"{name}: rollout of v2: traffic changed",
+        f"{name}: rollout of v2: traffic changed",
+        f"{name}: rollout of v3: traffic changed",
+        f"{name}: rollout of v3: traffic back to the champion",
+    ]
+    (back,) = stack.told("traffic back to the champion")
+    assert back["type"] == "warning" and "error_rate" in back["message"]
+    assert [m["title"] for m in stack.told(": champion v")] == [
+        f"{name}: champion v1 → v2 (promoted)"
+    ]

@@ -11,6 +11,7 @@ import json
 import urllib.error
 import urllib.request
 from types import SimpleNamespace
+from urllib.parse import quote
 
 import httpx
 import mlflow
@@ -343,3 +344,51 @@ def _get_quiet(url) -> int | None:
         return _get(url)[0]
     except OSError:
         return None
+
+
+def test_operators_are_told_each_event_once_with_links_that_work(stream):
+    """Under the scheduler, every kind routed to a receiver on 127.0.0.1 (the stack's
+    environment): the stream's retrain request and its new champion, each told once; then a
+    file that cannot be read lands, and its quarantine is told once."""
+    import re
+    from urllib.parse import unquote
+
+    settings, client, stack, af = stream.settings, stream.client, stream.stack, stream.af
+    requests = [r for r in trigger_log(settings) if r.requested_run]
+    asked = stack.told("retrain requested")
+    assert len(asked) == len(requests) == 1, asked
+    assert requests[0].reason in asked[0]["message"]
+    moves = [
+        d
+        for d in reversed(list_decisions(client, settings, limit=200))
+        if d.moved and d.airflow_dag_id == "ct_training"
+    ]
+    changed = stack.told(": champion v")
+    assert [m["title"] for m in changed] == [
+        f"{settings.model_name}: champion v{d.champion_before} → v{d.champion_after} (promoted)"
+        for d in moves
+    ]
+    assert len(moves) >= 1 and changed[0]["type"] == "success"
+    assert moves[0].headline in changed[0]["message"]
+    # Its links: the Airflow run it names exists, the view is Airflow's own page.
+    link = re.search(r"Airflow run ct_training: (\S+)", changed[0]["message"]).group(1)
+    assert link.startswith(f"{af.base_url}/dags/ct_training/runs/")
+    run_id = unquote(link.rsplit("/", 1)[1])
+    assert run_id == moves[0].airflow_run_id
+    status, run = af.api("GET", f"/api/v2/dags/ct_training/dagRuns/{quote(run_id, safe='')}")
+    assert status == 200 and run["state"] == "success", run
+    assert f"ctrain view: {af.base_url}/plugin/ctrain" in changed[0]["message"]
+    # A truncated file lands: ct_ingest quarantines it, and that is told once.
+    tmp = settings.landing_dir / ".batch_0099.parquet.part"
+    tmp.write_bytes(b"PAR1" + b"\0" * 64)
+    tmp.rename(settings.landing_dir / "batch_0099.parquet")
+    (told,) = wait_for(
+        "the quarantine to be told", lambda: stack.told("batch_0099 quarantined"), 180
+    )
+    assert told["type"] == "failure" and "not a readable Parquet file" in told["message"]
+    stack.drain()
+    assert len(stack.told("batch_0099")) == 1
+    # The one task that failed: the run refused for an unknown conf key (a test above).
+    (failed,) = stack.told("failed after its retries")
+    assert failed["title"] == "ct_training.run_context failed after its retries"
+    assert "unknown conf key" in failed["message"] and failed["type"] == "failure"
