@@ -87,8 +87,10 @@ def decision_events(settings: Settings, decisions: Iterable[Decision]) -> list[E
                 ),
             )
             title = (
-                f"{d.model_name}: champion v{d.champion_before or 'none'} → v{d.champion_after} "
+                f"{d.model_name}: champion v{d.champion_before} → v{d.champion_after} "
                 f"({d.decision.replace('_', ' ')})"
+                if d.champion_before
+                else f"{d.model_name}: v{d.champion_after} is the first champion"
             )
         elif d.decision == DecisionKind.TRAFFIC:
             # The split's records say each change of the traffic: a rollout began, moved a
@@ -145,8 +147,12 @@ def quarantine_events(
             Event(
                 "quarantine",
                 f"batch:{o.batch_id}:{o.sha256[:16]}",
-                f"{settings.model_name}: {o.batch_id} {o.status}: {o.rows_quarantined} of "
-                f"{o.rows_in} rows quarantined",
+                f"{settings.model_name}: {o.batch_id} {o.status}: "
+                + (
+                    f"{o.rows_quarantined} of {o.rows_in} rows quarantined"
+                    if o.rows_in
+                    else "unreadable, the file kept whole"
+                ),
                 f"{o.reason or 'see its validation report'}\nkept with the reason in "
                 f"{o.quarantine_uri or settings.quarantine_dir / o.batch_id}; "
                 f"{o.rows_accepted} rows accepted",

@@ -38,7 +38,7 @@ def test_a_new_champion_is_told_once_with_its_links(make_settings, receiver):
     told = steps.notify("decisions", run, _apprise, settings=settings)
     assert [(t["kind"], t["route"]) for t in told] == [("champion_changed", "ops")]
     (msg,) = receiver.messages("ops")
-    assert msg["title"] == f"{settings.model_name}: champion vnone → v1 (promoted)"
+    assert msg["title"] == f"{settings.model_name}: v1 is the first champion"
     assert msg["type"] == "success"
     assert "v1 promoted none→1 (first_champion)" in msg["message"]
     assert "ctrain view: http://127.0.0.1:8080/plugin/ctrain" in msg["message"]
@@ -116,6 +116,7 @@ def test_batches_mostly_quarantined_are_told_and_the_others_are_not(make_setting
     assert [t["title"].split(": ")[1].split()[0] for t in told] == ["batch_c", "batch_d"]
     titles = [m["title"] for m in receiver.messages("ops")]
     assert titles[0].endswith("batch_c partial: 60 of 1000 rows quarantined")
+    assert titles[1].endswith("batch_d quarantined: unreadable, the file kept whole")
     assert [m["type"] for m in receiver.messages("ops")] == ["warning", "failure"]
     assert steps.notify("quarantine", info, _apprise, settings=settings) == []
 
