@@ -732,8 +732,15 @@ def _view(v: dict) -> tuple[list[str], list[tuple[str, bool, str]]]:
         f"- Opened as soon as it answered (the read may still be under way): {fmt(ms0)} s.",
         f"- The server answered its health check {fmt(settled['healthy_after_s'], 1)} s after it "
         "was started.",
-        "",
     ]
+    if len(v["settled"]["folders"]) == 2:  # --plugins of an older checkout beside this one
+        before = list(v["settled"]["folders"].values())[1]["first_load_ms"]
+        lines.append(
+            f"- The same with the plugin of an older checkout (`--plugins`, runs interleaved): "
+            f"{fmt({k: x / 1000 if k != 'n' else x for k, x in before.items()})} s; ratio "
+            f"{fmt(v['settled']['ratio_first_to_second'])}."
+        )
+    lines.append("")
     verdict = [
         (
             "View: first load under 1 s on the demo's records (server up 10 s)",
