@@ -81,6 +81,7 @@ ENTRY = {
     "ctrain.steps",
     "ctrain.status",
     "ctrain.telemetry",
+    "ctrain.notify",
     "ctrain.runtime",
     "ctrain.harness",
     "ctrain.demo",
