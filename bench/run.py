@@ -75,23 +75,29 @@ def run_script(name: str, *args: str) -> Any:
     return json.loads(out.read_text())
 
 
+def run_demo(home: Path) -> str:
+    """``ctrain demo`` (what ``make demo`` runs) in ``home``; what it printed."""
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("ctrain")), "demo"],
+        env=dict(os.environ) | {"CTRAIN_HOME": str(home)},
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"ctrain demo failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out.stdout
+
+
 def demo(repeat: int) -> dict[str, Any]:
-    """Wall time of ``ctrain demo`` (what ``make demo`` runs) in a fresh CTRAIN_HOME each time."""
+    """Wall time of ``ctrain demo`` in a fresh CTRAIN_HOME each time."""
     walls, batches = [], []
     for i in range(repeat):
         home = Path(tempfile.mkdtemp(prefix="ctrain-bench-demo-")) / "home"
         print(f"\n== demo run {i + 1}/{repeat} in {home}", flush=True)
         start = time.perf_counter()
-        out = subprocess.run(
-            [str(Path(sys.executable).with_name("ctrain")), "demo"],
-            env=dict(os.environ) | {"CTRAIN_HOME": str(home)},
-            capture_output=True,
-            text=True,
-        )
+        printed = run_demo(home)
         walls.append(time.perf_counter() - start)
-        if out.returncode != 0:
-            raise RuntimeError(f"ctrain demo failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
-        batches += [float(s) for s in re.findall(r"batch \d+ done in (\d+)s", out.stdout)]
+        batches += [float(s) for s in re.findall(r"batch \d+ done in (\d+)s", printed)]
     return {"wall_s": stats(walls), "stream_batch_s": stats(batches) if batches else None}
 
 
@@ -99,12 +105,7 @@ def demo_home() -> Path:
     """A CTRAIN_HOME with the demo's records in it (one ``ctrain demo``)."""
     home = Path(tempfile.mkdtemp(prefix="ctrain-bench-view-")) / "home"
     print(f"\n== the demo's records in {home}", flush=True)
-    subprocess.run(
-        [str(Path(sys.executable).with_name("ctrain")), "demo"],
-        env=dict(os.environ) | {"CTRAIN_HOME": str(home)},
-        capture_output=True,
-        check=True,
-    )
+    run_demo(home)
     return home
 
 

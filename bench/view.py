@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -41,12 +40,11 @@ def _health(url: str) -> bool:
 
 def first_load(home: Path, plugins: Path, settle: float, log: Path) -> dict[str, float]:
     """One API server on ``home`` with ``plugins``; the first load of the view, in ms."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from ctrain.harness.browser import chromium, log_in
     from ctrain.runtime import (
         Services,
         airflow_bin,
@@ -75,20 +73,8 @@ def first_load(home: Path, plugins: Path, settle: float, log: Path) -> dict[str,
         wait_for("the API server", lambda: _health(f"{base}/api/v2/monitor/health"), 180, 0.2)
         healthy_after = time.perf_counter() - started
         time.sleep(settle)
-        options = webdriver.ChromeOptions()
-        options.binary_location = shutil.which("chromium")
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,2400"):
-            options.add_argument(flag)
-        driver = webdriver.Chrome(
-            options=options, service=Service(executable_path=shutil.which("chromedriver"))
-        )
-        try:
-            wait = WebDriverWait(driver, 120)
-            driver.get(f"{base}/auth/login")
-            wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys("admin")
-            driver.find_element(By.NAME, "password").send_keys(password)
-            driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-            wait.until(lambda d: "/auth/login" not in d.current_url)
+        with chromium() as driver:
+            log_in(driver, base, password, timeout=120)
             # The view's own page, as the UI's iframe loads it.
             driver.get(f"{base}/ctrain/")
             WebDriverWait(driver, 120, poll_frequency=0.02).until(
@@ -98,8 +84,6 @@ def first_load(home: Path, plugins: Path, settle: float, log: Path) -> dict[str,
             # read from outside, polling every 20 ms, the same way for both.
             polled = driver.execute_script("return performance.now()")
             own = driver.execute_script("return window.ctrainFirstLoadMs")
-        finally:
-            driver.quit()
     return {
         "first_load_ms": float(polled),
         "page_says_ms": None if own is None else float(own),

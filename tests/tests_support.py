@@ -265,38 +265,18 @@ def clone_home(template: Path, dest: Path) -> None:
                 shutil.copy2(path, target)
 
 
-@contextlib.contextmanager
 def browser():
-    """Headless Debian Chromium driven by Selenium (``chromium`` and ``chromium-driver``)."""
+    """Headless Debian Chromium driven by Selenium (``ctrain.harness.browser.chromium``, a
+    context manager); the test fails, saying what to install, when it is missing."""
     import pytest
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.fail(
-            "the browser tests need Debian's chromium and chromium-driver "
-            "(`apt-get install chromium chromium-driver`; .ci/run and make test install them)"
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,2400",
-    ):
-        options.add_argument(flag)
-    d = webdriver.Chrome(options=options, service=Service(executable_path=driver))
+    from ctrain.harness.browser import NoBrowser, chromium, require
+
     try:
-        yield d
-    finally:
-        d.quit()
+        require()
+    except NoBrowser as exc:
+        pytest.fail(str(exc))
+    return chromium()
 
 
 class Payload:
@@ -320,17 +300,15 @@ def view_in_browser(
         from selenium.webdriver.support import expected_conditions as ec
         from selenium.webdriver.support.ui import WebDriverWait
 
+        from ctrain.harness.browser import log_in
+
         wait = WebDriverWait(driver, 60)
-        driver.get(f"{base}/auth/login")
-        wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys("admin")
-        driver.find_element(By.NAME, "password").send_keys(password)
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        wait.until(lambda d: "/auth/login" not in d.current_url)
+        log_in(driver, base, password)
         driver.get(f"{base}/plugin/ctrain")
         frame = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "iframe")))
         driver.switch_to.frame(frame)
         wait.until(ec.text_to_be_present_in_element((By.ID, "card-champion"), ready))
-        if rollout:  # the page reads again every 30 s: the first look may come with a later one
+        if rollout:  # the first look at the step may come with one of the page's later reads
             WebDriverWait(driver, 90).until(
                 ec.presence_of_element_located((By.ID, "rollout-guardrails"))
             )

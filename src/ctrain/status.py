@@ -113,17 +113,13 @@ def _traffic(client, settings: Settings) -> dict[str, Any]:
     against its bound)."""
     import dataclasses
 
-    from ctrain.rollout.evidence import read_look
+    from ctrain.rollout.evidence import read_look, rollout_steps
     from ctrain.serving.traffic import read_split
 
     split = read_split(client, settings.model_name)
     look = read_look(settings, split) if split.active else None
     # The steps the rollout looked with (the settings may have changed since it began).
-    steps = (look or {}).get("steps") or (
-        list(settings.serving.rollout.canary_steps)
-        if split.strategy == "canary"
-        else [split.percent]
-    )
+    steps = (look or {}).get("steps") or rollout_steps(settings, split)
     return dataclasses.asdict(split) | {
         "active": split.active,
         "describe": split.describe(),

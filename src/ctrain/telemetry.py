@@ -31,14 +31,6 @@ def _ts(iso: str | None) -> float | None:
     return datetime.fromisoformat(iso).timestamp() if iso else None
 
 
-def _gauge(name: str, doc: str, value: float | None, labels: dict[str, str]) -> Metric | None:
-    if value is None:
-        return None
-    g = GaugeMetricFamily(name, doc, labels=list(labels))
-    g.add_metric(list(labels.values()), float(value))
-    return g
-
-
 def batch_figures(settings: Settings, now: float) -> dict[str, Any]:
     """Rows and batches by outcome, the newest batch, and the batches still without
     predictions (with the age of the oldest: a stalled loop shows there first)."""
@@ -73,6 +65,115 @@ def batch_figures(settings: Settings, now: float) -> dict[str, Any]:
     }
 
 
+# name -> (kind, help). A counter is exposed with ``_total`` after its name.
+FIGURES = {
+    "ctrain_champion_version": ("gauge", "The version aliased champion."),
+    "ctrain_champion_since_timestamp_seconds": (
+        "gauge",
+        "When the move to the current champion was decided.",
+    ),
+    "ctrain_decisions": ("counter", "Decision records, by kind."),
+    "ctrain_batches": ("counter", "Landed batches, by outcome."),
+    "ctrain_rows": ("counter", "Rows of landed batches, by outcome."),
+    "ctrain_last_batch_rows": ("gauge", "Rows of the newest batch, by outcome."),
+    "ctrain_last_batch_quarantined_ratio": ("gauge", "Share of the newest batch quarantined."),
+    "ctrain_last_batch_validated_timestamp_seconds": ("gauge", "When the newest batch was judged."),
+    "ctrain_last_batch_arrival_to_predictions_seconds": (
+        "gauge",
+        "From the newest batch landing to its predictions written.",
+    ),
+    "ctrain_batches_awaiting_predictions": ("gauge", "Accepted batches with no predictions yet."),
+    "ctrain_oldest_awaiting_predictions_seconds": (
+        "gauge",
+        "Age of the oldest accepted batch with no predictions (0: none waits).",
+    ),
+    "ctrain_window_checked_timestamp_seconds": (
+        "gauge",
+        "When the monitor checked its newest window.",
+    ),
+    "ctrain_window_share_drifted": ("gauge", "Share of features drifted in the newest window."),
+    "ctrain_window_flagged": ("gauge", "1 when the newest window is flagged."),
+    "ctrain_window_estimated_metric": (
+        "gauge",
+        "The champion's estimated metric on the newest window (before labels).",
+    ),
+    "ctrain_window_measured_metric": (
+        "gauge",
+        "The champion's measured metric on the newest labeled window.",
+    ),
+    "ctrain_retrain_requests": ("counter", "Retrain requests the monitor made."),
+    "ctrain_rollout_active": ("gauge", "1 while a rollout holds traffic."),
+    "ctrain_rollout_challenger_percent": ("gauge", "The challenger's share of the answers."),
+    "ctrain_rollout_step": ("gauge", "The rollout's current step (from 0)."),
+    "ctrain_rollout_guardrail_value": ("gauge", "A guardrail's figure at the current step."),
+    "ctrain_rollout_guardrail_bound": ("gauge", "The bound that guardrail is held to."),
+    "ctrain_rollout_guardrail_passed": ("gauge", "1 while it holds."),
+}
+
+
+def figures(settings: Settings, client, now: float) -> list[tuple[str, dict[str, str], float]]:
+    """Every figure as ``(name, labels, value)``, read from the records; a figure the records
+    do not have yet (no champion, no window) is left out."""
+    from ctrain.status import overview
+
+    out: list[tuple[str, dict[str, str], float]] = []
+
+    def add(name: str, value: float | None, **labels: str) -> None:
+        if value is not None:
+            out.append((name, labels, float(value)))
+
+    o = overview(settings, client, limit=50_000)
+    model = settings.model_name
+    if champion := o["champion"]:
+        moves = (d for d in o["history"] if d["moved"])
+        since = next(
+            (d["decided_at"] for d in moves if d["champion_after"] == champion["version"]), None
+        )
+        add("ctrain_champion_version", int(champion["version"]), model=model)
+        add("ctrain_champion_since_timestamp_seconds", _ts(since), model=model)
+    for kind, n in sorted(Counter(d["decision"] for d in o["history"]).items()):
+        add("ctrain_decisions", n, model=model, decision=kind)
+
+    b = batch_figures(settings, now)
+    for status, n in sorted(b["batches"].items()):
+        add("ctrain_batches", n, status=status)
+    for outcome, n in b["rows"].items():
+        add("ctrain_rows", n, outcome=outcome)
+    if last := b["last"]:
+        add("ctrain_last_batch_rows", last.rows_accepted, outcome="accepted")
+        add("ctrain_last_batch_rows", last.rows_quarantined, outcome="quarantined")
+        share = last.rows_quarantined / last.rows_in if last.rows_in else 1.0
+        add("ctrain_last_batch_quarantined_ratio", share)
+        add("ctrain_last_batch_validated_timestamp_seconds", _ts(last.validated_at))
+        add("ctrain_last_batch_arrival_to_predictions_seconds", b["last_lag"])
+    add("ctrain_batches_awaiting_predictions", b["awaiting"])
+    add("ctrain_oldest_awaiting_predictions_seconds", b["oldest_awaiting_age"])
+
+    if o["windows"]:
+        w, metric = o["windows"][-1], o["metric"]
+        add("ctrain_window_checked_timestamp_seconds", _ts(w["checked_at"]))
+        add("ctrain_window_share_drifted", w["share_drifted"])
+        add("ctrain_window_flagged", 1 if w["flags"] else 0)
+        add("ctrain_window_estimated_metric", (w["estimate"] or {}).get("value"), metric=metric)
+        measured = [x for x in o["windows"] if x["performance"].get("value") is not None]
+        if measured:
+            value = measured[-1]["performance"]["value"]
+            add("ctrain_window_measured_metric", value, metric=metric)
+    requests = sum(1 for r in o["requests"] if r.get("requested_run"))
+    add("ctrain_retrain_requests", requests, model=model)
+
+    t = o["traffic"]
+    add("ctrain_rollout_active", 1 if t["active"] else 0, model=model)
+    if t["active"]:
+        add("ctrain_rollout_challenger_percent", t["percent"], model=model)
+        add("ctrain_rollout_step", t["step"], model=model)
+        for c in (t["look"] or {}).get("checks", []):
+            add("ctrain_rollout_guardrail_value", c["value"], guardrail=c["name"])
+            add("ctrain_rollout_guardrail_bound", c["bound"], guardrail=c["name"])
+            add("ctrain_rollout_guardrail_passed", 1 if c["passed"] else 0, guardrail=c["name"])
+    return out
+
+
 class LoopCollector(Collector):
     """A Prometheus collector over the records of one project (read anew at each collect)."""
 
@@ -80,203 +181,14 @@ class LoopCollector(Collector):
         self.settings, self.client, self.now = settings, client, now
 
     def collect(self):
-        from ctrain.status import overview
-
-        s, now = self.settings, self.now()
-        o = overview(s, self.client, limit=50_000)
-        model = {"model": s.model_name}
-        champion = o["champion"]
-        out: list[Metric | None] = []
-        if champion:
-            since = next(
-                (
-                    d["decided_at"]
-                    for d in o["history"]
-                    if d["moved"] and d["champion_after"] == champion["version"]
-                ),
-                None,
-            )
-            out += [
-                _gauge(
-                    "ctrain_champion_version",
-                    "The version aliased champion.",
-                    int(champion["version"]),
-                    model,
-                ),
-                _gauge(
-                    "ctrain_champion_since_timestamp_seconds",
-                    "When the move to the current champion was decided.",
-                    _ts(since),
-                    model,
-                ),
-            ]
-        decisions = CounterMetricFamily(
-            "ctrain_decisions", "Decision records, by kind.", labels=["model", "decision"]
-        )
-        for kind, n in sorted(Counter(d["decision"] for d in o["history"]).items()):
-            decisions.add_metric([s.model_name, kind], n)
-        out.append(decisions)
-
-        b = batch_figures(s, now)
-        batches = CounterMetricFamily(
-            "ctrain_batches", "Landed batches, by outcome.", labels=["status"]
-        )
-        for status, n in sorted(b["batches"].items()):
-            batches.add_metric([status], n)
-        rows = CounterMetricFamily(
-            "ctrain_rows", "Rows of landed batches, by outcome.", labels=["outcome"]
-        )
-        for outcome, n in b["rows"].items():
-            rows.add_metric([outcome], n)
-        out += [batches, rows]
-        if b["last"] is not None:
-            last = b["last"]
-            out += [
-                _gauge(
-                    "ctrain_last_batch_rows",
-                    "Rows of the newest batch, by outcome.",
-                    last.rows_accepted,
-                    {"outcome": "accepted"},
-                ),
-                _gauge(
-                    "ctrain_last_batch_rows", "", last.rows_quarantined, {"outcome": "quarantined"}
-                ),
-                _gauge(
-                    "ctrain_last_batch_quarantined_ratio",
-                    "Share of the newest batch's rows quarantined.",
-                    last.rows_quarantined / last.rows_in if last.rows_in else 1.0,
-                    {},
-                ),
-                _gauge(
-                    "ctrain_last_batch_validated_timestamp_seconds",
-                    "When the newest batch was judged.",
-                    _ts(last.validated_at),
-                    {},
-                ),
-                _gauge(
-                    "ctrain_last_batch_arrival_to_predictions_seconds",
-                    "From the newest batch landing to its predictions written.",
-                    b["last_lag"],
-                    {},
-                ),
-            ]
-        out += [
-            _gauge(
-                "ctrain_batches_awaiting_predictions",
-                "Accepted batches with no predictions yet.",
-                b["awaiting"],
-                {},
-            ),
-            _gauge(
-                "ctrain_oldest_awaiting_predictions_seconds",
-                "Age of the oldest accepted batch with no predictions (0: none waits).",
-                b["oldest_awaiting_age"],
-                {},
-            ),
-        ]
-
-        if o["windows"]:
-            w = o["windows"][-1]
-            metric = {"metric": o["metric"]}
-            out += [
-                _gauge(
-                    "ctrain_window_checked_timestamp_seconds",
-                    "When the monitor checked its newest window.",
-                    _ts(w["checked_at"]),
-                    {},
-                ),
-                _gauge(
-                    "ctrain_window_share_drifted",
-                    "Share of features drifted in the newest window.",
-                    w["share_drifted"],
-                    {},
-                ),
-                _gauge(
-                    "ctrain_window_flagged",
-                    "1 when the newest window is flagged.",
-                    1 if w["flags"] else 0,
-                    {},
-                ),
-                _gauge(
-                    "ctrain_window_estimated_metric",
-                    "The champion's estimated metric on the newest window (before labels).",
-                    (w["estimate"] or {}).get("value"),
-                    metric,
-                ),
-            ]
-            measured = [x for x in o["windows"] if x["performance"].get("value") is not None]
-            if measured:
-                out.append(
-                    _gauge(
-                        "ctrain_window_measured_metric",
-                        "The champion's measured metric on the newest labeled window.",
-                        measured[-1]["performance"]["value"],
-                        metric,
-                    )
-                )
-        requests = CounterMetricFamily(
-            "ctrain_retrain_requests", "Retrain requests the monitor made.", labels=["model"]
-        )
-        requests.add_metric([s.model_name], sum(1 for r in o["requests"] if r.get("requested_run")))
-        out.append(requests)
-
-        t = o["traffic"]
-        out.append(
-            _gauge(
-                "ctrain_rollout_active",
-                "1 while a rollout holds traffic.",
-                1 if t["active"] else 0,
-                model,
-            )
-        )
-        if t["active"]:
-            out += [
-                _gauge(
-                    "ctrain_rollout_challenger_percent",
-                    "The challenger's share of the answers.",
-                    t["percent"],
-                    model,
-                ),
-                _gauge(
-                    "ctrain_rollout_step", "The rollout's current step (from 0).", t["step"], model
-                ),
-            ]
-            for c in (t["look"] or {}).get("checks", []):
-                g = {"guardrail": c["name"]}
-                out += [
-                    _gauge(
-                        "ctrain_rollout_guardrail_value",
-                        "A guardrail's figure at the current step.",
-                        c["value"],
-                        g,
-                    ),
-                    _gauge(
-                        "ctrain_rollout_guardrail_bound",
-                        "The bound that guardrail is held to.",
-                        c["bound"],
-                        g,
-                    ),
-                    _gauge(
-                        "ctrain_rollout_guardrail_passed",
-                        "1 while it holds.",
-                        1 if c["passed"] else 0,
-                        g,
-                    ),
-                ]
-        yield from _merged(out)
-
-
-def _merged(families: list[Metric | None]):
-    """One family per name: the same gauge with several label sets is one family."""
-    by: dict[str, Metric] = {}
-    for f in families:
-        if f is None:
-            continue
-        if f.name in by:
-            by[f.name].samples += f.samples
-        else:
-            by[f.name] = f
-    yield from by.values()
+        families: dict[str, Metric] = {}
+        for name, labels, value in figures(self.settings, self.client, self.now()):
+            if name not in families:
+                kind, doc = FIGURES[name]
+                family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+                families[name] = family(name, doc, labels=list(labels))
+            families[name].add_metric(list(labels.values()), value)
+        yield from families.values()
 
 
 def exposition(settings: Settings, client) -> bytes:

@@ -370,18 +370,28 @@ def test_a_rollout_whose_watch_stopped_is_rolled_back_by_finish(make_settings, c
     assert current_champion(client, settings.model_name) == "1"
 
 
+def _evidence(**figures) -> Evidence:
+    """A step's evidence with no traffic at all, but for ``figures``."""
+    none = dict.fromkeys(
+        ["champion_p99_ms", "challenger_p99_ms", "agreement", "mean_abs_diff", "positive_rate"]
+        + ["prediction_shift", "prediction_shift_se", "prediction_drift", "paired", "per_arm"]
+    )
+    return Evidence(
+        **dict.fromkeys(["rollout_id", "since", "champion", "challenger"], "x"),
+        **none
+        | {"answered": {}, "challenger_scored": 0, "challenger_errors": 0, "error_rate": 0.0}
+        | {"pairs": 0, "labeled_pairs": 0}
+        | figures,
+    )
+
+
 def test_prediction_drift_is_held_to_the_shift_the_comparison_showed(make_settings):
     # A retrain after a change answers differently from the champion, by design: its live
     # shift is judged against the shift on its held-out rows, not against zero.
     settings = make_settings()
-    ev = Evidence(
-        **dict.fromkeys(["rollout_id", "since", "champion", "challenger"], "x"),
+    ev = _evidence(
         answered={"champion": 800, "challenger": 200},
         challenger_scored=1000,
-        challenger_errors=0,
-        error_rate=0.0,
-        champion_p99_ms=None,
-        challenger_p99_ms=None,
         pairs=1000,
         agreement=0.6,
         mean_abs_diff=0.3,
@@ -389,9 +399,6 @@ def test_prediction_drift_is_held_to_the_shift_the_comparison_showed(make_settin
         prediction_shift=-0.19,
         prediction_shift_se=0.01,
         prediction_drift=0.2,
-        labeled_pairs=0,
-        paired=None,
-        per_arm=None,
     )
 
     def check(split):
@@ -414,28 +421,7 @@ def test_a_rollout_id_from_the_registry_becomes_a_file_name_only_in_ctrains_form
     """The split is a registry tag a person with EDIT can write: an id that is not of the form
     ``control.start`` gives is never made a path, read or written."""
     settings = make_settings()
-    ev = Evidence(
-        rollout_id="",
-        since="",
-        champion="1",
-        challenger="2",
-        answered={},
-        challenger_scored=0,
-        challenger_errors=0,
-        error_rate=0.0,
-        champion_p99_ms=None,
-        challenger_p99_ms=None,
-        pairs=0,
-        agreement=None,
-        mean_abs_diff=None,
-        positive_rate=None,
-        prediction_shift=None,
-        prediction_shift_se=None,
-        prediction_drift=None,
-        labeled_pairs=0,
-        paired=None,
-        per_arm=None,
-    )
+    ev = _evidence()
     outside = settings.root / "outside.json"
     for rollout_id in ("../outside", "v2-0000000/../../outside", "/tmp/x", "v2-deadbeef.json"):
         split = Split(rollout_id=rollout_id, challenger="2", status="running")

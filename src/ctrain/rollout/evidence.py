@@ -229,6 +229,13 @@ def _look_path(settings: Settings, rollout_id: str) -> Path | None:
     return settings.rollouts_dir / f"{rollout_id}.json" if LOOK_ID.match(rollout_id) else None
 
 
+def rollout_steps(settings: Settings, split: Split) -> list[float]:
+    """The challenger's share at each step of ``split``'s rollout: a canary's steps, else one."""
+    if split.strategy == "canary":
+        return list(settings.serving.rollout.canary_steps)
+    return [split.percent]
+
+
 def write_look(settings: Settings, split: Split, ev: Evidence, checks: list[Check]) -> None:
     """Keep the newest look at ``split``'s current step (its evidence and each guardrail against
     its bound), replacing the one before: what the ctrain view draws while the rollout runs."""
@@ -242,9 +249,7 @@ def write_look(settings: Settings, split: Split, ev: Evidence, checks: list[Chec
             "step": split.step,
             "percent": split.percent,
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "steps": list(settings.serving.rollout.canary_steps)
-            if split.strategy == "canary"
-            else [split.percent],
+            "steps": rollout_steps(settings, split),
             "min_rows": settings.serving.rollout.min_rows,
             "step_seconds": settings.serving.rollout.step_seconds,
             "evidence": ev.to_dict(),
