@@ -110,6 +110,7 @@ def test_approve_reject_and_expire_each_make_one_record_naming_the_approver(
 
         # 3. No answer: the request expires after approval_timeout_minutes, read when the
         # approval task runs (here 6 s).
+        told_before = stack.told()  # what the first two runs told (``use`` starts a new count)
         stack.use(
             make_settings(
                 dataset=delayed,
@@ -136,3 +137,19 @@ def test_approve_reject_and_expire_each_make_one_record_naming_the_approver(
     per_run = [d.airflow_run_id for d in list_decisions(client, settings, limit=50)]
     assert len(per_run) == len(set(per_run)) == 4  # bootstrap + the three runs
     assert current_champion(client, settings.model_name) == "2"
+    # What the approvers and the operators were told, once each: three requests waiting, the
+    # approved one's move of champion, the expiry (a rejection moves nothing and is not told).
+    name = settings.model_name
+    told = told_before + stack.told()
+    waiting = [m for m in told if m["title"].startswith(f"Promote {name} v")]
+    assert [m["title"].split(" over ")[0] for m in waiting] == [
+        f"Promote {name} v2",
+        f"Promote {name} v3",
+        f"Promote {name} v4",
+    ]
+    assert [m["title"] for m in told if ": champion v" in m["title"]] == [
+        f"{name}: champion v1 → v2 (promoted)"
+    ]
+    (gone,) = [m for m in told if "expired" in m["title"]]
+    assert gone["title"] == f"{name}: the approval of v4 expired" and gone["type"] == "warning"
+    assert expired.headline in gone["message"]
