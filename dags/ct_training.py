@@ -36,6 +36,7 @@ from ctrain_common import (
     ModelVersionLink,
     Tell,
     settings,
+    training_deadline,
     with_links,
 )
 
@@ -90,6 +91,8 @@ PARAMS = {
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS | {"retry_delay": timedelta(seconds=30)},
+    # A run still going past alerts.training_run_minutes is told (Airflow's Deadline Alerts).
+    deadline=training_deadline(),
     tags=["ctrain", "training"],
     doc_md=__doc__,
     params=PARAMS,

@@ -7,11 +7,20 @@ DAG files are parsed, so it stays light: Airflow's SDK, the DAG ids, and the pro
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from functools import cache
 
 from airflow.providers.standard.operators.hitl import HITLOperator
-from airflow.sdk import Asset, BaseNotifier, BaseOperatorLink, Param
+from airflow.sdk import (
+    Asset,
+    BaseNotifier,
+    BaseOperatorLink,
+    DeadlineAlert,
+    DeadlineReference,
+    Param,
+    SyncCallback,
+)
 
 from ctrain import dag_ids
 from ctrain.settings import Settings, load_settings
@@ -21,6 +30,7 @@ TRAINING = dag_ids.TRAINING
 BATCH_INFERENCE = dag_ids.BATCH_INFERENCE
 DRIFT_MONITOR = dag_ids.DRIFT_MONITOR
 ROLLOUT = dag_ids.ROLLOUT
+DEADLINES = dag_ids.DEADLINES
 APPROVAL_TASK = dag_ids.APPROVAL_TASK
 
 # ct_ingest -> ct_batch_inference (and ct_training, when settings.train_on_new_data)
@@ -80,11 +90,11 @@ class Tell(BaseNotifier):
         elif self.what == "approval":
             task = context["task"]
             info["subject"], info["body"] = task.subject, task.body or ""
-        for told in steps.notify(self.what, info, send=_apprise):
+        for told in steps.notify(self.what, info, send=send_apprise):
             self.log.info("told %s (%s): %s", told["route"], told["kind"], told["title"])
 
 
-def _apprise(route: str, event) -> bool:
+def send_apprise(route: str, event) -> bool:
     """Send ``event`` through the Apprise connection ``route``; whether every service took it
     (the provider's hook only logs a failure: Apprise's own answer is read here)."""
     import apprise
@@ -108,6 +118,44 @@ DEFAULT_ARGS = {
     "on_failure_callback": Tell("failure"),
 }
 
+
+def training_deadline() -> DeadlineAlert | None:
+    """ct_training's deadline (Airflow's Deadline Alerts): ``alerts.training_run_minutes``
+    after a run is queued, plus the approval's timeout where a person must answer; a run still
+    going then is told (``training_late``). Read when the DAG is parsed; None when unset."""
+    s = settings()
+    minutes = s.alerts.training_run_minutes
+    if minutes is None:
+        return None
+    if s.promotion.approval == "required":
+        minutes += s.promotion.approval_timeout_minutes
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(minutes=minutes),
+        callback=SyncCallback(training_late),
+        name="ctrain_training_run",
+    )
+
+
+def training_late(context: dict) -> None:
+    """The Deadline Alert's callback, run by the executor: tell that a ct_training run is
+    still going past its deadline (``notifications.routes.training_late``), once per run."""
+    from ctrain import steps
+
+    run = context["dag_run"]
+    if run["state"] not in ("queued", "running"):
+        # Airflow drops a run's deadline when the run succeeds, not when it fails.
+        logging.getLogger(__name__).info("%s ended %s: not late", run["dag_run_id"], run["state"])
+        return
+    info = {
+        "dag_id": run["dag_id"],
+        "run_id": run["dag_run_id"],
+        "queued_at": run.get("queued_at"),
+        "deadline_at": str(context["deadline"]["deadline_time"]),
+    }
+    steps.notify("training_late", info, send=send_apprise)
+
+
 # A task leaves its DAG run's one-line outcome under this XCom key; the plugin writes it on the run.
 NOTE_KEY = dag_ids.NOTE_KEY
 # ct_training's approval task: what a person may answer.
@@ -126,6 +174,18 @@ def training_run_state(ti):
                 )
                 return active, {k: str(v) for k, v in tasks.get(run_id, {}).items()}
         return None
+
+    return state
+
+
+def approval_state(ti):
+    """``approval_state`` for ``ctrain.deadlines``: the state of a run's approval task, None
+    once the run is gone; read through the task's own Airflow API (no database)."""
+
+    def state(dag_id: str, run_id: str, task_id: str) -> str | None:
+        found = ti.get_task_states(dag_id=dag_id, run_ids=[run_id], task_ids=[task_id])
+        value = found.get(run_id, {}).get(task_id)
+        return str(value) if value is not None else None
 
     return state
 
@@ -169,8 +229,22 @@ class ApprovalRequest(HITLOperator):
             from airflow.sdk.exceptions import AirflowSkipException
 
             raise AirflowSkipException("no approval needed for this comparison")
+        from ctrain import steps
+
         self.subject, self.body = self.request["subject"], self.request["body"]
-        self.response_timeout = timedelta(minutes=settings().promotion.approval_timeout_minutes)
+        minutes = settings().promotion.approval_timeout_minutes
+        self.response_timeout = timedelta(minutes=minutes)
+        ti = context["ti"]
+        # Kept so ct_deadlines can warn before the request expires.
+        steps.keep_waiting(
+            {
+                "dag_id": ti.dag_id,
+                "run_id": ti.run_id,
+                "task_id": ti.task_id,
+                "subject": self.subject,
+                "timeout_minutes": minutes,
+            }
+        )
         return super().execute(context)
 
 

@@ -6,8 +6,9 @@ TRAINING = "ct_training"
 BATCH_INFERENCE = "ct_batch_inference"
 DRIFT_MONITOR = "ct_drift_monitor"
 ROLLOUT = "ct_rollout"
+DEADLINES = "ct_deadlines"
 
-ALL = (INGEST, TRAINING, BATCH_INFERENCE, DRIFT_MONITOR, ROLLOUT)
+ALL = (INGEST, TRAINING, BATCH_INFERENCE, DRIFT_MONITOR, ROLLOUT, DEADLINES)
 
 # The XCom key under which a task leaves the one line its DAG run's note shows (the plugin's
 # listener writes it on the run when the run ends).

@@ -64,6 +64,17 @@ class Links:
             f"{self.airflow}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}",
         )
 
+    def dag(self, dag_id: str) -> tuple[str, str]:
+        return (f"Airflow {dag_id}", f"{self.airflow}/dags/{quote(dag_id, safe='')}")
+
+    def answer(self, dag_id: str, run_id: str, task_id: str) -> tuple[str, str]:
+        """Where a person answers a human-in-the-loop task."""
+        return (
+            "answer it in Airflow",
+            f"{self.airflow}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}/tasks/"
+            f"{quote(task_id, safe='')}/required_actions",
+        )
+
     def version(self, version: str) -> tuple[str, str]:
         return (f"MLflow v{version}", self.mlflow.model_version(self.model_name, version))
 
@@ -168,18 +179,13 @@ def approval_event(
 ) -> Event:
     """A promotion waits for a person's answer."""
     links = Links(settings)
-    answer = (
-        "answer it in Airflow",
-        f"{links.airflow}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}/tasks/"
-        f"{quote(task_id, safe='')}/required_actions",
-    )
     return Event(
         "approval_waiting",
         f"approval:{dag_id}:{run_id}:{task_id}",
         subject if settings.model_name in subject else f"{settings.model_name}: {subject}",
         body,
         INFO,
-        (answer, links.view()),
+        (links.answer(dag_id, run_id, task_id), links.view()),
     )
 
 
@@ -198,7 +204,7 @@ def failure_event(settings: Settings, dag_id: str, run_id: str, task_id: str, er
 
 def _ledger(settings: Settings, key: str) -> Path:
     # Keys hold run ids and batch ids from outside: only their hash becomes a file name.
-    return settings.root / "notifications" / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+    return settings.notifications_dir / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
 
 
 def sent(settings: Settings, key: str) -> dict[str, Any] | None:

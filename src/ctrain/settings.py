@@ -414,6 +414,11 @@ class MonitoringConfig(_Strict):
     )
 
 
+def _none_if_off(value):
+    """A setting that may be switched off: "", none, off or null (any case) mean None."""
+    return None if str(value).strip().lower() in ("", "none", "off", "null") else value
+
+
 class SchedulesConfig(_Strict):
     """When each DAG runs on its own (cron, UTC); new data and the monitor start runs too."""
 
@@ -424,6 +429,11 @@ class SchedulesConfig(_Strict):
         "people start it",
     )
     monitoring: str = Field("0 * * * *", description="ct_drift_monitor checks due windows")
+    deadlines: str | None = Field(
+        "*/5 * * * *",
+        description="ct_deadlines looks for missed deadlines (alerts) and moves of champion no "
+        "one was told of; none: not on its own",
+    )
     watch_seconds: float = Field(
         2.0,
         ge=0,
@@ -431,10 +441,7 @@ class SchedulesConfig(_Strict):
         "ct_ingest when something lands (the ingest cron stays as a safety net); 0: the cron only",
     )
 
-    @field_validator("training", mode="before")
-    @classmethod
-    def _off(cls, value):
-        return None if str(value).strip().lower() in ("", "none", "off", "null") else value
+    _off = field_validator("training", "deadlines", mode="before")(_none_if_off)
 
 
 class RolloutConfig(_Strict):
@@ -567,6 +574,10 @@ EventKind = Literal[
     "approval_waiting",
     "approval_expired",
     "task_failed",
+    "predictions_late",
+    "training_late",
+    "monitor_silent",
+    "approval_expiring",
 ]
 CONN_ID = r"^[A-Za-z0-9_.-]{1,250}$"
 
@@ -591,6 +602,40 @@ class NotificationsConfig(_Strict):
         "http://127.0.0.1:8080",
         description="Airflow's address as people reach it, for the links in messages",
     )
+
+
+class AlertsConfig(_Strict):
+    """The deadlines the loop is held to; each one missed is told once (``notifications.routes``
+    of its kind). ``ct_training``'s is an Airflow Deadline Alert on its runs; the others are
+    ctrain's own look at its records (``ct_deadlines``, ``ctrain.deadlines``)."""
+
+    arrival_to_predictions_minutes: float = Field(
+        15,
+        gt=0,
+        description="predictions_late: an accepted batch has no predictions this long after it "
+        "landed",
+    )
+    training_run_minutes: float | None = Field(
+        120,
+        gt=0,
+        description="training_late: a ct_training run is still going this long after it was "
+        "queued (the approval's timeout is added where promotion.approval is required); read "
+        "when the DAG is parsed; none: no deadline",
+    )
+    monitor_silent_hours: float = Field(
+        6,
+        gt=0,
+        description="monitor_silent: scored windows have waited this long for ct_drift_monitor "
+        "to check them",
+    )
+    approval_expiry_warning_minutes: float = Field(
+        30,
+        gt=0,
+        description="approval_expiring: an approval request expires within this (a request "
+        "with a shorter timeout is warned about at the first look)",
+    )
+
+    _off = field_validator("training_run_minutes", mode="before")(_none_if_off)
 
 
 class DemoConfig(_Strict):
@@ -635,6 +680,7 @@ class Settings(BaseSettings):
     schedules: SchedulesConfig = SchedulesConfig()
     serving: ServingConfig = ServingConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+    alerts: AlertsConfig = AlertsConfig()
     demo: DemoConfig = DemoConfig()
 
     @classmethod
@@ -717,6 +763,11 @@ class Settings(BaseSettings):
     def rollouts_dir(self) -> Path:
         """The newest look at each rollout's current step (``rollout/evidence.write_look``)."""
         return self.root / "rollouts"
+
+    @property
+    def notifications_dir(self) -> Path:
+        """What was told to whom (``ctrain.notify``), and the requests waiting for a person."""
+        return self.root / "notifications"
 
     @property
     def datasets_dir(self) -> Path:

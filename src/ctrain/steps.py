@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -470,7 +471,9 @@ def notify(
     - ``request``: the monitor's verdict (``info["verdict"]``) when it asked for a retrain;
     - ``quarantine``: the batch outcomes of an ingest run (``info["outcomes"]``);
     - ``approval``: an approval request waiting (``info["subject"]``, ``info["body"]``);
-    - ``failure``: a task failed after its retries (``info["error"]``).
+    - ``failure``: a task failed after its retries (``info["error"]``);
+    - ``training_late``: a ct_training run past its deadline (``info["queued_at"]``,
+      ``info["deadline_at"]``; Airflow's Deadline Alert).
     """
     from ctrain import notify as n
 
@@ -499,6 +502,45 @@ def notify(
         ]
     elif what == "failure":
         events = [n.failure_event(s, dag_id, run_id, info["task_id"], info["error"])]
+    elif what == "training_late":
+        from ctrain.deadlines import training_late
+
+        events = [training_late(s, dag_id, run_id, info.get("queued_at"), info["deadline_at"])]
     else:
         raise ValueError(f"nothing to notify about {what!r}")
     return n.deliver(s, events, send)
+
+
+def watch_deadlines(
+    approval_state: Callable[[str, str, str], str | None],
+    send: Callable[[str, Any], bool],
+    settings: Settings | None = None,
+    now: datetime | None = None,
+) -> XCom:
+    """Look for missed deadlines and untold moves of champion (``ctrain.deadlines``) and tell
+    them, each once; returns what was found and what was sent now."""
+    from ctrain import notify as n
+    from ctrain.deadlines import overdue
+
+    s = _settings(settings)
+    if not s.notifications.routes:
+        return {"found": [], "told": []}  # nobody is to be told anything: read no record
+    events = overdue(s, _client(s), now or datetime.now(UTC), approval_state)
+    return {"found": [e.title for e in events], "told": n.deliver(s, events, send)}
+
+
+def keep_waiting(info: XCom, settings: Settings | None = None) -> None:
+    """Keep that an approval request waits (``info``: dag_id, run_id, task_id, subject,
+    timeout_minutes), so a look can warn before it expires."""
+    from ctrain.promotion.approval import record_waiting
+
+    now = datetime.now(UTC)
+    record_waiting(
+        _settings(settings),
+        dag_id=info["dag_id"],
+        run_id=info["run_id"],
+        task_id=info["task_id"],
+        subject=info["subject"],
+        requested_at=now,
+        expires_at=now + timedelta(minutes=info["timeout_minutes"]),
+    )

@@ -34,24 +34,16 @@ def _ts(iso: str | None) -> float | None:
 def batch_figures(settings: Settings, now: float) -> dict[str, Any]:
     """Rows and batches by outcome, the newest batch, and the batches still without
     predictions (with the age of the oldest: a stalled loop shows there first)."""
-    from ctrain.ingest.batches import batch_outcomes
-    from ctrain.ingest.route import kept_name
-
-    def landed(o) -> Path:  # the input as it landed, kept with its time of writing
-        return settings.processed_dir / kept_name(Path(o.source_file), o.batch_id)
+    from ctrain.ingest.batches import arrived_at, awaiting_predictions, batch_outcomes
 
     outcomes = sorted(batch_outcomes(settings), key=lambda o: o.validated_at)
-    awaiting = []
-    for o in outcomes:
-        if o.rows_accepted and not (settings.predictions_dir / f"{o.batch_id}.parquet").exists():
-            kept = landed(o)
-            awaiting.append(kept.stat().st_mtime if kept.exists() else _ts(o.validated_at))
+    awaiting = awaiting_predictions(settings, outcomes)
     last = outcomes[-1] if outcomes else None
     lag = None
     if last is not None:
-        kept, scored = landed(last), settings.predictions_dir / f"{last.batch_id}.parquet"
-        if kept.exists() and scored.exists():
-            lag = scored.stat().st_mtime - kept.stat().st_mtime
+        scored = settings.predictions_dir / f"{last.batch_id}.parquet"
+        if scored.exists():
+            lag = scored.stat().st_mtime - arrived_at(settings, last)
     return {
         "batches": Counter(o.status for o in outcomes),
         "rows": {
@@ -61,7 +53,7 @@ def batch_figures(settings: Settings, now: float) -> dict[str, Any]:
         "last": last,
         "last_lag": lag,
         "awaiting": len(awaiting),
-        "oldest_awaiting_age": now - min(awaiting) if awaiting else 0.0,
+        "oldest_awaiting_age": now - awaiting[0][1] if awaiting else 0.0,
     }
 
 
@@ -91,6 +83,10 @@ FIGURES = {
         "gauge",
         "When the monitor checked its newest window.",
     ),
+    "ctrain_oldest_unchecked_window_seconds": (
+        "gauge",
+        "Age of the oldest scored window the monitor has not checked (0: none waits).",
+    ),
     "ctrain_window_share_drifted": ("gauge", "Share of features drifted in the newest window."),
     "ctrain_window_flagged": ("gauge", "1 when the newest window is flagged."),
     "ctrain_window_estimated_metric": (
@@ -114,6 +110,7 @@ FIGURES = {
 def figures(settings: Settings, client, now: float) -> list[tuple[str, dict[str, str], float]]:
     """Every figure as ``(name, labels, value)``, read from the records; a figure the records
     do not have yet (no champion, no window) is left out."""
+    from ctrain.deadlines import unchecked_windows
     from ctrain.status import overview
 
     out: list[tuple[str, dict[str, str], float]] = []
@@ -149,6 +146,8 @@ def figures(settings: Settings, client, now: float) -> list[tuple[str, dict[str,
     add("ctrain_batches_awaiting_predictions", b["awaiting"])
     add("ctrain_oldest_awaiting_predictions_seconds", b["oldest_awaiting_age"])
 
+    unchecked = unchecked_windows(settings)
+    add("ctrain_oldest_unchecked_window_seconds", now - unchecked[0][0] if unchecked else 0.0)
     if o["windows"]:
         w, metric = o["windows"][-1], o["metric"]
         add("ctrain_window_checked_timestamp_seconds", _ts(w["checked_at"]))

@@ -10,7 +10,14 @@ from tests_support import DAG_FILES, DAGS, load_dagbag
 
 from ctrain import dag_ids
 
-DAG_IDS = ["ct_ingest", "ct_training", "ct_batch_inference", "ct_drift_monitor", "ct_rollout"]
+DAG_IDS = [
+    "ct_ingest",
+    "ct_training",
+    "ct_batch_inference",
+    "ct_drift_monitor",
+    "ct_rollout",
+    "ct_deadlines",
+]
 HEAVY = ("mlflow", "great_expectations", "evidently", "sklearn", "pandas")
 # What of ctrain a DAG file may import while it is parsed: the settings (for schedules) and the
 # DAG ids, through dags/ctrain_common.py. Nothing that imports a heavy library.
@@ -54,6 +61,16 @@ def test_ct_training_runs_on_schedule_and_on_accepted_data(dagbag):
     assert timetable.timetable.expression == "0 3 * * *"
     producer = dagbag.dags["ct_ingest"].get_task("publish_accepted")
     assert [o.name for o in producer.outlets] == ["ctrain_accepted"]
+
+
+def test_ct_training_has_its_deadline_and_ct_deadlines_looks_every_five_minutes(dagbag):
+    """ct_training's bound is an Airflow Deadline Alert from the queued time, whose callback
+    is importable where the executor runs it; the other deadlines are ct_deadlines' look."""
+    (alert,) = dagbag.dags["ct_training"].deadline
+    assert type(alert.reference).__name__ == "DagRunQueuedAtDeadline"
+    assert alert.interval.total_seconds() == 120 * 60  # alerts.training_run_minutes
+    assert alert.callback.path == "ctrain_common.training_late"
+    assert dagbag.dags["ct_deadlines"].timetable.expression == "*/5 * * * *"
 
 
 def test_parsing_the_dag_files_imports_nothing_heavy():

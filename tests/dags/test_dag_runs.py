@@ -17,7 +17,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def dagbag(airflow_db):
-    return load_dagbag()
+    bag = load_dagbag()
+    # Airflow 3.3.2's dag.test() fails the successful run of a DAG with a Deadline Alert (its
+    # in-memory copy of the DAG holds the alerts where the scheduler holds their ids:
+    # apache/airflow#73428). The runs here go without ct_training's deadline; the scheduler's
+    # own runs are held to it (test_approval_stream_e2e).
+    bag.get_dag("ct_training").deadline = None
+    return bag
 
 
 def _states(dagrun):

@@ -15,7 +15,7 @@ from ctrain.notify import NotDelivered, sent
 from ctrain.records import IngestOutcome
 
 sys.path.insert(0, str(REPO / "dags"))
-from ctrain_common import _apprise  # noqa: E402  (the DAGs' sender: AppriseHook + Apprise)
+from ctrain_common import send_apprise as _apprise  # noqa: E402  (the DAGs' sender: AppriseHook + Apprise)
 
 
 @pytest.fixture

@@ -82,6 +82,7 @@ ENTRY = {
     "ctrain.status",
     "ctrain.telemetry",
     "ctrain.notify",
+    "ctrain.deadlines",
     "ctrain.runtime",
     "ctrain.harness",
     "ctrain.demo",

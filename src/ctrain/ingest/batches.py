@@ -7,13 +7,21 @@ A batch's rows go to ``accepted/<batch>.parquet`` or ``quarantine/<batch>/``; it
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ctrain.ingest.profile import reference_name
-from ctrain.ingest.route import PLAIN_NAME, Destinations, is_batch_id, outcomes, route_file
+from ctrain.ingest.route import (
+    PLAIN_NAME,
+    Destinations,
+    is_batch_id,
+    kept_name,
+    outcomes,
+    route_file,
+)
 from ctrain.ingest.validate import validate_batch
 from ctrain.records import IngestOutcome
 from ctrain.settings import Settings
@@ -68,6 +76,28 @@ def ingest_file(path: Path, settings: Settings, profile: dict[str, Any] | None) 
 def batch_outcomes(settings: Settings) -> list[IngestOutcome]:
     """Every batch outcome, by batch id."""
     return outcomes(destinations(settings))
+
+
+def arrived_at(settings: Settings, outcome: IngestOutcome) -> float:
+    """When ``outcome``'s file landed (the kept input keeps its time of writing), as a POSIX
+    time; when it was judged if the input is not kept there."""
+    kept = settings.processed_dir / kept_name(Path(outcome.source_file), outcome.batch_id)
+    if kept.exists():
+        return kept.stat().st_mtime
+    return datetime.fromisoformat(outcome.validated_at).timestamp()
+
+
+def awaiting_predictions(
+    settings: Settings, outcomes: list[IngestOutcome] | None = None
+) -> list[tuple[IngestOutcome, float]]:
+    """Batches with accepted rows and no predictions yet, with when each landed, oldest first."""
+    found = batch_outcomes(settings) if outcomes is None else outcomes
+    out = [
+        (o, arrived_at(settings, o))
+        for o in found
+        if o.rows_accepted and not (settings.predictions_dir / f"{o.batch_id}.parquet").exists()
+    ]
+    return sorted(out, key=lambda pair: pair[1])
 
 
 class UnknownBatch(LookupError):

@@ -10,7 +10,10 @@ challenger is compared again with the new champion instead of being forced in.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ctrain.dag_ids import APPROVE
@@ -28,6 +31,7 @@ from ctrain.records import (
 )
 from ctrain.registry import current_champion, version_uri
 from ctrain.settings import Settings
+from ctrain.storage import read_json, write_json_atomic
 from ctrain.tracking import MlflowLinks
 
 
@@ -167,3 +171,49 @@ def act_on_answer(
             f"v{actual} meanwhile; compared again: {again.reason}",
         )
     return promote(settings, comparison, ctx, client, extra=approval)
+
+
+def _waiting_path(settings: Settings, dag_id: str, run_id: str, task_id: str) -> Path:
+    # Run ids come from outside (a trigger's form): only their hash becomes a file name.
+    key = hashlib.sha256(f"{dag_id}\n{run_id}\n{task_id}".encode()).hexdigest()
+    return settings.notifications_dir / "approvals" / f"{key}.json"
+
+
+def record_waiting(
+    settings: Settings,
+    *,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    subject: str,
+    requested_at: datetime,
+    expires_at: datetime,
+) -> Path:
+    """Keep that a request waits, and until when (``ctrain.deadlines`` warns before it
+    expires); a request asked again (the task retried) replaces its entry."""
+    return write_json_atomic(
+        _waiting_path(settings, dag_id, run_id, task_id),
+        {
+            "dag_id": dag_id,
+            "run_id": run_id,
+            "task_id": task_id,
+            "subject": subject,
+            "requested_at": requested_at.isoformat(timespec="seconds"),
+            "expires_at": expires_at.isoformat(timespec="seconds"),
+        },
+    )
+
+
+def waiting_requests(settings: Settings) -> list[dict[str, str]]:
+    """The requests ``record_waiting`` kept, soonest to expire first (answered ones among them
+    until ``forget_waiting``)."""
+    folder = settings.notifications_dir / "approvals"
+    found = [read_json(p) for p in folder.glob("*.json")] if folder.is_dir() else []
+    return sorted(found, key=lambda r: r["expires_at"])
+
+
+def forget_waiting(settings: Settings, request: dict[str, str]) -> None:
+    """Drop a kept request that no longer waits (answered, expired, its run gone)."""
+    _waiting_path(settings, request["dag_id"], request["run_id"], request["task_id"]).unlink(
+        missing_ok=True
+    )

@@ -20,6 +20,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -68,6 +69,20 @@ class Stack:
         assert status == 200, body
         mine = [r for r in body["dag_runs"] if datetime.fromisoformat(r["run_after"]) >= self.since]
         return sorted(mine, key=lambda r: r["run_after"])
+
+    def run_now(self, dag_id: str, conf: dict | None = None, timeout: float = 180) -> dict:
+        """Start a run of ``dag_id`` through the REST API, as a person does, and wait for its
+        end; returns the run."""
+        body = {"logical_date": None, "conf": conf or {}}
+        status, run = self.af.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
+        assert status == 200, run
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run['dag_run_id'], safe='')}"
+
+        def ended() -> dict | None:
+            status, now = self.af.api("GET", path)
+            return now if status == 200 and now["state"] in ("success", "failed") else None
+
+        return wait_for(f"{dag_id} {run['dag_run_id']} to end", ended, timeout, alive=self.af.alive)
 
     def drain(self) -> None:
         """Wait until what the previous module left in the shared landing folders (a service's
@@ -166,6 +181,11 @@ def stack(tmp_path_factory, receiver):
         "CTRAIN_SCHEDULES__TRAINING": "none",
         "CTRAIN_SCHEDULES__INGEST": "0 0 1 1 *",
         "CTRAIN_SCHEDULES__MONITORING": "0 0 1 1 *",
+        # ct_deadlines looks when a module starts it (Stack.run_now); ct_training's deadline is
+        # read as the DAG is parsed: two minutes, which a run waiting for a person passes
+        # (test_approval_stream_e2e) and a run that trains only seldom does.
+        "CTRAIN_SCHEDULES__DEADLINES": "none",
+        "CTRAIN_ALERTS__TRAINING_RUN_MINUTES": "2",
         # The DAG files do not change during the run, and what their parse reads is pinned
         # here: parsing them again every 30 s would only take CPU from the tests.
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",

@@ -52,11 +52,20 @@ def stream(tmp_path_factory, stack):
             stack.af.base_url, stack.af.admin_password(), shot, ready="version 1"
         )
         seen["shot"] = shot
+        # ct_deadlines looks twice while the request waits (it expires within the warning);
+        # ct_training's own deadline (two minutes in the stack) passes as it waits.
+        seen["looks"] = [stack.run_now("ct_deadlines")["state"] for _ in range(2)]
+        seen["late"] = wait_for(
+            "the waiting retrain to be told late",
+            lambda: stack.told("is still running past its deadline"),
+            240,
+        )
 
     with stack.champion_home(
         home,
         dataset={"labels": "delayed"},
         promotion={"approval": "required", "approval_timeout_minutes": 60},
+        alerts={"approval_expiry_warning_minutes": 60},
         serving=SERVE_DEMO,
     ) as (settings, client):
         (settings.root / "logs").mkdir(parents=True, exist_ok=True)
@@ -179,7 +188,8 @@ def test_the_approvers_were_told_once_and_the_rollout_said_each_step(stream):
     that followed told each change of the traffic, then the new champion, once each."""
     settings, stack = stream.settings, stream.stack
     run = trigger_log(settings)[0].requested_run
-    (waiting,) = stack.told(f"Promote {settings.model_name} v2 over v1?")
+    asked = f"Promote {settings.model_name} v2 over v1?"
+    (waiting,) = [m for m in stack.told(asked) if m["title"].startswith(asked)]
     assert (
         f"/dags/ct_training/runs/{quote(run, safe='')}/tasks/approval/required_actions"
         in waiting["message"]
@@ -195,3 +205,27 @@ def test_the_approvers_were_told_once_and_the_rollout_said_each_step(stream):
     (changed,) = stack.told(": champion v")
     assert changed["title"] == f"{settings.model_name}: champion v1 → v2 (promoted)"
     assert "canary_passed" in changed["message"]
+
+
+def test_while_it_waited_the_approval_and_the_run_were_told_near_and_past_their_deadlines(
+    stream,
+):
+    """ct_deadlines warned once that the request nears its expiry (looking twice); Airflow's
+    Deadline Alert on ct_training told once that the run waiting for it passed its deadline."""
+    settings, stack = stream.settings, stream.stack
+    run = trigger_log(settings)[0].requested_run
+    assert stream.seen["looks"] == ["success", "success"]
+    (expiring,) = stack.told("an approval expires in")
+    assert expiring["title"].endswith(
+        f"Promote {settings.model_name} v2 over v1? (" + (expiring["title"].rsplit("(", 1)[1])
+    )
+    assert (
+        f"/dags/ct_training/runs/{quote(run, safe='')}/tasks/approval/required_actions"
+        in (expiring["message"])
+    )
+    (late,) = stack.told("is still running past its deadline")
+    assert late["title"] == f"{settings.model_name}: ct_training run {run} is still running " + (
+        "past its deadline"
+    )
+    assert "its deadline, 2 min after (alerts.training_run_minutes" in late["message"]
+    assert stream.seen["late"] == [late]

@@ -8,6 +8,7 @@ itself in a real headless Chromium, with a screenshot.
 """
 
 import json
+import time
 import urllib.error
 import urllib.request
 from types import SimpleNamespace
@@ -392,3 +393,43 @@ def test_operators_are_told_each_event_once_with_links_that_work(stream):
     (failed,) = stack.told("failed after its retries")
     assert failed["title"] == "ct_training.run_context failed after its retries"
     assert "unknown conf key" in failed["message"] and failed["type"] == "failure"
+
+
+def test_a_batch_left_without_predictions_is_told_once(stream):
+    """ct_batch_inference paused, a batch lands and is accepted: ct_deadlines, started twice
+    past ``alerts.arrival_to_predictions_minutes``, tells it once; scored after all, it is not
+    told again."""
+    from ctrain.data.demo_source import DemoSource
+    from ctrain.ingest.batches import arrived_at, batch_outcomes
+
+    settings, stack, af = stream.settings, stream.stack, stream.af
+    soon = settings.alerts.model_copy(update={"arrival_to_predictions_minutes": 0.1})
+    stack.use(settings.model_copy(update={"alerts": soon}))
+    status, body = af.api("PATCH", "/api/v2/dags/ct_batch_inference", {"is_paused": True})
+    assert status == 200 and body["is_paused"], body
+    try:
+        src = DemoSource(**settings.demo.model_dump())
+        src.write_batch(8, settings.landing_dir, with_labels=False)
+
+        def accepted():
+            found = [o for o in batch_outcomes(settings) if o.batch_id == "batch_0008"]
+            return found[0] if found and found[0].status == "accepted" else None
+
+        landed = arrived_at(settings, wait_for("batch_0008 to be accepted", accepted, 180))
+        wait_for("its deadline to pass", lambda: time.time() - landed > 7, 30)
+        for _ in range(2):  # two looks, one message
+            assert stack.run_now("ct_deadlines")["state"] == "success"
+        (told,) = stack.told("has no predictions")
+        assert told["title"].startswith(f"{settings.model_name}: batch_0008 has no predictions")
+        assert told["type"] == "warning"
+        assert (
+            f"Airflow ct_batch_inference: {af.base_url}/dags/ct_batch_inference"
+            in (told["message"])
+        )
+    finally:
+        af.api("PATCH", "/api/v2/dags/ct_batch_inference", {"is_paused": False})
+    stack.run_now("ct_batch_inference", {"batch_id": "batch_0008"})
+    assert (settings.predictions_dir / "batch_0008.parquet").exists()
+    assert stack.run_now("ct_deadlines")["state"] == "success"
+    stack.drain()
+    assert len(stack.told("batch_0008")) == 1
