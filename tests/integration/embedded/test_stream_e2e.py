@@ -395,10 +395,13 @@ def test_operators_are_told_each_event_once_with_links_that_work(stream):
     assert "unknown conf key" in failed["message"] and failed["type"] == "failure"
 
 
-def test_a_batch_left_without_predictions_is_told_once(stream):
-    """ct_batch_inference paused, a batch lands and is accepted: ct_deadlines, started twice
-    past ``alerts.arrival_to_predictions_minutes``, tells it once; scored after all, it is not
-    told again."""
+def test_a_stalled_batch_and_a_rollback_from_a_shell_are_told_once_each(stream):
+    """ct_batch_inference paused, a batch lands and is accepted: ct_deadlines, past
+    ``alerts.arrival_to_predictions_minutes``, tells it; then ``ctrain rollback`` and ``ctrain
+    promote`` from a shell move champion back and forth, which no DAG callback sees: the next
+    look tells both. Three looks, one message each; the batch scored after all is not told
+    again."""
+    from ctrain import cli
     from ctrain.data.demo_source import DemoSource
     from ctrain.ingest.batches import arrived_at, batch_outcomes
 
@@ -417,19 +420,30 @@ def test_a_batch_left_without_predictions_is_told_once(stream):
 
         landed = arrived_at(settings, wait_for("batch_0008 to be accepted", accepted, 180))
         wait_for("its deadline to pass", lambda: time.time() - landed > 7, 30)
-        for _ in range(2):  # two looks, one message
-            assert stack.run_now("ct_deadlines")["state"] == "success"
-        (told,) = stack.told("has no predictions")
-        assert told["title"].startswith(f"{settings.model_name}: batch_0008 has no predictions")
-        assert told["type"] == "warning"
+        assert stack.run_now("ct_deadlines")["state"] == "success"
+        before = current_champion(stream.client, settings.model_name)
+        assert cli.main(["rollback", "--reason", "the on-call engineer rolls back"]) == 0
+        back = current_champion(stream.client, settings.model_name)
+        assert cli.main(["promote", "--version", before, "--reason", "false alarm"]) == 0
+        assert stack.run_now("ct_deadlines")["state"] == "success"
+        (late,) = stack.told("has no predictions")
+        assert late["title"].startswith(f"{settings.model_name}: batch_0008 has no predictions")
+        assert late["type"] == "warning"
         assert (
             f"Airflow ct_batch_inference: {af.base_url}/dags/ct_batch_inference"
-            in (told["message"])
+            in (late["message"])
         )
+        rollback, promote = stack.told(": champion v")
+        name = settings.model_name
+        assert rollback["title"] == f"{name}: champion v{before} → v{back} (rollback)"
+        assert promote["title"] == f"{name}: champion v{back} → v{before} (manual promote)"
+        assert "the on-call engineer rolls back" in rollback["message"]
+        assert "false alarm" in promote["message"] and rollback["type"] == "warning"
+        assert f"ctrain view: {af.base_url}/plugin/ctrain" in rollback["message"]
     finally:
         af.api("PATCH", "/api/v2/dags/ct_batch_inference", {"is_paused": False})
     stack.run_now("ct_batch_inference", {"batch_id": "batch_0008"})
     assert (settings.predictions_dir / "batch_0008.parquet").exists()
     assert stack.run_now("ct_deadlines")["state"] == "success"
     stack.drain()
-    assert len(stack.told("batch_0008")) == 1
+    assert len(stack.told("batch_0008")) == 1 and len(stack.told(": champion v")) == 2
