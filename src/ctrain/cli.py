@@ -104,6 +104,23 @@ def cmd_rollback(settings: Settings, args) -> int:
     return 0 if rec.moved else 1
 
 
+def cmd_env(settings: Settings, args) -> int:
+    """``ctrain env promote --from dev --version N``: pulled into this environment."""
+    from ctrain.promotion.across import promote_across
+
+    if not settings.environment:
+        raise ValueError("this project names no environment: set environment (CTRAIN_ENVIRONMENT)")
+    ctx = RunContext(
+        dag_id="cli",
+        run_id=f"env-promote-{args.source}-v{args.version}",
+        trigger_reason=args.reason or f"ctrain env promote --from {args.source} by {_user()}",
+        started_by=f"{_user()} (ctrain CLI)",
+    )
+    rec = promote_across(settings, args.source, str(args.version), ctx, _client(settings))
+    print(f"{settings.environment}: {rec.headline} ({rec.reason}); record {rec.record_run_id}")
+    return 0 if rec.moved else 1
+
+
 def cmd_rollout(settings: Settings, args) -> int:
     """The rollout's split and its live evidence; or one of its verbs, without Airflow."""
     from datetime import datetime
@@ -365,6 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--to")
     s.add_argument("--reason")
     s.set_defaults(fn=cmd_rollback)
+    s = sub.add_parser(
+        "env", help="environments: pull a version of another one into this one (recorded)"
+    )
+    s.add_argument("action", choices=["promote"])
+    s.add_argument("--from", dest="source", required=True, help="dev, staging or prod")
+    s.add_argument("--version", required=True)
+    s.add_argument("--reason")
+    s.set_defaults(fn=cmd_env)
     s = sub.add_parser(
         "rollout",
         help="the traffic split of a rollout and its live evidence; start, advance, finish or "

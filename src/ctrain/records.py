@@ -46,6 +46,7 @@ class DecisionKind(StrEnum):
     EXPIRED = "expired"  # a promotion waited for approval and no one answered in time
     ROLLOUT = "rollout"  # a winning challenger handed to a rollout (shadow, canary, ab)
     TRAFFIC = "traffic"  # the traffic split of a rollout changed; champion did not move
+    PROPOSED = "proposed"  # offered to another environment, which pulled it; nothing moved here
 
 
 MOVES_CHAMPION = frozenset(

@@ -106,15 +106,53 @@ def load_model(uri: str) -> Any:
     return _load_local(_download(uri), uri)
 
 
-def check_model(uri: str) -> None:
-    """Raise ``UnsafeModel`` unless the model at ``uri`` would load safely (it is not loaded)."""
-    _skops_file(_download(uri), uri)
+def check_model(uri: str, tracking_uri: str | None = None, sha256: str | None = None) -> None:
+    """Raise ``UnsafeModel`` unless the model at ``uri`` (in the store at ``tracking_uri``;
+    the process's by default) would load safely; it is not loaded. With ``sha256``, its files
+    must also be those that hash to it (``manifest_digest``)."""
+    folder = _download(uri, tracking_uri)
+    check_folder(folder, uri)
+    if sha256 and (now := manifest_digest(manifest(folder))) != sha256:
+        raise UnsafeModel(f"{uri}: its files hash to {now[:12]}, not {sha256[:12]} as verified")
 
 
-def _download(uri: str) -> Path:
+def check_folder(folder: Path, uri: str) -> None:
+    """``check_model`` of a model already downloaded into ``folder`` (from ``uri``)."""
+    _skops_file(folder, uri)
+
+
+# Written by MLflow into a registered version's download (it names the version and store), so
+# never part of a model's bytes.
+DOWNLOAD_NOTE = "registered_model_meta"
+
+
+def manifest(folder: Path) -> dict[str, str]:
+    """sha256 of every file of the model downloaded into ``folder``, by its relative path."""
+    import hashlib
+
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.relative_to(folder).as_posix() != DOWNLOAD_NOTE
+    }
+
+
+def manifest_digest(files: dict[str, str]) -> str:
+    """One sha256 for a manifest: of its entries, sorted."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def _download(uri: str, tracking_uri: str | None = None) -> Path:
     import mlflow
 
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, tracking_uri=tracking_uri, registry_uri=tracking_uri
+        )
+    )
 
 
 def _skops_file(folder: Path, uri: str) -> tuple[Path, list[str]]:

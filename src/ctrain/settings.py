@@ -638,6 +638,19 @@ class AlertsConfig(_Strict):
     _off = field_validator("training_run_minutes", mode="before")(_none_if_off)
 
 
+EnvironmentName = Literal["dev", "staging", "prod"]
+
+
+class EnvironmentConfig(_Strict):
+    """Where one environment keeps its models and data (``environments``). Credentials are
+    never here: MLflow's own ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` (or a secret file
+    mounted for them) in the process that reaches it."""
+
+    tracking_uri: str = Field(description="its MLflow tracking server (or store)")
+    model_name: str | None = Field(None, description="its registered model; default: model_name")
+    home: Path | None = Field(None, description="its data home, where it is reachable from here")
+
+
 class DemoConfig(_Strict):
     seed: int = 7
     batch_rows: int = 1500
@@ -672,6 +685,14 @@ class Settings(BaseSettings):
         default=None, description="postgresql://... for an advisory lock; a file lock when unset"
     )
     dags_folder: Path | None = None
+    environment: EnvironmentName | None = Field(
+        None, description="which environment this is (CTRAIN_ENVIRONMENT); none: the only one"
+    )
+    environments: dict[EnvironmentName, EnvironmentConfig] = Field(
+        default_factory=dict,
+        description="each environment's MLflow, model and data home: a version moves between "
+        "them by promotion, pulled by the target (ctrain env promote)",
+    )
     dataset: DatasetConfig
     validation: ValidationConfig = ValidationConfig()
     training: TrainingConfig
@@ -711,7 +732,35 @@ class Settings(BaseSettings):
                     "column of dataset (features, target, id or event time); fix the column "
                     "or remove the expectation"
                 )
+        if self.environment and self.environments and self.environment not in self.environments:
+            raise ValueError(
+                f"environment: {self.environment!r} is not one of environments "
+                f"({', '.join(self.environments)}); name it there, or set the one this is"
+            )
+        own = self.environments.get(self.environment) if self.environment else None
+        if own and self.tracking_uri and own.tracking_uri != self.tracking_uri:
+            raise ValueError(
+                f"tracking_uri: {self.tracking_uri} is not environments.{self.environment}."
+                f"tracking_uri ({own.tracking_uri}); set one of them"
+            )
         return self
+
+    def of(self, environment: str) -> Settings:
+        """These settings as seen in ``environment``: its MLflow, model and data home.
+
+        Raises:
+            ValueError: ``environment`` is not in ``environments``.
+        """
+        env = self.environments.get(environment)  # type: ignore[call-overload]
+        if env is None:
+            known = ", ".join(self.environments) or "none"
+            raise ValueError(f"unknown environment {environment!r} (environments: {known})")
+        update: dict[str, Any] = {"environment": environment, "tracking_uri": env.tracking_uri}
+        if env.model_name:
+            update["model_name"] = env.model_name
+        if env.home:
+            update["home"] = env.home
+        return self.model_copy(update=update)
 
     # Derived paths: computed, never created here; never cached (a copy with another home must
     # not keep the first one's paths).
@@ -834,6 +883,8 @@ def load_settings(project_file: str | os.PathLike[str] | None = None, **override
         logging.getLogger(__name__).warning(
             "%s is set but names no ctrain setting; it is ignored", name
         )
+    if settings.environment in settings.environments:
+        settings = settings.of(settings.environment)  # its own MLflow, model and home
     return settings
 
 

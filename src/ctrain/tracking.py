@@ -27,6 +27,12 @@ def configure(settings: Settings):
     return _client(uri)
 
 
+def client_of(settings: Settings):
+    """The process's client for the store of ``settings`` (another environment's, say),
+    leaving the process's own store as it is."""
+    return _client(settings.resolved_tracking_uri)
+
+
 @lru_cache(maxsize=8)
 def _client(uri: str):
     """One client per store and process: every step of a run in one process shares it."""
@@ -45,7 +51,9 @@ def ensure_experiment(client, name: str, settings: Settings) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    location = settings.artifact_root if settings.tracking_uri is None else None
+    # An embedded store (a SQLite file) keeps its artifacts in the home; a server its own.
+    embedded = settings.resolved_tracking_uri.startswith("sqlite:")
+    location = settings.artifact_root if embedded else None
     try:
         return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
     except Exception:

@@ -346,7 +346,8 @@ def refusal(settings: Settings, client, version: str) -> str | None:
         run is None
         or training is None
         or run.info.experiment_id != training.experiment_id
-        or run.data.tags.get("ctrain_stage") != "trained"
+        # trained here, or carried in from another environment with its bytes verified
+        or run.data.tags.get("ctrain_stage") not in ("trained", "carried")
         or run.data.tags.get("model_uri") != mv.source
     ):
         return f"{name} version {version} was not produced by ctrain's training ({mv.source})"
@@ -357,7 +358,12 @@ def refusal(settings: Settings, client, version: str) -> str | None:
             f"run {run.info.run_id} is version {ours}'s"
         )
     try:
-        check_model(version_uri(name, version))
+        # A carried version's files must still be those verified when it was carried.
+        check_model(
+            version_uri(name, version),
+            settings.resolved_tracking_uri,
+            sha256=mv.tags.get("model_sha256"),
+        )
     except UnsafeModel as exc:
         return f"{name} version {version} does not load safely: {exc}"
     return None

@@ -1,0 +1,230 @@
+"""Promotion across environments (dev → staging → prod), pulled by the target.
+
+The target's worker reads a version from the source environment's MLflow and carries its
+**bytes** into its own store (not MLflow's ``copy_model_version``, whose copy keeps pointing at
+the source's storage): downloaded, checked with the safe loader's checks (skops, trusted types
+only: nothing is unpickled), its signature checked against the target's schema, hashed file by
+file (a sha256 manifest), written as a logged model of the target, downloaded again and hashed
+again, and only then registered. A version therefore exists in the target only once its bytes
+are verified; a carry killed half way leaves an unfinalized logged model and no version, and
+its retry (same source version, same bytes: the same key) finishes it.
+
+Then the target judges it as it judges its own candidates: the paired comparison with its
+``champion`` on its own held-out rows (the window ``ct_training`` would assemble now), and the
+compare-and-set move (``promote``), recorded there. The source records that it proposed the
+version (``proposed``), naming where it went and what the target decided.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ctrain.promotion.compare import compare
+from ctrain.promotion.decisions import close_record, find_record, open_record, record_of
+from ctrain.promotion.promote import promote, refusal
+from ctrain.records import Decision, DecisionKind, RegisteredVersion, RunContext
+from ctrain.registry import (
+    DOWNLOAD_NOTE,
+    REGISTERED_VERSION,
+    check_folder,
+    current_champion,
+    ensure_registered_model,
+    manifest,
+    version_uri,
+)
+from ctrain.registry import manifest_digest as digest
+from ctrain.settings import Settings
+from ctrain.tracking import client_of, ensure_experiment
+
+CARRIED = "carried"  # ctrain_stage of a target's run that holds a version carried in
+LINEAGE = ("source_environment", "source_version", "source_run_id", "model_sha256")
+
+
+class CarryRefused(Exception):
+    """The version was not carried; the message says why. Nothing is visible in the target."""
+
+
+def _signature_refusal(folder: Path, target: Settings) -> str | None:
+    """Why the model's input signature does not fit the target's features, or None."""
+    from mlflow.models import Model
+
+    signature = Model.load(str(folder)).signature
+    if signature is None:
+        return "it has no input signature to check against the target's schema"
+    names = set(signature.inputs.input_names())
+    wanted = set(target.dataset.feature_names)
+    if names != wanted:
+        missing, extra = sorted(wanted - names), sorted(names - wanted)
+        return (
+            f"its signature does not fit {target.environment}'s features: "
+            f"missing {missing or 'none'}, not in the schema {extra or 'none'}"
+        )
+    return None
+
+
+def carry(
+    target: Settings, source_name: str, version: str, ctx: RunContext, client
+) -> RegisteredVersion:
+    """Carry ``version`` of ``source_name`` into ``target``'s store and register it there, once.
+
+    Raises:
+        CarryRefused: the source has no such version, it may not serve there, it does not load
+            safely, its signature does not fit, or the bytes written are not the bytes read.
+    """
+    from mlflow.exceptions import MlflowException
+
+    source = target.of(source_name)
+    src = client_of(source)
+    where = f"{source_name} {source.model_name} v{version}"
+    try:
+        mv = src.get_model_version(source.model_name, version)
+    except MlflowException as exc:
+        raise CarryRefused(f"{where}: not found ({exc.error_code})") from None
+    why = refusal(source, src, version)
+    if why:
+        raise CarryRefused(f"{where}: may not serve in {source_name}: {why}")
+    with tempfile.TemporaryDirectory(prefix="ctrain-carry-") as tmp:
+        import mlflow.artifacts
+
+        folder = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=version_uri(source.model_name, version),
+                dst_path=str(Path(tmp) / "read"),
+                tracking_uri=source.resolved_tracking_uri,
+                registry_uri=source.resolved_tracking_uri,
+            )
+        )
+        try:
+            check_folder(folder, where)
+        except Exception as exc:
+            raise CarryRefused(f"{where}: does not load safely: {exc}") from None
+        if why := _signature_refusal(folder, target):
+            raise CarryRefused(f"{where}: {why}")
+        (folder / DOWNLOAD_NOTE).unlink(missing_ok=True)  # MLflow's note, not the model's bytes
+        files = manifest(folder)
+        sha = digest(files)
+        lineage = {
+            "source_environment": source_name,
+            "source_version": str(version),
+            "source_run_id": mv.run_id or "",
+            "model_sha256": sha,
+        }
+        return _write_verified(target, client, folder, files, lineage, dict(mv.tags), ctx, tmp)
+
+
+def _write_verified(
+    target: Settings,
+    client,
+    folder: Path,
+    files: dict[str, str],
+    lineage: dict[str, str],
+    source_tags: dict[str, str],
+    ctx: RunContext,
+    tmp: str,
+) -> RegisteredVersion:
+    """Write the bytes as a logged model of the target, read them back, compare, register."""
+    import mlflow.artifacts
+
+    name, sha = target.model_name, lineage["model_sha256"]
+    key = f"{lineage['source_environment']}/{lineage['source_version']}/{sha}"
+    exp = ensure_experiment(client, target.experiment, target)
+    found = client.search_runs([exp], filter_string=f"tags.ctrain_carry_key = '{key}'")
+    run = found[0] if found else None
+    if run is not None and run.data.tags.get(REGISTERED_VERSION):
+        done = run.data.tags[REGISTERED_VERSION]  # a retry after the version was made
+        return RegisteredVersion(model_name=name, version=done, model_uri=version_uri(name, done))
+    if run is None:
+        run = client.create_run(
+            exp,
+            run_name=f"carried from {lineage['source_environment']} v{lineage['source_version']}",
+            tags={"ctrain_carry_key": key, "ctrain_stage": "carrying", **lineage},
+        )
+    run_id = run.info.run_id
+    logged = client.create_logged_model(exp, name="model", source_run_id=run_id, tags=lineage)
+    client.log_model_artifacts(logged.model_id, str(folder))
+    back = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{logged.model_id}",
+            dst_path=str(Path(tmp) / "written"),
+            tracking_uri=target.resolved_tracking_uri,
+        )
+    )
+    written = manifest(back)
+    if written != files:
+        client.finalize_logged_model(logged.model_id, "FAILED")
+        changed = sorted(k for k in files.keys() | written.keys() if files.get(k) != written.get(k))
+        raise CarryRefused(
+            f"the bytes written to {target.environment} are not the bytes read: {changed[:5]}"
+        )
+    client.finalize_logged_model(logged.model_id, "READY")
+    uri = f"models:/{logged.model_id}"
+    client.log_text(run_id, json.dumps(files, indent=2, sort_keys=True), "manifest.json")
+    client.set_tag(run_id, "model_uri", uri)
+    client.set_tag(run_id, "ctrain_stage", CARRIED)
+    client.set_terminated(run_id, "FINISHED")
+    ensure_registered_model(client, name)
+    keep = ("validation_status", "data_window", "training_config_hash", "code_version", "estimator")
+    tags = {k: source_tags[k] for k in keep if k in source_tags} | lineage
+    tags |= {"airflow_dag_id": ctx.dag_id, "airflow_run_id": ctx.run_id, "mlflow_run_id": run_id}
+    version = str(
+        client.create_model_version(
+            name, source=uri, run_id=run_id, tags=tags, model_id=logged.model_id
+        ).version
+    )
+    client.set_tag(run_id, REGISTERED_VERSION, version)
+    return RegisteredVersion(model_name=name, version=version, model_uri=version_uri(name, version))
+
+
+def promote_across(
+    target: Settings, source_name: str, version: str, ctx: RunContext, client
+) -> Decision:
+    """Carry ``version`` of ``source_name`` into ``target``, compare it there with the target's
+    champion on the target's held-out rows, move or reject (recorded in the target), and record
+    in the source that it was proposed."""
+    from ctrain.training.assemble import assemble_window
+
+    carried = carry(target, source_name, version, ctx, client)
+    dataset = assemble_window(target)
+    comparison = compare(target, carried, dataset, ctx, client)
+    mv = client.get_model_version(target.model_name, carried.version)
+    lineage = {k: mv.tags.get(k) for k in LINEAGE}
+    decision = promote(target, comparison, ctx, client, extra=lineage)
+    _record_proposal(target, source_name, version, carried, decision, ctx)
+    return decision
+
+
+def _record_proposal(
+    target: Settings,
+    source_name: str,
+    version: str,
+    carried: RegisteredVersion,
+    decision: Decision,
+    ctx: RunContext,
+) -> Decision:
+    """The source's record of the proposal (once per target run and version)."""
+    source = target.of(source_name)
+    src = client_of(source)
+    key = f"proposed/{target.environment}/{ctx.dag_id}/{ctx.run_id}/v{version}"
+    done = find_record(src, source, key)
+    if done is not None and done.info.status == "FINISHED":
+        return record_of(done)
+    champion = current_champion(src, source.model_name)
+    record: dict[str, Any] = {
+        "decision": DecisionKind.PROPOSED,
+        "rule": "proposed",
+        "reason": f"proposed to {target.environment}, where it is v{carried.version}: "
+        f"{decision.headline}",
+        "model_name": source.model_name,
+        "challenger_version": str(version),
+        "champion_before": champion,
+        "champion_after": champion,
+        "trigger_reason": ctx.trigger_reason,
+        "started_by": ctx.started_by or None,
+        "airflow_dag_id": ctx.dag_id,
+        "airflow_run_id": ctx.run_id,
+        "decision_key": key,
+    }
+    return close_record(src, open_record(src, source, key), record)

@@ -1,0 +1,141 @@
+"""Promotion across environments, pulled by the target: the bytes carried and checked by hash,
+judged by the target's own comparison, recorded in both. Two real MLflow stores (SQLite, each
+environment's own home), the real safe loader and the real comparison."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import mlflow.artifacts
+import pytest
+import yaml
+from tests_support import trained_champion
+
+from ctrain.promotion.across import CarryRefused, carry, promote_across
+from ctrain.promotion.decisions import list_decisions
+from ctrain.promotion.promote import PromotionRefused, manual_promote, refusal
+from ctrain.records import RunContext
+from ctrain.registry import current_champion, manifest, manifest_digest, version_uri
+from ctrain.settings import default_project_file, load_settings
+from ctrain.tracking import client_of, configure
+
+
+def _project(tmp_path: Path, environment: str, **overrides) -> Path:
+    """The demo project as ``environment`` of two (dev, staging), each with its own store and
+    data home under ``tmp_path``."""
+    data = yaml.safe_load(default_project_file().read_text())
+    homes = {name: tmp_path / name for name in ("dev", "staging")}
+    data["environments"] = {
+        name: {"tracking_uri": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}", "home": str(home)}
+        for name, home in homes.items()
+    }
+    data["environment"] = environment
+    data.update(overrides)
+    path = tmp_path / f"{environment}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def envs(tmp_path, monkeypatch):
+    """dev and staging, each with a first champion trained on its own (here: equal) data."""
+    for key in [k for k in __import__("os").environ if k.startswith("CTRAIN_")]:
+        monkeypatch.delenv(key)
+    dev = load_settings(_project(tmp_path, "dev"))
+    staging = load_settings(_project(tmp_path, "staging"))
+    for s in (dev, staging):
+        (s.mlflow_dir).mkdir(parents=True, exist_ok=True)
+        trained_champion(s)
+    return dev, staging
+
+
+def _files(settings, version: str) -> dict[str, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = mlflow.artifacts.download_artifacts(
+            artifact_uri=version_uri(settings.model_name, version),
+            dst_path=tmp,
+            tracking_uri=settings.resolved_tracking_uri,
+            registry_uri=settings.resolved_tracking_uri,
+        )
+        return manifest(Path(folder))
+
+
+def test_a_version_is_carried_byte_for_byte_judged_by_the_target_and_recorded_in_both(envs):
+    dev, staging = envs
+    client = configure(staging)
+    ctx = RunContext(dag_id="cli", run_id="carry-1", trigger_reason="test", force=True)
+    decision = promote_across(staging, "dev", "1", ctx, client)
+    # Judged by staging's own comparison on its own held-out rows; force lets an equal win.
+    assert decision.moved and (decision.champion_before, decision.champion_after) == ("1", "2")
+    mv = client.get_model_version(staging.model_name, "2")
+    source = _files(dev, "1")
+    assert _files(staging, "2") == source  # the bytes, in staging's own store
+    assert mv.source.startswith("models:/m-") and "dev" not in mv.source
+    assert (mv.tags["source_environment"], mv.tags["source_version"]) == ("dev", "1")
+    assert mv.tags["model_sha256"] == manifest_digest(source)
+    assert mv.tags["validation_status"] == "passed"
+    assert decision.model_name == staging.model_name
+    assert refusal(staging, client, "2") is None  # it may serve: carried, its hash still true
+    # The source says where it went and what was decided there.
+    (proposed,) = [d for d in list_decisions(client_of(dev), dev) if d.decision == "proposed"]
+    assert proposed.challenger_version == "1"
+    assert "proposed to staging, where it is v2: v2 promoted 1→2" in proposed.reason
+    assert current_champion(client_of(dev), dev.model_name) == "1"  # nothing moved in dev
+    # A retry (the task retried) carries nothing twice and decides nothing twice.
+    again = promote_across(staging, "dev", "1", ctx, client)
+    assert again.replayed and again.record_run_id == decision.record_run_id
+    versions = client.search_model_versions(f"name = '{staging.model_name}'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]
+    assert len([d for d in list_decisions(client_of(dev), dev) if d.decision == "proposed"]) == 1
+
+
+def test_a_carried_version_whose_bytes_changed_is_refused_with_a_record(envs):
+    dev, staging = envs
+    client = configure(staging)
+    ctx = RunContext(dag_id="cli", run_id="carry-2", trigger_reason="test")
+    carried = carry(staging, "dev", "1", ctx, client)
+    # Someone rewrites the stored model file in staging's artifact store.
+    mv = client.get_model_version(staging.model_name, carried.version)
+    (stored,) = [
+        p
+        for p in (staging.mlflow_dir / "artifacts").rglob("model.skops")
+        if mv.source.removeprefix("models:/") in str(p)
+    ]
+    stored.write_bytes(stored.read_bytes() + b"\0")
+    why = refusal(staging, client, carried.version)
+    assert why and "its files hash to" in why and "as verified" in why
+    with pytest.raises(PromotionRefused, match="its files hash to .* as verified"):
+        manual_promote(staging, carried.version, ctx, client)
+    (record,) = [d for d in list_decisions(client, staging) if d.rule == "refused"]
+    assert not record.moved and "as verified" in record.reason
+    assert current_champion(client, staging.model_name) == "1"
+
+
+def test_a_version_whose_signature_does_not_fit_the_target_is_refused_and_not_visible(
+    envs, tmp_path
+):
+    dev, staging = envs
+    # Staging's schema lost a feature dev's model takes.
+    features = [f for f in staging.dataset.features if f.name != staging.dataset.feature_names[0]]
+    narrow = staging.model_copy(
+        update={"dataset": staging.dataset.model_copy(update={"features": features})}
+    )
+    client = configure(staging)
+    ctx = RunContext(dag_id="cli", run_id="carry-3", trigger_reason="test")
+    with pytest.raises(CarryRefused, match="signature does not fit staging's features"):
+        carry(narrow, "dev", "1", ctx, client)
+    assert [
+        str(v.version) for v in client.search_model_versions(f"name = '{staging.model_name}'")
+    ] == ["1"]
+
+
+def test_an_unknown_environment_is_refused_at_load_in_one_line(tmp_path, monkeypatch):
+    for key in [k for k in __import__("os").environ if k.startswith("CTRAIN_")]:
+        monkeypatch.delenv(key)
+    with pytest.raises(ValueError) as bad:
+        load_settings(_project(tmp_path, "prod"))
+    assert "'prod' is not one of environments (dev, staging)" in str(bad.value)
+    staging = load_settings(_project(tmp_path, "staging"))
+    with pytest.raises(ValueError, match="unknown environment 'qa'"):
+        staging.of("qa")
