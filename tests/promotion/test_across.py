@@ -4,6 +4,7 @@ environment's own home), the real safe loader and the real comparison."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -40,13 +41,14 @@ def _project(tmp_path: Path, environment: str, **overrides) -> Path:
 @pytest.fixture
 def envs(tmp_path, monkeypatch):
     """dev and staging, each with a first champion trained on its own (here: equal) data."""
-    for key in [k for k in __import__("os").environ if k.startswith("CTRAIN_")]:
+    for key in [k for k in os.environ if k.startswith("CTRAIN_")]:
         monkeypatch.delenv(key)
     dev = load_settings(_project(tmp_path, "dev"))
     staging = load_settings(_project(tmp_path, "staging"))
     for s in (dev, staging):
-        (s.mlflow_dir).mkdir(parents=True, exist_ok=True)
-        trained_champion(s)
+        # Trained as a project of its own in that home (the store the environment names), so
+        # the suite's template of a first champion is copied in rather than trained again.
+        trained_champion(load_settings(default_project_file(), home=str(s.root)))
     return dev, staging
 
 
@@ -131,7 +133,7 @@ def test_a_version_whose_signature_does_not_fit_the_target_is_refused_and_not_vi
 
 
 def test_an_unknown_environment_is_refused_at_load_in_one_line(tmp_path, monkeypatch):
-    for key in [k for k in __import__("os").environ if k.startswith("CTRAIN_")]:
+    for key in [k for k in os.environ if k.startswith("CTRAIN_")]:
         monkeypatch.delenv(key)
     with pytest.raises(ValueError) as bad:
         load_settings(_project(tmp_path, "prod"))
