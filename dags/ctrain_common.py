@@ -31,6 +31,7 @@ BATCH_INFERENCE = dag_ids.BATCH_INFERENCE
 DRIFT_MONITOR = dag_ids.DRIFT_MONITOR
 ROLLOUT = dag_ids.ROLLOUT
 DEADLINES = dag_ids.DEADLINES
+ENV_PROMOTION = dag_ids.ENV_PROMOTION
 APPROVAL_TASK = dag_ids.APPROVAL_TASK
 
 # ct_ingest -> ct_batch_inference (and ct_training, when settings.train_on_new_data)

@@ -7,8 +7,9 @@ BATCH_INFERENCE = "ct_batch_inference"
 DRIFT_MONITOR = "ct_drift_monitor"
 ROLLOUT = "ct_rollout"
 DEADLINES = "ct_deadlines"
+ENV_PROMOTION = "ct_env_promotion"
 
-ALL = (INGEST, TRAINING, BATCH_INFERENCE, DRIFT_MONITOR, ROLLOUT, DEADLINES)
+ALL = (INGEST, TRAINING, BATCH_INFERENCE, DRIFT_MONITOR, ROLLOUT, DEADLINES, ENV_PROMOTION)
 
 # The XCom key under which a task leaves the one line its DAG run's note shows (the plugin's
 # listener writes it on the run when the run ends).

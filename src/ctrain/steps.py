@@ -544,3 +544,21 @@ def keep_waiting(info: XCom, settings: Settings | None = None) -> None:
         requested_at=now,
         expires_at=now + timedelta(minutes=info["timeout_minutes"]),
     )
+
+
+def promote_across(source: str, version: str, ctx: XCom, settings: Settings | None = None) -> XCom:
+    """Pull ``version`` of environment ``source`` into this one (``promotion.across``): carried
+    byte for byte, compared here, moved or rejected; returns the decision.
+
+    Raises:
+        ValueError: this project names no environment, or ``source`` is not one of them.
+        CarryRefused: the version was not carried (the message says why).
+    """
+    from ctrain.promotion.across import promote_across as pull
+
+    s = _settings(settings)
+    if not s.environment:
+        raise ValueError("this project names no environment: set environment (CTRAIN_ENVIRONMENT)")
+    if source == s.environment:
+        raise ValueError(f"{source} is this environment: pull from another one")
+    return pull(s, source, str(version), RunContext.from_xcom(ctx), _client(s)).to_xcom()

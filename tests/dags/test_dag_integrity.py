@@ -17,6 +17,7 @@ DAG_IDS = [
     "ct_drift_monitor",
     "ct_rollout",
     "ct_deadlines",
+    "ct_env_promotion",
 ]
 HEAVY = ("mlflow", "great_expectations", "evidently", "sklearn", "pandas")
 # What of ctrain a DAG file may import while it is parsed: the settings (for schedules) and the

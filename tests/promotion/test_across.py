@@ -141,3 +141,23 @@ def test_an_unknown_environment_is_refused_at_load_in_one_line(tmp_path, monkeyp
     staging = load_settings(_project(tmp_path, "staging"))
     with pytest.raises(ValueError, match="unknown environment 'qa'"):
         staging.of("qa")
+
+
+def test_ct_env_promotion_pulls_a_version_through_airflow(envs, airflow_db, monkeypatch):
+    """The DAG a person triggers in the target's Airflow (``dag.test()``, with its form's
+    values): the same pull, its decision as the task's result and the run's note."""
+    from tests_support import load_dagbag
+
+    dev, staging = envs
+    monkeypatch.setenv("CTRAIN_PROJECT", str(Path(staging.root).parent / "staging.yaml"))
+    dag = load_dagbag().get_dag("ct_env_promotion")
+    run = dag.test(run_conf={"source": "dev", "version": "1", "force": True})
+    assert str(run.state) == "success"
+    client = configure(staging)
+    assert current_champion(client, staging.model_name) == "2"
+    mv = client.get_model_version(staging.model_name, "2")
+    assert (mv.tags["source_environment"], mv.tags["airflow_dag_id"]) == ("dev", "ct_env_promotion")
+    (moved,) = [d for d in list_decisions(client, staging) if d.moved and d.champion_after == "2"]
+    assert moved.airflow_dag_id == "ct_env_promotion" and moved.trigger_reason == (
+        "environment promotion"
+    )
