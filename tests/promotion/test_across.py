@@ -161,3 +161,71 @@ def test_ct_env_promotion_pulls_a_version_through_airflow(envs, airflow_db, monk
     assert moved.airflow_dag_id == "ct_env_promotion" and moved.trigger_reason == (
         "environment promotion"
     )
+
+
+_DIE_AFTER = """
+import os, signal, sys
+from mlflow import MlflowClient
+from ctrain.promotion.across import carry
+from ctrain.records import RunContext
+from ctrain.settings import load_settings
+
+method, after = sys.argv[1], int(sys.argv[2])
+settings = load_settings()
+uri = settings.resolved_tracking_uri
+real = getattr(MlflowClient, method)
+calls = [0]
+
+def dying(self, *args, **kwargs):
+    out = real(self, *args, **kwargs)
+    calls[0] += 1
+    if calls[0] == after:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+Dying = type("Dying", (MlflowClient,), {method: dying})
+carry(settings, "dev", "1", RunContext(run_id="killed"), Dying(uri, uri))
+print("finished without being killed")
+"""
+
+# Each point of a carry's life in the target: its run made, the bytes written (not yet read
+# back), the logged model finalized (verified, no version yet), the version made (its run not
+# yet tagged with it).
+KILL_POINTS = [
+    "create_run",
+    "log_model_artifacts",
+    "finalize_logged_model",
+    "create_model_version",
+]
+
+
+@pytest.mark.parametrize("method", KILL_POINTS)
+def test_a_carry_killed_at_any_point_shows_nothing_half_copied_and_its_retry_finishes(
+    envs, method, monkeypatch
+):
+    import subprocess
+    import sys
+
+    dev, staging = envs
+    monkeypatch.setenv("CTRAIN_PROJECT", str(Path(staging.root).parent / "staging.yaml"))
+    out = subprocess.run(
+        [sys.executable, "-c", _DIE_AFTER, method, "1"], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == -9, out.stderr[-2000:]  # it really died, by SIGKILL
+    client = configure(staging)
+    source = _files(dev, "1")
+
+    def versions():
+        found = client.search_model_versions(f"name = '{staging.model_name}'")
+        return sorted(str(v.version) for v in found)
+
+    # What is visible is whole: a version exists only once its bytes were verified.
+    for v in versions():
+        if v != "1":
+            assert _files(staging, v) == source
+    assert versions() == (["1", "2"] if method == "create_model_version" else ["1"])
+    # The retry (same version, same bytes) finishes it, and makes no second version.
+    carried = carry(staging, "dev", "1", RunContext(run_id="retry"), client)
+    assert carried.version == "2" and versions() == ["1", "2"]
+    assert _files(staging, "2") == source
+    assert refusal(staging, client, "2") is None

@@ -33,6 +33,7 @@ from ctrain.registry import (
     current_champion,
     ensure_registered_model,
     manifest,
+    registered_version_of,
     version_uri,
 )
 from ctrain.registry import manifest_digest as digest
@@ -133,8 +134,11 @@ def _write_verified(
     exp = ensure_experiment(client, target.experiment, target)
     found = client.search_runs([exp], filter_string=f"tags.ctrain_carry_key = '{key}'")
     run = found[0] if found else None
-    if run is not None and run.data.tags.get(REGISTERED_VERSION):
-        done = run.data.tags[REGISTERED_VERSION]  # a retry after the version was made
+    # A retry after the version was made (its run tagged, or killed just before that): the
+    # version made from this run, never a second one.
+    done = registered_version_of(client, name, run) if run is not None else None
+    if done is not None:
+        client.set_tag(run.info.run_id, REGISTERED_VERSION, done)
         return RegisteredVersion(model_name=name, version=done, model_uri=version_uri(name, done))
     if run is None:
         run = client.create_run(
