@@ -263,6 +263,42 @@ def clone_home(template: Path, dest: Path) -> None:
                 shutil.copystat(path, target)
             else:
                 shutil.copy2(path, target)
+    if store.exists():
+        _rehash_models(dest / "mlflow")
+
+
+def _rehash_models(mlflow_dir: Path) -> None:
+    """The ``model_sha256`` tags of a cloned store, of its files as they are now: a model's
+    ``MLmodel`` names the folder it was logged into, which the clone moved."""
+    from ctrain.registry import manifest, manifest_digest
+
+    def digest(model_uri: str) -> str:
+        model_id = model_uri.removeprefix("models:/")
+        return manifest_digest(
+            manifest(mlflow_dir / "artifacts" / "models" / model_id / "artifacts")
+        )
+
+    with contextlib.closing(sqlite3.connect(mlflow_dir / "mlflow.db")) as db:
+        rows = db.execute(
+            "select t.name, t.version, v.source from model_version_tags t join model_versions v "
+            "on v.name = t.name and v.version = t.version where t.key = 'model_sha256'"
+        ).fetchall()
+        for name, version, source in rows:
+            db.execute(
+                "update model_version_tags set value = ? where name = ? and version = ? "
+                "and key = 'model_sha256'",
+                (digest(source), name, version),
+            )
+        rows = db.execute(
+            "select t.run_uuid, u.value from tags t join tags u on u.run_uuid = t.run_uuid "
+            "and u.key = 'model_uri' where t.key = 'model_sha256'"
+        ).fetchall()
+        for run_uuid, uri in rows:
+            db.execute(
+                "update tags set value = ? where run_uuid = ? and key = 'model_sha256'",
+                (digest(uri), run_uuid),
+            )
+        db.commit()
 
 
 def browser():
@@ -492,3 +528,23 @@ def prometheus_scraping(target: str, token: str, folder: Path):
         wait_for("Prometheus to scrape ctrain", scraped, 60, 0.5, server.alive)
         query.base = base
         yield query
+
+
+def env_project(tmp_path: Path, environment: str, **overrides) -> Path:
+    """The demo project as ``environment`` of two (dev, staging), each with its own store and
+    data home under ``tmp_path``; written to ``tmp_path/<environment>.yaml``."""
+    import yaml
+
+    from ctrain.settings import default_project_file
+
+    data = yaml.safe_load(default_project_file().read_text())
+    homes = {name: tmp_path / name for name in ("dev", "staging")}
+    data["environments"] = {
+        name: {"tracking_uri": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}", "home": str(home)}
+        for name, home in homes.items()
+    }
+    data["environment"] = environment
+    data.update(overrides)
+    path = tmp_path / f"{environment}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path

@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ctrain.records import RunContext
+from ctrain.records import DecisionKind, RunContext
 from ctrain.settings import Settings, load_settings
 
 DEMO_MARKER = ".ctrain-demo"
@@ -105,20 +105,32 @@ def cmd_rollback(settings: Settings, args) -> int:
 
 
 def cmd_env(settings: Settings, args) -> int:
-    """``ctrain env promote --from dev --version N``: pulled into this environment."""
-    from ctrain.promotion.across import promote_across
+    """``ctrain env status``; ``ctrain env promote --from dev --version N`` (the version's bytes)
+    and ``ctrain env promote-config --from dev --version N`` (its training configuration),
+    pulled into this environment."""
+    from ctrain.promotion.across import promote_across, promote_config
+    from ctrain.status import environments, format_environments
 
+    if args.action == "status":
+        entries = environments(settings)
+        if not entries:
+            raise ValueError("this project names no environments (settings: environments)")
+        print(json.dumps(entries, indent=2) if args.json else format_environments(entries))
+        return 0
     if not settings.environment:
         raise ValueError("this project names no environment: set environment (CTRAIN_ENVIRONMENT)")
+    if not args.source or not args.version:
+        raise ValueError(f"env {args.action} needs --from ENV and --version N")
     ctx = RunContext(
         dag_id="cli",
-        run_id=f"env-promote-{args.source}-v{args.version}",
-        trigger_reason=args.reason or f"ctrain env promote --from {args.source} by {_user()}",
+        run_id=f"env-{args.action}-{args.source}-v{args.version}",
+        trigger_reason=args.reason or f"ctrain env {args.action} --from {args.source} by {_user()}",
         started_by=f"{_user()} (ctrain CLI)",
     )
-    rec = promote_across(settings, args.source, str(args.version), ctx, _client(settings))
+    pull = promote_across if args.action == "promote" else promote_config
+    rec = pull(settings, args.source, str(args.version), ctx, _client(settings))
     print(f"{settings.environment}: {rec.headline} ({rec.reason}); record {rec.record_run_id}")
-    return 0 if rec.moved else 1
+    return 0 if rec.moved or rec.decision == DecisionKind.CONFIGURED else 1
 
 
 def cmd_rollout(settings: Settings, args) -> int:
@@ -383,12 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reason")
     s.set_defaults(fn=cmd_rollback)
     s = sub.add_parser(
-        "env", help="environments: pull a version of another one into this one (recorded)"
+        "env",
+        help="environments: each one's champion (status); pull a version (promote) or the "
+        "configuration it won with (promote-config) of another one into this one (recorded)",
     )
-    s.add_argument("action", choices=["promote"])
-    s.add_argument("--from", dest="source", required=True, help="dev, staging or prod")
-    s.add_argument("--version", required=True)
+    s.add_argument("action", choices=["status", "promote", "promote-config"])
+    s.add_argument("--from", dest="source", help="dev, staging or prod")
+    s.add_argument("--version")
     s.add_argument("--reason")
+    s.add_argument("--json", action="store_true", help="status: as JSON")
     s.set_defaults(fn=cmd_env)
     s = sub.add_parser(
         "rollout",

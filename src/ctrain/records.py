@@ -47,6 +47,7 @@ class DecisionKind(StrEnum):
     ROLLOUT = "rollout"  # a winning challenger handed to a rollout (shadow, canary, ab)
     TRAFFIC = "traffic"  # the traffic split of a rollout changed; champion did not move
     PROPOSED = "proposed"  # offered to another environment, which pulled it; nothing moved here
+    CONFIGURED = "configured"  # the configuration restricted training uses changed; nothing moved
 
 
 MOVES_CHAMPION = frozenset(

@@ -106,14 +106,16 @@ def load_model(uri: str) -> Any:
     return _load_local(_download(uri), uri)
 
 
-def check_model(uri: str, tracking_uri: str | None = None, sha256: str | None = None) -> None:
+def check_model(uri: str, tracking_uri: str | None = None, sha256: str | None = None) -> str:
     """Raise ``UnsafeModel`` unless the model at ``uri`` (in the store at ``tracking_uri``;
     the process's by default) would load safely; it is not loaded. With ``sha256``, its files
-    must also be those that hash to it (``manifest_digest``)."""
+    must also be those that hash to it. Returns the hash of its files (``manifest_digest``)."""
     folder = _download(uri, tracking_uri)
     check_folder(folder, uri)
-    if sha256 and (now := manifest_digest(manifest(folder))) != sha256:
+    now = manifest_digest(manifest(folder))
+    if sha256 and now != sha256:
         raise UnsafeModel(f"{uri}: its files hash to {now[:12]}, not {sha256[:12]} as verified")
+    return now
 
 
 def check_folder(folder: Path, uri: str) -> None:
@@ -145,12 +147,40 @@ def manifest_digest(files: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
-def _download(uri: str, tracking_uri: str | None = None) -> Path:
-    import mlflow
+def _download(uri: str, tracking_uri: str | None = None, dst: Path | None = None) -> Path:
+    return download_model(uri, tracking_uri, dst)
 
+
+def download_model(uri: str, tracking_uri: str | None = None, dst: Path | None = None) -> Path:
+    """Download the model at ``uri`` from the store at ``tracking_uri`` (the process's when
+    None) into ``dst`` (a temporary folder when None); returns the folder.
+
+    A ``models:/`` URI is resolved here, in that store: MLflow's downloader resolves it in the
+    process's registry whatever ``registry_uri`` it is given (``ModelsArtifactRepository.
+    _get_model_uri_infos``), so a target's worker asking for ``models:/m/1`` of another
+    environment would get its own version 1 of a model of the same name.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    where = uri
+    if uri.startswith("models:/"):
+        client = MlflowClient(tracking_uri, tracking_uri)
+        rest = uri.removeprefix("models:/").rstrip("/")
+        if "/" in rest:
+            name, version = rest.split("/", 1)
+            where = client.get_model_version_download_uri(name, version)
+        elif "@" in rest:
+            name, alias = rest.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias).version
+            where = client.get_model_version_download_uri(name, version)
+        else:
+            where = client.get_logged_model(rest).artifact_location
     return Path(
         mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, tracking_uri=tracking_uri, registry_uri=tracking_uri
+            artifact_uri=where,
+            dst_path=None if dst is None else str(dst),
+            tracking_uri=tracking_uri,
         )
     )
 

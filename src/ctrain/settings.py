@@ -277,6 +277,11 @@ class TrainingConfig(_Strict):
     cv_folds: int = Field(3, ge=2)
     metric: Scorer = "roc_auc"
     candidates: list[CandidateSpec] = Field(min_length=1)
+    tuning: Literal["open", "restricted"] = Field(
+        "open",
+        description="open: grid-search the candidates; restricted: train only the configuration "
+        "promoted into this environment (ctrain env promote-config), on its own data",
+    )
 
 
 class PromotionConfig(_Strict):

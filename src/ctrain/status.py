@@ -246,3 +246,103 @@ def overview(settings: Settings, client, limit: int = 200) -> dict[str, Any]:
         "decisions_url": links.experiment(d_id) if d_id else None,
         "monitoring_url": links.experiment(m_id) if m_id else None,
     }
+
+
+def environments(settings: Settings) -> list[dict[str, Any]]:
+    """Each environment of ``environments``, read from its own MLflow: its champion (version,
+    files' sha256, where it came from), the configuration its restricted training uses, its
+    rollout and its moves under way. An environment this process cannot reach (down, or no
+    permission there) says so in its ``error`` and the others are still read."""
+    from ctrain.serving.traffic import read_split
+    from ctrain.tracking import client_of
+    from ctrain.training.restricted import CONFIG_FROM_TAG, CONFIG_TAG
+
+    out = []
+    for name in settings.environments:
+        env = settings.of(name)
+        entry: dict[str, Any] = {
+            "environment": name,
+            "this": name == settings.environment,
+            "tracking_uri": _without_password(env.resolved_tracking_uri),
+            "model": env.model_name,
+        }
+        try:
+            client = client_of(env)
+            mv = aliased_version(client, env.model_name, CHAMPION)
+            tags = mv.tags if mv else {}
+            entry["champion"] = (
+                None
+                if mv is None
+                else {
+                    "version": mv.version,
+                    "model_sha256": tags.get("model_sha256"),
+                    "from": (
+                        f"{tags['source_environment']} v{tags.get('source_version')}"
+                        if tags.get("source_environment")
+                        else f"trained here ({tags.get('data_window') or 'no window recorded'})"
+                    ),
+                }
+            )
+            model_tags = _model_tags(client, env.model_name)
+            entry["training_config"] = (
+                {"config": model_tags[CONFIG_TAG], "from": model_tags.get(CONFIG_FROM_TAG)}
+                if CONFIG_TAG in model_tags
+                else None
+            )
+            split = read_split(client, env.model_name)
+            entry["rollout"] = split.describe() if split.active else None
+            entry["pending"] = unfinished(env, client)
+        except Exception as exc:  # one environment down must not hide the others
+            entry["error"] = (
+                f"unreachable: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            )
+        out.append(entry)
+    return out
+
+
+def _model_tags(client, name: str) -> dict[str, str]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(client.get_registered_model(name).tags)
+    except MlflowException:
+        return {}
+
+
+def _without_password(uri: str) -> str:
+    """A URI as it may be shown: a password in it is masked."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password:
+        host = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=host))
+    return uri
+
+
+def format_environments(entries: list[dict[str, Any]]) -> str:
+    """``ctrain env status``: a block per environment."""
+    lines = []
+    for e in entries:
+        mark = " (this one)" if e["this"] else ""
+        lines.append(f"{e['environment']}{mark}: {e['model']} at {e['tracking_uri']}")
+        if "error" in e:
+            lines.append(f"  {e['error']}")
+            continue
+        c = e["champion"]
+        lines.append(
+            "  champion: none"
+            if c is None
+            else f"  champion: v{c['version']}, sha256 {(c['model_sha256'] or 'not recorded')[:16]}, "
+            f"from {c['from']}"
+        )
+        cfg = e["training_config"]
+        if cfg:
+            lines.append(f"  restricted training trains: {cfg['config']} (from {cfg['from']})")
+        if e["rollout"]:
+            lines.append(f"  rollout: {e['rollout']}")
+        for p in e["pending"]:
+            lines.append(
+                f"  move under way: {p['from'] or 'none'} -> {p['to'] or '?'} ({p['opened']})"
+            )
+    return "\n".join(lines)

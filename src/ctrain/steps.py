@@ -184,12 +184,14 @@ def skip_if_trained(dataset: XCom, ctx: XCom, settings: Settings | None = None) 
     record the run as skipped and return that decision; else None (go on and train)."""
     from ctrain.promotion.promote import record_skip
     from ctrain.training.assemble import trained_before
+    from ctrain.training.restricted import in_force
 
     s = _settings(settings)
     run, window = RunContext.from_xcom(ctx), DatasetWindow.from_xcom(dataset)
     if run.force:
         return None
     client = _client(s)
+    s = in_force(s, client)
     version = trained_before(s, client, window)
     if version is None:
         return None
@@ -204,11 +206,13 @@ def validate_set(dataset: XCom, settings: Settings | None = None) -> XCom:
 
 
 def train(dataset: XCom, ctx: XCom, settings: Settings | None = None) -> XCom:
+    from ctrain.training.restricted import in_force
     from ctrain.training.train import train as _train
 
     s = _settings(settings)
     window, run = DatasetWindow.from_xcom(dataset), RunContext.from_xcom(ctx)
-    return _train(s, window, run, _client(s)).to_xcom()
+    client = _client(s)
+    return _train(in_force(s, client), window, run, client).to_xcom()
 
 
 def evaluate(trained: XCom, dataset: XCom, settings: Settings | None = None) -> XCom:

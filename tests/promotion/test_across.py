@@ -8,59 +8,33 @@ import os
 import tempfile
 from pathlib import Path
 
-import mlflow.artifacts
 import pytest
-import yaml
-from tests_support import trained_champion
+from tests_support import env_project
 
 from ctrain.promotion.across import CarryRefused, carry, promote_across
 from ctrain.promotion.decisions import list_decisions
 from ctrain.promotion.promote import PromotionRefused, manual_promote, refusal
 from ctrain.records import RunContext
-from ctrain.registry import current_champion, manifest, manifest_digest, version_uri
-from ctrain.settings import default_project_file, load_settings
+from ctrain.registry import (
+    current_champion,
+    download_model,
+    manifest,
+    manifest_digest,
+    version_uri,
+)
+from ctrain.settings import load_settings
 from ctrain.tracking import client_of, configure
-
-
-def _project(tmp_path: Path, environment: str, **overrides) -> Path:
-    """The demo project as ``environment`` of two (dev, staging), each with its own store and
-    data home under ``tmp_path``."""
-    data = yaml.safe_load(default_project_file().read_text())
-    homes = {name: tmp_path / name for name in ("dev", "staging")}
-    data["environments"] = {
-        name: {"tracking_uri": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}", "home": str(home)}
-        for name, home in homes.items()
-    }
-    data["environment"] = environment
-    data.update(overrides)
-    path = tmp_path / f"{environment}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-@pytest.fixture
-def envs(tmp_path, monkeypatch):
-    """dev and staging, each with a first champion trained on its own (here: equal) data."""
-    for key in [k for k in os.environ if k.startswith("CTRAIN_")]:
-        monkeypatch.delenv(key)
-    dev = load_settings(_project(tmp_path, "dev"))
-    staging = load_settings(_project(tmp_path, "staging"))
-    for s in (dev, staging):
-        # Trained as a project of its own in that home (the store the environment names), so
-        # the suite's template of a first champion is copied in rather than trained again.
-        trained_champion(load_settings(default_project_file(), home=str(s.root)))
-    return dev, staging
 
 
 def _files(settings, version: str) -> dict[str, str]:
     with tempfile.TemporaryDirectory() as tmp:
-        folder = mlflow.artifacts.download_artifacts(
-            artifact_uri=version_uri(settings.model_name, version),
-            dst_path=tmp,
-            tracking_uri=settings.resolved_tracking_uri,
-            registry_uri=settings.resolved_tracking_uri,
+        return manifest(
+            download_model(
+                version_uri(settings.model_name, version),
+                settings.resolved_tracking_uri,
+                Path(tmp),
+            )
         )
-        return manifest(Path(folder))
 
 
 def test_a_version_is_carried_byte_for_byte_judged_by_the_target_and_recorded_in_both(envs):
@@ -73,6 +47,9 @@ def test_a_version_is_carried_byte_for_byte_judged_by_the_target_and_recorded_in
     mv = client.get_model_version(staging.model_name, "2")
     source = _files(dev, "1")
     assert _files(staging, "2") == source  # the bytes, in staging's own store
+    # ... dev's, not staging's own v1 of the same name (MLflow's downloader resolves a
+    # models:/ URI in the process's registry; the two differ: MLmodel names its folder).
+    assert _files(staging, "1") != source
     assert mv.source.startswith("models:/m-") and "dev" not in mv.source
     assert (mv.tags["source_environment"], mv.tags["source_version"]) == ("dev", "1")
     assert mv.tags["model_sha256"] == manifest_digest(source)
@@ -136,9 +113,9 @@ def test_an_unknown_environment_is_refused_at_load_in_one_line(tmp_path, monkeyp
     for key in [k for k in os.environ if k.startswith("CTRAIN_")]:
         monkeypatch.delenv(key)
     with pytest.raises(ValueError) as bad:
-        load_settings(_project(tmp_path, "prod"))
+        load_settings(env_project(tmp_path, "prod"))
     assert "'prod' is not one of environments (dev, staging)" in str(bad.value)
-    staging = load_settings(_project(tmp_path, "staging"))
+    staging = load_settings(env_project(tmp_path, "staging"))
     with pytest.raises(ValueError, match="unknown environment 'qa'"):
         staging.of("qa")
 

@@ -20,10 +20,9 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from ctrain.promotion.compare import compare
-from ctrain.promotion.decisions import close_record, find_record, open_record, record_of
+from ctrain.promotion.decisions import record_once
 from ctrain.promotion.promote import promote, refusal
 from ctrain.records import Decision, DecisionKind, RegisteredVersion, RunContext
 from ctrain.registry import (
@@ -31,6 +30,7 @@ from ctrain.registry import (
     REGISTERED_VERSION,
     check_folder,
     current_champion,
+    download_model,
     ensure_registered_model,
     manifest,
     registered_version_of,
@@ -88,15 +88,10 @@ def carry(
     if why:
         raise CarryRefused(f"{where}: may not serve in {source_name}: {why}")
     with tempfile.TemporaryDirectory(prefix="ctrain-carry-") as tmp:
-        import mlflow.artifacts
-
-        folder = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=version_uri(source.model_name, version),
-                dst_path=str(Path(tmp) / "read"),
-                tracking_uri=source.resolved_tracking_uri,
-                registry_uri=source.resolved_tracking_uri,
-            )
+        folder = download_model(
+            version_uri(source.model_name, version),
+            source.resolved_tracking_uri,
+            Path(tmp) / "read",
         )
         try:
             check_folder(folder, where)
@@ -127,8 +122,6 @@ def _write_verified(
     tmp: str,
 ) -> RegisteredVersion:
     """Write the bytes as a logged model of the target, read them back, compare, register."""
-    import mlflow.artifacts
-
     name, sha = target.model_name, lineage["model_sha256"]
     key = f"{lineage['source_environment']}/{lineage['source_version']}/{sha}"
     exp = ensure_experiment(client, target.experiment, target)
@@ -149,12 +142,8 @@ def _write_verified(
     run_id = run.info.run_id
     logged = client.create_logged_model(exp, name="model", source_run_id=run_id, tags=lineage)
     client.log_model_artifacts(logged.model_id, str(folder))
-    back = Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{logged.model_id}",
-            dst_path=str(Path(tmp) / "written"),
-            tracking_uri=target.resolved_tracking_uri,
-        )
+    back = download_model(
+        f"models:/{logged.model_id}", target.resolved_tracking_uri, Path(tmp) / "written"
     )
     written = manifest(back)
     if written != files:
@@ -209,26 +198,126 @@ def _record_proposal(
     ctx: RunContext,
 ) -> Decision:
     """The source's record of the proposal (once per target run and version)."""
+    return _record_in_source(
+        target,
+        source_name,
+        version,
+        ctx,
+        what="proposed",
+        reason=f"proposed to {target.environment}, where it is v{carried.version}: "
+        f"{decision.headline}",
+    )
+
+
+def _record_in_source(
+    target: Settings, source_name: str, version: str, ctx: RunContext, *, what: str, reason: str
+) -> Decision:
+    """A ``proposed`` record in the source about its ``version`` (once per target run)."""
     source = target.of(source_name)
     src = client_of(source)
-    key = f"proposed/{target.environment}/{ctx.dag_id}/{ctx.run_id}/v{version}"
-    done = find_record(src, source, key)
-    if done is not None and done.info.status == "FINISHED":
-        return record_of(done)
     champion = current_champion(src, source.model_name)
-    record: dict[str, Any] = {
-        "decision": DecisionKind.PROPOSED,
-        "rule": "proposed",
-        "reason": f"proposed to {target.environment}, where it is v{carried.version}: "
-        f"{decision.headline}",
-        "model_name": source.model_name,
-        "challenger_version": str(version),
-        "champion_before": champion,
-        "champion_after": champion,
-        "trigger_reason": ctx.trigger_reason,
-        "started_by": ctx.started_by or None,
-        "airflow_dag_id": ctx.dag_id,
-        "airflow_run_id": ctx.run_id,
-        "decision_key": key,
-    }
-    return close_record(src, open_record(src, source, key), record)
+    return record_once(
+        src,
+        source,
+        f"{what}/{target.environment}/{ctx.dag_id}/{ctx.run_id}/v{version}",
+        {
+            "decision": DecisionKind.PROPOSED,
+            "rule": what,
+            "reason": reason,
+            "model_name": source.model_name,
+            "challenger_version": str(version),
+            "champion_before": champion,
+            "champion_after": champion,
+            "trigger_reason": ctx.trigger_reason,
+            "started_by": ctx.started_by or None,
+            "airflow_dag_id": ctx.dag_id,
+            "airflow_run_id": ctx.run_id,
+        },
+    )
+
+
+def promote_config(
+    target: Settings, source_name: str, version: str, ctx: RunContext, client
+) -> Decision:
+    """Make the configuration ``version`` of ``source_name`` won with the only one ``target``'s
+    restricted training uses ("promote code, not models": the target trains on its own data).
+
+    The version must be one that may serve in the source (validated, trained by ctrain); its
+    configuration is checked as the project file's candidates are. Recorded in both
+    environments: ``configured`` in the target, ``proposed`` in the source.
+
+    Raises:
+        CarryRefused: no such version, it may not serve there, or it holds no configuration
+            ctrain trains. Nothing changed in the target.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from ctrain.training.restricted import (
+        CANDIDATE_TAG,
+        CONFIG_FROM_TAG,
+        CONFIG_TAG,
+        promoted_config,
+        spec_from_json,
+    )
+
+    source = target.of(source_name)
+    src = client_of(source)
+    where = f"{source_name} {source.model_name} v{version}"
+    try:
+        mv = src.get_model_version(source.model_name, version)
+    except MlflowException as exc:
+        raise CarryRefused(f"{where}: not found ({exc.error_code})") from None
+    if why := refusal(source, src, version):
+        raise CarryRefused(f"{where}: may not serve in {source_name}: {why}")
+    tags = src.get_run(mv.run_id).data.tags
+    if CANDIDATE_TAG not in tags:
+        raise CarryRefused(
+            f"{where}: its training run does not say what configuration won it (trained "
+            "before ctrain recorded one): train it again in the source, then promote that"
+        )
+    try:
+        spec = spec_from_json(tags[CANDIDATE_TAG], f"{where}, tag {CANDIDATE_TAG}")
+    except ValueError as exc:
+        raise CarryRefused(str(exc)) from None
+    name = target.model_name
+    ensure_registered_model(client, name)
+    before = promoted_config(client, name)
+    provenance = f"{source_name} v{version} (run {mv.run_id})"
+    client.set_registered_model_tag(name, CONFIG_TAG, spec.model_dump_json())
+    client.set_registered_model_tag(name, CONFIG_FROM_TAG, provenance)
+    params = ", ".join(f"{k}={v}" for k, v in sorted(spec.params.items())) or "defaults"
+    was = f"{before[0].name} from {before[1]}" if before else "none"
+    champion = current_champion(client, name)
+    decision = record_once(
+        client,
+        target,
+        f"configured/{ctx.dag_id}/{ctx.run_id}/{source_name}/v{version}",
+        {
+            "decision": DecisionKind.CONFIGURED,
+            "rule": "config_promoted",
+            "reason": f"{target.environment} trains {spec.name} ({spec.estimator}; {params}) "
+            f"from {provenance}; was: {was}",
+            "model_name": name,
+            "challenger_version": None,
+            "champion_before": champion,
+            "champion_after": champion,
+            "trigger_reason": ctx.trigger_reason,
+            "started_by": ctx.started_by or None,
+            "airflow_dag_id": ctx.dag_id,
+            "airflow_run_id": ctx.run_id,
+            "training_config": spec.model_dump(mode="json"),
+            "source_environment": source_name,
+            "source_version": str(version),
+            "source_run_id": mv.run_id,
+            "source_training_config_hash": tags.get("training_config_hash"),
+        },
+    )
+    _record_in_source(
+        target,
+        source_name,
+        version,
+        ctx,
+        what="config_proposed",
+        reason=f"its training configuration ({spec.name}) now the one {target.environment} trains",
+    )
+    return decision

@@ -70,6 +70,16 @@ def open_record(client, settings: Settings, key: str) -> str:
     return run.info.run_id
 
 
+def record_once(client, settings: Settings, key: str, record: dict[str, Any]) -> Decision:
+    """Record a decision that moves nothing (``champion_before == champion_after``) under
+    ``key``, once: a retry returns the record its first attempt finished, or finishes it."""
+    done = find_record(client, settings, key)
+    if done is not None and done.info.status == "FINISHED":
+        return record_of(done)
+    run_id = done.info.run_id if done is not None else open_record(client, settings, key)
+    return close_record(client, run_id, {**record, "decision_key": key})
+
+
 def _interval(rec: dict[str, Any]) -> str:
     """``roc_auc +0.0680 [+0.0597, +0.0760]``, or the challenger's figure alone, or ""."""
     if rec.get("challenger_metric") is None:
@@ -112,6 +122,8 @@ def headline(rec: dict[str, Any]) -> str:
         return f"v{v} won ({rule}){tail}: rolled out on live traffic; champion stays {before}"
     if kind == DecisionKind.TRAFFIC:
         return f"traffic: {rec.get('reason')}"
+    if kind in (DecisionKind.PROPOSED, DecisionKind.CONFIGURED):
+        return f"{kind}: {rec.get('reason')}"
     if kind == DecisionKind.SKIPPED:
         return f"skipped ({rule}): same window and training config as v{v}"
     return f"{kind} v{v}"

@@ -42,11 +42,14 @@ def register(
     """
     name = settings.model_name
     ensure_registered_model(client, name)
+    run = client.get_run(trained.mlflow_run_id)
     tags = {
         "validation_status": validation.validation_status,
         "data_window": dataset.span,
         "data_content_hash": dataset.content_hash,
-        "training_config_hash": training_config_hash(settings),
+        # The configuration the run trained with (restricted tuning reads it as the run starts).
+        "training_config_hash": run.data.tags.get("training_config_hash")
+        or training_config_hash(settings),
         "code_version": code_version(),
         "airflow_dag_id": ctx.dag_id,
         "airflow_run_id": ctx.run_id,
@@ -56,9 +59,11 @@ def register(
         "estimator": trained.estimator,
         f"holdout_{evaluation.metric}": f"{evaluation.holdout_value:.6f}",
     }
+    if sha := run.data.tags.get("model_sha256"):  # its files, as training checked them
+        tags["model_sha256"] = sha
     # On a retry the version made before is found through the run (its tag, else the first version
     # made from it), so a retry never makes a second one.
-    version = registered_version_of(client, name, client.get_run(trained.mlflow_run_id))
+    version = registered_version_of(client, name, run)
     if version is None:
         model_id = trained.model_uri.removeprefix("models:/")  # the logged model it points at
         version = str(

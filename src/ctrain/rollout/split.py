@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ctrain.promotion.decisions import close_record, find_record, open_record
+from ctrain.promotion.decisions import record_once
 from ctrain.promotion.lock import promotion_lock
 from ctrain.records import DecisionKind, RunContext
 from ctrain.serving.traffic import TRAFFIC_TAG, Split, now_iso, read_split
@@ -50,27 +50,25 @@ def write_split(
             new = current
         else:
             client.set_registered_model_tag(name, TRAFFIC_TAG, new.to_json())
-        done = find_record(client, settings, key)
-        if done is None or done.info.status != "FINISHED":
-            champion = current.champion if current.active else new.champion
-            close_record(
-                client,
-                open_record(client, settings, key),
-                {
-                    **(evidence or {}),
-                    "decision": DecisionKind.TRAFFIC,
-                    "rule": new.strategy,
-                    "reason": reason,
-                    "model_name": name,
-                    "challenger_version": new.challenger,
-                    "champion_before": champion,
-                    "champion_after": champion,
-                    "trigger_reason": ctx.trigger_reason,
-                    "started_by": ctx.started_by or None,
-                    "airflow_dag_id": ctx.dag_id,
-                    "airflow_run_id": ctx.run_id,
-                    "decision_key": key,
-                    "split": dataclasses.asdict(new),
-                },
-            )
+        champion = current.champion if current.active else new.champion
+        record_once(
+            client,
+            settings,
+            key,
+            {
+                **(evidence or {}),
+                "decision": DecisionKind.TRAFFIC,
+                "rule": new.strategy,
+                "reason": reason,
+                "model_name": name,
+                "challenger_version": new.challenger,
+                "champion_before": champion,
+                "champion_after": champion,
+                "trigger_reason": ctx.trigger_reason,
+                "started_by": ctx.started_by or None,
+                "airflow_dag_id": ctx.dag_id,
+                "airflow_run_id": ctx.run_id,
+                "split": dataclasses.asdict(new),
+            },
+        )
     return new

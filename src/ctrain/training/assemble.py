@@ -159,9 +159,9 @@ def _batches(n: int) -> str:
 
 def training_config_hash(settings: Settings) -> str:
     """What a model depends on besides its rows: the training settings and the dataset's schema."""
-    return config_hash(
-        settings.training.model_dump(mode="json"), settings.dataset.model_dump(mode="json")
-    )
+    # Tuning says where the candidates come from; the candidates themselves are hashed.
+    training = settings.training.model_dump(mode="json", exclude={"tuning"})
+    return config_hash(training, settings.dataset.model_dump(mode="json"))
 
 
 def trained_before(settings: Settings, client, dataset: DatasetWindow) -> str | None:

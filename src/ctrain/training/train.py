@@ -12,7 +12,9 @@ from ctrain.records import DatasetWindow, RunContext, TrainedRun
 from ctrain.registry import FORMAT, TRUSTED_TYPES, check_model
 from ctrain.settings import Settings
 from ctrain.tracking import code_version, ensure_experiment
+from ctrain.training.assemble import training_config_hash
 from ctrain.training.pipeline import build_pipeline
+from ctrain.training.restricted import CANDIDATE_TAG, winning_spec
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +139,13 @@ def train(settings: Settings, dataset: DatasetWindow, ctx: RunContext, client) -
                 f"skops=={skops.__version__}",
             ],
         )
-        check_model(info.model_uri)  # what promotion and scoring will load, loads
+        # What promotion and scoring will load, loads; its hash is checked at every move.
+        mlflow.set_tag("model_sha256", check_model(info.model_uri))
+        # What won, whole (fixed params and the grid's choice): what promote-config carries.
+        mlflow.set_tag(
+            CANDIDATE_TAG, winning_spec(best_cand, best_search.best_params_).model_dump_json()
+        )
+        mlflow.set_tag("training_config_hash", training_config_hash(settings))
         mlflow.set_tag("model_uri", info.model_uri)
         mlflow.set_tag("ctrain_stage", "trained")
     return TrainedRun(
