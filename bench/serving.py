@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
 import secrets
@@ -74,50 +73,9 @@ def _champion(home: Path) -> tuple[Any, list[dict]]:
 
 
 def _locust(url: str, api: str, users: int, seconds: int, env: dict, out: Path) -> dict:
-    prefix = out / f"{api}_{users}"
-    subprocess.run(
-        [
-            str(BIN / "locust"),
-            "-f",
-            str(HERE / "locustfile.py"),
-            "--headless",
-            "--users",
-            str(users),
-            "--spawn-rate",
-            str(users),
-            "--run-time",
-            f"{seconds}s",
-            "--host",
-            url,
-            "--csv",
-            str(prefix),
-            "--only-summary",
-            "--loglevel",
-            "WARNING",
-        ],
-        env=env | {"CTRAIN_BENCH_API": api},
-        check=False,  # Locust exits 1 when any request failed; the figures say how many
-        stdout=subprocess.DEVNULL,
-        timeout=seconds + 120,
-    )
-    with open(f"{prefix}_stats.csv") as fh:
-        row = next(r for r in csv.DictReader(fh) if r["Name"] == "one row")
-    with open(f"{prefix}_failures.csv") as fh:
-        errors = {r["Error"]: int(r["Occurrences"]) for r in csv.DictReader(fh)}
-    shed = sum(n for e, n in errors.items() if "shed:" in e)
-    shed_file = Path(env["CTRAIN_BENCH_SHED"]) if "CTRAIN_BENCH_SHED" in env else None
-    told = json.loads(shed_file.read_text()) if shed_file and shed_file.exists() else {}
-    return {
-        "requests": int(row["Request Count"]),
-        "failures": int(row["Failure Count"]) - shed,  # errors; shed requests are apart
-        "shed": shed,
-        "shed_without_retry_after": told.get("without_retry_after", 0),
-        "errors": {e: n for e, n in errors.items() if "shed:" not in e},
-        "p50_ms": float(row["50%"]),
-        "p99_ms": float(row["99%"]),
-        "max_ms": float(row["Max Response Time"]),
-        "rps": float(row["Requests/s"]),
-    }
+    from ctrain.promotion.predeploy import locust
+
+    return locust(url, users, seconds, env, out / f"{api}_{users}", api)
 
 
 def _rss_mb(pid: int) -> float:
@@ -141,7 +99,7 @@ def _under_load(url: str, env: dict, work: Path, a) -> dict:
         print(json.dumps(out["sweep"][-1]), flush=True)
     held = [r for r in out["sweep"] if r["p99_ms"] <= 50 and not r["failures"] and not r["shed"]]
     out["held_rps"] = max((r["rps"] for r in held), default=0.0)
-    shed_env = env | {"CTRAIN_BENCH_SHED": str(work / "shed.json")}
+    shed_env = env | {"CTRAIN_LOAD_SHED": str(work / "shed.json")}
     out["saturation"] = {"users": a.saturation_users} | _locust(
         url, "ctrain", a.saturation_users, a.sweep_seconds, shed_env, work
     )
@@ -296,7 +254,7 @@ def main() -> None:
     try:
         _wait(f"{urls['ctrain']}/ready", procs[0])
         _wait(f"{urls['mlflow']}/ping", procs[1], timeout=300)
-        env = base_env | {"CTRAIN_BENCH_ROWS": str(work / "rows.json"), "CTRAIN_BENCH_TOKEN": token}
+        env = base_env | {"CTRAIN_LOAD_ROWS": str(work / "rows.json"), "CTRAIN_LOAD_TOKEN": token}
         runs: list[dict] = []
         precise: list[dict] = []
         for r in range(a.repeat):

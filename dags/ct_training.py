@@ -8,7 +8,9 @@ hand from the UI (**Trigger DAG w/ config**: window (batches), dry run, force, r
 
 assemble window (a window already trained under the same config is recorded as skipped) →
 validate training set → train (MLflow run) → evaluate on the held-out slice → register version →
-paired comparison with `champion` on the same rows → approval gate → approval (with
+paired comparison with `champion` on the same rows → pre-deployment load test (in the
+environments `promotion.predeployment` names, staging and prod by default: a winner served alone
+under load with this environment's rows, rejected over budget) → approval gate → approval (with
 `promotion.approval: required` and a comparison that would move champion, a person approves or
 rejects under **Required Actions**; skipped otherwise) → promote or reject (compare-and-set under
 a lock; a version that passed its gates is aliased `challenger`) → one decision record in MLflow
@@ -189,6 +191,14 @@ def ct_training():
         return steps.compare(challenger, dataset, ctx)
 
     @task
+    def predeploy(comparison: dict, dataset: dict) -> dict:
+        """Where promotion.predeployment says (staging, prod), a challenger that won is served
+        alone under load with this environment's rows; over budget, it is rejected."""
+        from ctrain import steps
+
+        return steps.predeploy(comparison, dataset)
+
+    @task
     def approval_gate(comparison: dict, ctx: dict) -> dict | None:
         """The approval request when a person must answer before promote (approval required and
         the comparison would move champion), else None: the approval task then skips."""
@@ -238,7 +248,8 @@ def ct_training():
     challenger = with_links(
         register(trained, dataset, validation, evaluation, ctx), ModelVersionLink()
     )
-    comparison = with_links(compare(challenger, dataset, ctx), ModelVersionLink())
+    compared = with_links(compare(challenger, dataset, ctx), ModelVersionLink())
+    comparison = predeploy(compared, dataset)
     request = approval_gate(comparison, ctx)
     answer = ApprovalRequest(task_id=APPROVAL_TASK, request=request)
     decision = with_links(

@@ -532,19 +532,29 @@ def prometheus_scraping(target: str, token: str, folder: Path):
 
 def env_project(tmp_path: Path, environment: str, **overrides) -> Path:
     """The demo project as ``environment`` of two (dev, staging), each with its own store and
-    data home under ``tmp_path``; written to ``tmp_path/<environment>.yaml``."""
+    data home under ``tmp_path``, ``overrides`` deep-merged; written to
+    ``tmp_path/<environment>.yaml``. The load test before a move in staging is short."""
     import yaml
 
     from ctrain.settings import default_project_file
 
     data = yaml.safe_load(default_project_file().read_text())
+    data["promotion"]["predeployment"] = {"users": 2, "seconds": 3}
     homes = {name: tmp_path / name for name in ("dev", "staging")}
     data["environments"] = {
         name: {"tracking_uri": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}", "home": str(home)}
         for name, home in homes.items()
     }
     data["environment"] = environment
-    data.update(overrides)
+    data = merged(data, overrides)
     path = tmp_path / f"{environment}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def merged(base: dict, extra: dict) -> dict:
+    """``extra`` deep-merged over a copy of ``base``."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -242,7 +242,7 @@ def cmd_train(settings: Settings, args) -> int:
 def cmd_serve(settings: Settings, args) -> int:
     from ctrain.serving.app import run
 
-    return run(settings, _client(settings), host=args.host, port=args.port)
+    return run(settings, _client(settings), host=args.host, port=args.port, version=args.version)
 
 
 def cmd_generate(settings: Settings, args) -> int:
@@ -461,6 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="score rows online with @champion over HTTP (hot reload)")
     s.add_argument("--host", default=None, help="address to bind (default serving.host)")
     s.add_argument("--port", type=int, default=None, help="port (default serving.port)")
+    s.add_argument(
+        "--version",
+        help="a scratch service of this version alone (what the pre-deployment load test "
+        "calls): aliases not followed, nothing written to the inference log",
+    )
     s.set_defaults(fn=cmd_serve)
     s = sub.add_parser("generate", help="write demo batches into the landing folder")
     s.add_argument("--start", type=int, default=0)

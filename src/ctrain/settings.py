@@ -284,6 +284,34 @@ class TrainingConfig(_Strict):
     )
 
 
+class PredeploymentConfig(_Strict):
+    """The load test a version passes before it may become champion where it runs
+    (``promotion.predeployment``): the version alone in a scratch ``ctrain serve``, Locust
+    sending the environment's own held-out rows, each figure held to its budget."""
+
+    environments: tuple[Literal["dev", "staging", "prod"], ...] = Field(
+        ("staging", "prod"),
+        description="where a version is load-tested before it may become champion; []: nowhere "
+        "(a project without environments is not load-tested)",
+    )
+    users: int = Field(4, ge=1, description="concurrent callers, each with no think time")
+    seconds: float = Field(10.0, gt=0, description="how long the load lasts")
+    rows_per_request: int = Field(1, ge=1)
+    max_p50_ms: float = Field(25.0, gt=0, description="median latency per request, at most")
+    max_p99_ms: float = Field(150.0, gt=0, description="99th percentile latency, at most")
+    min_rows_per_second: float = Field(50.0, ge=0, description="rows scored per second, at least")
+    max_peak_memory_mb: float = Field(
+        1500.0, gt=0, description="the scratch service's peak resident memory, at most"
+    )
+    max_artifact_mb: float = Field(50.0, gt=0, description="the model's files, at most")
+    max_error_rate: float = Field(
+        0.0, ge=0, le=1, description="share of requests that failed, at most"
+    )
+    start_timeout_seconds: float = Field(
+        120.0, gt=0, description="the scratch service must be ready within this"
+    )
+
+
 class PromotionConfig(_Strict):
     mode: Literal["enabled", "dry_run"] = "enabled"
     metric: Metric = "roc_auc"
@@ -312,6 +340,7 @@ class PromotionConfig(_Strict):
     approval_timeout_minutes: float = Field(
         1440, gt=0, description="an approval unanswered this long expires: nothing is promoted"
     )
+    predeployment: PredeploymentConfig = PredeploymentConfig()
 
 
 class DriftMethod(_Strict):

@@ -276,6 +276,15 @@ def compare(challenger: XCom, dataset: XCom, ctx: XCom, settings: Settings | Non
     ).to_xcom()
 
 
+def predeploy(comparison: XCom, dataset: XCom, settings: Settings | None = None) -> XCom:
+    """The comparison, turned into a rejection when the challenger that won it is over its
+    pre-deployment budget here (``promotion.predeployment``; staging and prod by default)."""
+    from ctrain.promotion.predeploy import gate
+
+    s = _settings(settings)
+    return gate(s, Comparison.from_xcom(comparison), DatasetWindow.from_xcom(dataset)).to_xcom()
+
+
 def promote(comparison: XCom, ctx: XCom, settings: Settings | None = None) -> XCom:
     from ctrain.promotion.promote import promote as _promote
 
@@ -330,7 +339,7 @@ def run_training(ctx: RunContext, settings: Settings | None = None) -> XCom:
     trained = train(dataset, c, s)
     evaluation = evaluate(trained, dataset, s)
     challenger = register(trained, dataset, validation, evaluation, c, s)
-    comparison = compare(challenger, dataset, c, s)
+    comparison = predeploy(compare(challenger, dataset, c, s), dataset, s)
     return promote(comparison, c, s)
 
 

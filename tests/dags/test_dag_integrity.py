@@ -209,9 +209,10 @@ def test_every_dag_has_the_same_graph_under_every_setting(parse_under):
         "approval",
         "approval_gate",
         "assemble_window",
-        "compare",
+        "predeploy",
         "run_context",
     ]
+    assert training["predeploy"][1] == ["assemble_window", "compare"]
     assert training["start_rollout"][1] == ["handed_to_rollout"]
     variants = [
         {"CTRAIN_PROMOTION__APPROVAL": "required"},

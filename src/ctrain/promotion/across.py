@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ctrain.promotion.compare import compare
 from ctrain.promotion.decisions import record_once
+from ctrain.promotion.predeploy import gate
 from ctrain.promotion.promote import promote, refusal
 from ctrain.records import Decision, DecisionKind, RegisteredVersion, RunContext
 from ctrain.registry import (
@@ -181,7 +182,7 @@ def promote_across(
 
     carried = carry(target, source_name, version, ctx, client)
     dataset = assemble_window(target)
-    comparison = compare(target, carried, dataset, ctx, client)
+    comparison = gate(target, compare(target, carried, dataset, ctx, client), dataset)
     mv = client.get_model_version(target.model_name, carried.version)
     lineage = {k: mv.tags.get(k) for k in LINEAGE}
     decision = promote(target, comparison, ctx, client, extra=lineage)

@@ -166,6 +166,15 @@ def model_card(rec: dict[str, Any]) -> str:
             f"- slice {s['column']}={s['value']} ({s['rows']} rows): challenger {s['challenger']:.4f}"
             + (f", champion {s['champion']:.4f}" if "champion" in s else "")
         )
+    if load := rec.get("predeployment"):
+        lines.append(
+            f"- pre-deployment load test in {load['environment']} ({load['users']} callers, "
+            f"{load['seconds']:g} s, {load['rows_per_request']} row(s) per request): p50 "
+            f"{load['p50_ms']:g} ms, p99 {load['p99_ms']:g} ms, {load['rows_per_second']:g} rows/s, "
+            f"error rate {load['error_rate']:g}, peak memory {load['peak_memory_mb']:g} MB, "
+            f"artifact {load['artifact_mb']:g} MB"
+            + (f"; over budget: {'; '.join(load['over'])}" if load["over"] else "; within budget")
+        )
     return "\n".join(lines) + "\n"
 
 

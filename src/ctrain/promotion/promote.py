@@ -235,14 +235,15 @@ def move_champion(
 
 
 # Rules under which a version may not even stand as challenger: it failed its gates.
-GATE_RULES = frozenset({"validation", "floor"})
+GATE_RULES = frozenset({"validation", "floor", "predeployment"})
 
 
 def comparison_evidence(comparison: Comparison) -> dict[str, Any]:
     """The comparison and what its file adds (floors, slices), for the record and the model card."""
     path = Path(comparison.comparison_uri) if comparison.comparison_uri else None
     extra = read_json(path) if path and path.is_file() else {}
-    return {**comparison.to_xcom(), **{k: extra[k] for k in ("floors", "slices") if k in extra}}
+    kept = ("floors", "slices", "predeployment")
+    return {**comparison.to_xcom(), **{k: extra[k] for k in kept if k in extra}}
 
 
 def promote(

@@ -279,8 +279,11 @@ class _Routes:
     """What answers: the champion's slot, the challenger's (during a rollout) and the split, as
     last read from the registry, in one call, by the reload thread."""
 
-    def __init__(self, settings: Settings, client, warm, before_swap, metrics) -> None:
+    def __init__(
+        self, settings: Settings, client, warm, before_swap, metrics, pinned: str | None = None
+    ) -> None:
         self.settings, self.client, self.metrics = settings, client, metrics
+        self.pinned = pinned  # a version served whatever the aliases say (a scratch service)
         self.champion = ModelSlot(settings, client, CHAMPION, warm, before_swap)
         self.challenger = ModelSlot(settings, client, CHALLENGER, warm, before_swap)
         self.split = Split()
@@ -301,13 +304,13 @@ class _Routes:
         except Exception as exc:  # the registry is down: keep answering with what we have
             self._unreachable(exc)
             return
-        champion = aliases.get(CHAMPION)
+        champion = self.pinned or aliases.get(CHAMPION)
         failed_before = self.champion.failure
         self.champion.serve(None if champion is None else str(champion))
         failure = self.champion.failure
         if failure and failure is not failed_before and failure.version:
             self.metrics.reload_failures.inc()
-        split = Split.from_json(tags.get(TRAFFIC_TAG))
+        split = Split() if self.pinned else Split.from_json(tags.get(TRAFFIC_TAG))
         if split.active:
             self.challenger.serve(split.challenger)  # loaded before the split is followed
         else:
@@ -335,19 +338,26 @@ def create_app(
     token: str | None = None,
     source: str | None = None,
     reload_in_background: bool = True,
+    version: str | None = None,
 ) -> FastAPI:
     """The service. ``token``: the bearer token callers must send (None: no auth, loopback
-    only, as ``ctrain serve`` enforces); ``source`` names this process in the inference log."""
+    only, as ``ctrain serve`` enforces); ``source`` names this process in the inference log.
+    ``version``: a scratch service of that version alone (a pre-deployment load test): the
+    aliases and a rollout's split are not followed and no row goes to the inference log."""
     cfg, spec = settings.serving, settings.dataset
     metrics = _Metrics()
     recent: list[list] = []
-    inference_log = InferenceLog(settings, source or f"{socket.gethostname()}-{os.getpid()}")
+    inference_log = InferenceLog(
+        settings, source or f"{socket.gethostname()}-{os.getpid()}", keep=version is None
+    )
 
     def before_swap(old: Served | None, new: Served) -> None:
         if old is not None:  # a window holds one version's answers
             inference_log.flush(version=old.version)
 
-    routes = _Routes(settings, client, _warm_rows(settings, client, recent), before_swap, metrics)
+    routes = _Routes(
+        settings, client, _warm_rows(settings, client, recent), before_swap, metrics, version
+    )
     slot = routes.champion
     stop = threading.Event()
 
@@ -598,8 +608,15 @@ class Refused(Exception):
     """A configuration the service will not start with; the message says what to change."""
 
 
-def run(settings: Settings, client, host: str | None = None, port: int | None = None) -> int:
-    """Serve until SIGTERM or Ctrl-C; requests in progress finish, then the log lands."""
+def run(
+    settings: Settings,
+    client,
+    host: str | None = None,
+    port: int | None = None,
+    version: str | None = None,
+) -> int:
+    """Serve until SIGTERM or Ctrl-C; requests in progress finish, then the log lands.
+    ``version``: that version alone, logging nothing (``create_app``)."""
     import uvicorn
 
     cfg = settings.serving
@@ -612,7 +629,7 @@ def run(settings: Settings, client, host: str | None = None, port: int | None = 
         )
     if token is not None and len(token) < 16:
         raise Refused(f"{cfg.token_env} is shorter than 16 characters")
-    app = create_app(settings, client, token=token)
+    app = create_app(settings, client, token=token, version=version)
     uvicorn.run(
         app,
         host=host,

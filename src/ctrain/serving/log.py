@@ -55,8 +55,8 @@ class _Window:
 class InferenceLog:
     """The open windows of one service process, and where they land."""
 
-    def __init__(self, settings: Settings, source: str):
-        self.settings = settings
+    def __init__(self, settings: Settings, source: str, keep: bool = True):
+        self.settings, self.keep = settings, keep  # keep=False: rows are not live traffic
         self.source = re.sub(r"[^A-Za-z0-9]+", "-", source).strip("-")[:40] or "serve"
         self._open: dict[tuple[str, str], _Window] = {}
         self._lock = threading.Lock()
@@ -80,6 +80,8 @@ class InferenceLog:
         """Log one request's rows (validated row objects) and answers (NaN with ``error`` when
         the version failed on them). Cheap: the frame is built when the window lands, not on
         the request's path."""
+        if not self.keep:
+            return
         now = at or datetime.now(UTC)
         with self._lock:
             w = self._open.setdefault((version, arm), _Window(opened=time.monotonic()))
