@@ -110,6 +110,7 @@ class RunContext(Record):
     window_batches: int | None = None  # most recent accepted batches to train on; None: settings'
     since_batch: str = ""  # train from this batch on (where the monitor saw the change begin)
     started_by: str = ""  # who or what asked: a user name, "schedule", "ct_drift_monitor", ...
+    requested_by: str = ""  # the person who started it (an Airflow user, a CLI user), if one did
 
     def __post_init__(self) -> None:
         if not self.run_id:

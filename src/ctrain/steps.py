@@ -93,6 +93,7 @@ def run_context(
         window_batches=int(params["window_batches"]) or None,
         since_batch=str(params.get("since_batch") or ""),
         started_by=started_by,
+        requested_by=user or "",
     ).to_xcom()
 
 

@@ -103,6 +103,20 @@ def test_approved_promotes_with_the_approver_on_record(waiting, client):
     assert current_champion(client, settings.model_name) == "2"
 
 
+def test_the_person_who_started_the_run_cannot_approve_it(waiting, client):
+    settings, ctx, dataset, comparison = waiting
+    # dave triggered the run from the UI (Airflow's triggering user), then approves it himself.
+    mine = ctx | {"started_by": "dave", "requested_by": "dave"}
+    out = steps.promote_after_approval(
+        comparison, mine, dataset, _outcome("Approve", "dave", "mine, fine"), settings
+    )
+    assert out["decision"] == "rejected" and out["rule"] == "self_approval"
+    assert out["reason"].startswith("approved by dave, who started this run")
+    assert out["approver"] == "dave" and current_champion(client, settings.model_name) == "1"
+    (record,) = [d for d in list_decisions(client, settings) if d.airflow_run_id == "good"]
+    assert record.rule == "self_approval" and not record.moved
+
+
 def test_rejected_is_recorded_with_the_name_and_the_comment(waiting, client):
     settings, ctx, dataset, comparison = waiting
     out = steps.promote_after_approval(

@@ -181,7 +181,12 @@ def test_ct_training_refuses_conf_keys_it_does_not_know():
         {"reason": "x", "window_batches": 2},
         declared=set(params),
     )
-    assert ok["trigger_reason"] == "x"
+    assert ok["trigger_reason"] == "x" and ok["requested_by"] == ""
+    # A person's trigger names them: an approval of theirs on this run is refused.
+    mine = steps.run_context(
+        "ct_training", "r2", "manual", params, declared=set(params), user="dave"
+    )
+    assert (mine["started_by"], mine["requested_by"]) == ("dave", "dave")
 
 
 def test_the_known_expectation_types_are_those_great_expectations_has():

@@ -151,6 +151,21 @@ def act_on_answer(
             ctx=ctx,
             evidence=comparison.to_xcom() | approval,
         )
+    if ctx.requested_by and answer.approver == ctx.requested_by:
+        # Four eyes: whoever asked for the run may not also be the one who lets it through.
+        return move_champion(
+            settings,
+            client,
+            key=key,
+            action=DecisionKind.REJECTED,
+            expected=comparison.champion_seen,
+            new_version=version,
+            rule="self_approval",
+            reason=f"approved by {answer.approver}, who started this run: an approval must "
+            f"come from another person (the comparison proposed: {comparison.reason})",
+            ctx=ctx,
+            evidence=comparison.to_xcom() | approval,
+        )
     seen = comparison.champion_seen
     actual = current_champion(client, settings.model_name)
     if actual != seen:
