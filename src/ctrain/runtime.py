@@ -278,19 +278,20 @@ class AirflowServices(Services):
             raise
         return self
 
-    def admin_password(self) -> str:
-        """The generated password of Airflow's ``admin`` user (SimpleAuthManager)."""
+    def admin_password(self, user: str = "admin") -> str:
+        """The generated password of Airflow's ``admin`` user (SimpleAuthManager), or of
+        another user it was told of (``AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS``)."""
         import json
 
         path = self.settings.airflow_home / "simple_auth_manager_passwords.json.generated"
-        return json.loads(path.read_text())["admin"]
+        return json.loads(path.read_text())[user]
 
     def token(self, username: str = "admin", password: str | None = None) -> str:
         """A JWT from ``POST /auth/token``, as the UI and the official clients get one."""
         status, body = self.api(
             "POST",
             "/auth/token",
-            {"username": username, "password": password or self.admin_password()},
+            {"username": username, "password": password or self.admin_password(username)},
             token="",
         )
         if status not in (200, 201):

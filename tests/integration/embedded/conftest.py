@@ -189,6 +189,9 @@ def stack(tmp_path_factory, receiver):
         # The DAG files do not change during the run, and what their parse reads is pinned
         # here: parsing them again every 30 s would only take CPU from the tests.
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
+        # A second person: an operator starts the runs an admin approves (an approval by
+        # whoever started the run is refused).
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,operator:op",
         # Prometheus' scrape token of /ctrain/metrics (test_stream_e2e scrapes it).
         "CTRAIN_METRICS_TOKEN": secrets.token_urlsafe(24),
         # Every kind of event is told to one Apprise connection, a receiver in this process:

@@ -39,12 +39,14 @@ def test_approve_reject_and_expire_each_make_one_record_naming_the_approver(
 
     af = stack.af
     config = ac.Configuration(host=af.base_url, access_token=af.token())
-    with ac.ApiClient(config) as c:
+    # The operator starts the runs; the admin answers (the one who started a run may not).
+    as_operator = ac.Configuration(host=af.base_url, access_token=af.token("operator"))
+    with ac.ApiClient(config) as c, ac.ApiClient(as_operator) as o:
         runs, tis = ac.DagRunApi(c), ac.TaskInstanceApi(c)
 
         def start(conf):
             body = ac.TriggerDAGRunPostBody(logical_date=None, conf=conf)
-            return runs.trigger_dag_run("ct_training", body).dag_run_id
+            return ac.DagRunApi(o).trigger_dag_run("ct_training", body).dag_run_id
 
         def pending(run_id):
             details = tis.get_hitl_details("ct_training", run_id).hitl_details
@@ -128,6 +130,7 @@ def test_approve_reject_and_expire_each_make_one_record_naming_the_approver(
     by_reason = {d.trigger_reason: d for d in records.values()}
     approved, rejected, expired = (by_reason[f"{p} path"] for p in ("approve", "reject", "expire"))
     assert approved.decision == "promoted" and approved.approver == "admin"
+    assert approved.started_by == "operator"  # Airflow's triggering user, another person
     assert approved.approval_comment == "checked the slices" and approved.champion_after == "2"
     assert rejected.decision == "rejected" and rejected.approver == "admin"
     assert rejected.reason.startswith("rejected by admin: not before the audit")
