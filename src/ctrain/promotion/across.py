@@ -67,14 +67,12 @@ def _signature_refusal(folder: Path, target: Settings) -> str | None:
     return None
 
 
-def carry(
-    target: Settings, source_name: str, version: str, ctx: RunContext, client
-) -> RegisteredVersion:
-    """Carry ``version`` of ``source_name`` into ``target``'s store and register it there, once.
+def _servable_in_source(target: Settings, source_name: str, version: str):
+    """The source's settings, client, model version and a name for it (``dev ctrain-demo v3``),
+    once the version is found there and may serve there.
 
     Raises:
-        CarryRefused: the source has no such version, it may not serve there, it does not load
-            safely, its signature does not fit, or the bytes written are not the bytes read.
+        CarryRefused: no such version, or it may not serve in the source (``refusal``).
     """
     from mlflow.exceptions import MlflowException
 
@@ -85,9 +83,22 @@ def carry(
         mv = src.get_model_version(source.model_name, version)
     except MlflowException as exc:
         raise CarryRefused(f"{where}: not found ({exc.error_code})") from None
-    why = refusal(source, src, version)
-    if why:
+    if why := refusal(source, src, version):
         raise CarryRefused(f"{where}: may not serve in {source_name}: {why}")
+    return source, src, mv, where
+
+
+def carry(
+    target: Settings, source_name: str, version: str, ctx: RunContext, client
+) -> RegisteredVersion:
+    """Carry ``version`` of ``source_name`` into ``target``'s store and register it there, once.
+
+    Raises:
+        CarryRefused: the source has no such version, it may not serve there, it does not load
+            safely, its signature does not fit, or the bytes written are not the bytes read.
+    """
+
+    source, src, mv, where = _servable_in_source(target, source_name, version)
     with tempfile.TemporaryDirectory(prefix="ctrain-carry-") as tmp:
         folder = download_model(
             version_uri(source.model_name, version),
@@ -216,23 +227,17 @@ def _record_in_source(
     """A ``proposed`` record in the source about its ``version`` (once per target run)."""
     source = target.of(source_name)
     src = client_of(source)
-    champion = current_champion(src, source.model_name)
     return record_once(
         src,
         source,
         f"{what}/{target.environment}/{ctx.dag_id}/{ctx.run_id}/v{version}",
+        ctx,
+        current_champion(src, source.model_name),
         {
             "decision": DecisionKind.PROPOSED,
             "rule": what,
             "reason": reason,
-            "model_name": source.model_name,
             "challenger_version": str(version),
-            "champion_before": champion,
-            "champion_after": champion,
-            "trigger_reason": ctx.trigger_reason,
-            "started_by": ctx.started_by or None,
-            "airflow_dag_id": ctx.dag_id,
-            "airflow_run_id": ctx.run_id,
         },
     )
 
@@ -251,7 +256,6 @@ def promote_config(
         CarryRefused: no such version, it may not serve there, or it holds no configuration
             ctrain trains. Nothing changed in the target.
     """
-    from mlflow.exceptions import MlflowException
 
     from ctrain.training.restricted import (
         CANDIDATE_TAG,
@@ -261,15 +265,7 @@ def promote_config(
         spec_from_json,
     )
 
-    source = target.of(source_name)
-    src = client_of(source)
-    where = f"{source_name} {source.model_name} v{version}"
-    try:
-        mv = src.get_model_version(source.model_name, version)
-    except MlflowException as exc:
-        raise CarryRefused(f"{where}: not found ({exc.error_code})") from None
-    if why := refusal(source, src, version):
-        raise CarryRefused(f"{where}: may not serve in {source_name}: {why}")
+    _source, src, mv, where = _servable_in_source(target, source_name, version)
     tags = src.get_run(mv.run_id).data.tags
     if CANDIDATE_TAG not in tags:
         raise CarryRefused(
@@ -288,24 +284,18 @@ def promote_config(
     client.set_registered_model_tag(name, CONFIG_FROM_TAG, provenance)
     params = ", ".join(f"{k}={v}" for k, v in sorted(spec.params.items())) or "defaults"
     was = f"{before[0].name} from {before[1]}" if before else "none"
-    champion = current_champion(client, name)
     decision = record_once(
         client,
         target,
         f"configured/{ctx.dag_id}/{ctx.run_id}/{source_name}/v{version}",
+        ctx,
+        current_champion(client, name),
         {
             "decision": DecisionKind.CONFIGURED,
             "rule": "config_promoted",
             "reason": f"{target.environment} trains {spec.name} ({spec.estimator}; {params}) "
             f"from {provenance}; was: {was}",
-            "model_name": name,
             "challenger_version": None,
-            "champion_before": champion,
-            "champion_after": champion,
-            "trigger_reason": ctx.trigger_reason,
-            "started_by": ctx.started_by or None,
-            "airflow_dag_id": ctx.dag_id,
-            "airflow_run_id": ctx.run_id,
             "training_config": spec.model_dump(mode="json"),
             "source_environment": source_name,
             "source_version": str(version),

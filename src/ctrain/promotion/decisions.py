@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ctrain.records import Decision, DecisionKind
+from ctrain.records import Decision, DecisionKind, RunContext
 from ctrain.settings import Settings
 from ctrain.tracking import ensure_experiment
 
@@ -70,14 +70,32 @@ def open_record(client, settings: Settings, key: str) -> str:
     return run.info.run_id
 
 
-def record_once(client, settings: Settings, key: str, record: dict[str, Any]) -> Decision:
-    """Record a decision that moves nothing (``champion_before == champion_after``) under
-    ``key``, once: a retry returns the record its first attempt finished, or finishes it."""
+def record_once(
+    client, settings: Settings, key: str, ctx: RunContext, champion: str | None, record: dict
+) -> Decision:
+    """Record, under ``key`` and once, a decision that leaves ``champion`` where it is (a
+    traffic split, a proposal to another environment, a configuration): ``record`` holds its
+    kind, rule, reason and evidence; who asked comes from ``ctx``. A retry returns the record
+    its first attempt finished, or finishes it."""
     done = find_record(client, settings, key)
     if done is not None and done.info.status == "FINISHED":
         return record_of(done)
     run_id = done.info.run_id if done is not None else open_record(client, settings, key)
-    return close_record(client, run_id, {**record, "decision_key": key})
+    return close_record(
+        client,
+        run_id,
+        {
+            "model_name": settings.model_name,
+            "champion_before": champion,
+            "champion_after": champion,
+            "trigger_reason": ctx.trigger_reason,
+            "started_by": ctx.started_by or None,
+            "airflow_dag_id": ctx.dag_id,
+            "airflow_run_id": ctx.run_id,
+            **record,
+            "decision_key": key,
+        },
+    )
 
 
 def _interval(rec: dict[str, Any]) -> str:
