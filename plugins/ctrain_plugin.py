@@ -267,6 +267,15 @@ def build_app():
             "warmed_in": _overview.warmed_in,
         }
 
+    @view.get("/api/environments")
+    def environments() -> list[dict[str, Any]]:
+        """Each environment of the project's ``environments`` (none: []), read from its own
+        MLflow: champion, its files' sha256, where it came from, restricted training's
+        configuration, rollout, moves under way; one not reachable says so in ``error``."""
+        from ctrain.status import environments as read
+
+        return read(_settings())
+
     def metrics_text():
         from prometheus_client import CONTENT_TYPE_LATEST
 

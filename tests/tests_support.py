@@ -326,11 +326,17 @@ class Payload:
 
 
 def view_in_browser(
-    base: str, password: str, shot, ready: str = "version 2", rollout: bool = False
+    base: str,
+    password: str,
+    shot,
+    ready: str = "version 2",
+    rollout: bool = False,
+    environments: bool = False,
 ) -> dict:
     """Log into Airflow's UI at ``base`` as admin, open the ctrain view, wait until the champion
-    card says ``ready`` (and with ``rollout``, until a running rollout's guardrails are drawn),
-    read what it shows, and save a screenshot at ``shot``."""
+    card says ``ready`` (with ``rollout``, until a running rollout's guardrails are drawn; with
+    ``environments``, until the Environments panel is drawn), read what it shows, and save a
+    screenshot at ``shot``."""
     with browser() as driver:
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support import expected_conditions as ec
@@ -348,7 +354,14 @@ def view_in_browser(
             WebDriverWait(driver, 90).until(
                 ec.presence_of_element_located((By.ID, "rollout-guardrails"))
             )
+        if environments:
+            WebDriverWait(driver, 60).until(
+                ec.presence_of_element_located((By.CSS_SELECTOR, "#env-table tbody tr"))
+            )
         seen = {
+            "environments": [
+                e.text for e in driver.find_elements(By.CSS_SELECTOR, "#env-table tbody tr")
+            ],
             "champion": driver.find_element(By.ID, "card-champion").text,
             "history": len(driver.find_elements(By.CSS_SELECTOR, "#history li")),
             "charts": len(driver.find_elements(By.CSS_SELECTOR, "#charts svg")),

@@ -18,6 +18,7 @@ from typing import Any
 from ctrain.records import (
     Comparison,
     DatasetWindow,
+    Decision,
     Evaluation,
     IngestOutcome,
     RegisteredVersion,
@@ -560,6 +561,15 @@ def keep_waiting(info: XCom, settings: Settings | None = None) -> None:
     )
 
 
+def _target(settings: Settings | None, source: str) -> Settings:
+    s = _settings(settings)
+    if not s.environment:
+        raise ValueError("this project names no environment: set environment (CTRAIN_ENVIRONMENT)")
+    if source == s.environment:
+        raise ValueError(f"{source} is this environment: pull from another one")
+    return s
+
+
 def promote_across(source: str, version: str, ctx: XCom, settings: Settings | None = None) -> XCom:
     """Pull ``version`` of environment ``source`` into this one (``promotion.across``): carried
     byte for byte, compared here, moved or rejected; returns the decision.
@@ -567,12 +577,33 @@ def promote_across(source: str, version: str, ctx: XCom, settings: Settings | No
     Raises:
         ValueError: this project names no environment, or ``source`` is not one of them.
         CarryRefused: the version was not carried (the message says why).
+        ApprovalRequired: a person must approve moves here (``ct_env_promotion`` asks them).
     """
-    from ctrain.promotion.across import promote_across as pull
+    from ctrain.promotion.across import promote_across as pull_and_move
 
-    s = _settings(settings)
-    if not s.environment:
-        raise ValueError("this project names no environment: set environment (CTRAIN_ENVIRONMENT)")
-    if source == s.environment:
-        raise ValueError(f"{source} is this environment: pull from another one")
-    return pull(s, source, str(version), RunContext.from_xcom(ctx), _client(s)).to_xcom()
+    s = _target(settings, source)
+    return pull_and_move(s, source, str(version), RunContext.from_xcom(ctx), _client(s)).to_xcom()
+
+
+def pull(source: str, version: str, ctx: XCom, settings: Settings | None = None) -> XCom:
+    """Carry ``version`` of ``source`` here and judge it (comparison, pre-deployment gate);
+    nothing moves: ``{"comparison": ..., "dataset": ...}`` for the approval and the move."""
+    from ctrain.promotion.across import pull as carry_and_judge
+
+    s = _target(settings, source)
+    comparison, dataset = carry_and_judge(
+        s, source, str(version), RunContext.from_xcom(ctx), _client(s)
+    )
+    return {"comparison": comparison.to_xcom(), "dataset": dataset.to_xcom()}
+
+
+def record_proposal(
+    source: str, version: str, decision: XCom, ctx: XCom, settings: Settings | None = None
+) -> XCom:
+    """The source's record that ``version`` was proposed here, and what was decided."""
+    from ctrain.promotion.across import record_proposal as record
+
+    s = _target(settings, source)
+    return record(
+        s, source, str(version), Decision.from_xcom(decision), RunContext.from_xcom(ctx)
+    ).to_xcom()

@@ -206,3 +206,51 @@ def test_a_carry_killed_at_any_point_shows_nothing_half_copied_and_its_retry_fin
     assert carried.version == "2" and versions() == ["1", "2"]
     assert _files(staging, "2") == source
     assert refusal(staging, client, "2") is None
+
+
+def test_a_pull_into_an_environment_that_requires_approval_waits_for_another_person(envs):
+    """What ct_env_promotion does task by task when staging requires approval: the pull is
+    judged, the request asked, the requester's own approval refused, another's promotes."""
+    from ctrain import steps
+    from ctrain.promotion.across import ApprovalRequired
+
+    dev, staging = envs
+    required = staging.model_copy(
+        update={"promotion": staging.promotion.model_copy(update={"approval": "required"})}
+    )
+    client = configure(required)
+    ctx = RunContext(dag_id="ct_env_promotion", run_id="ask", trigger_reason="t", force=True)
+    # From a shell, nobody could answer: refused before anything is carried.
+    with pytest.raises(ApprovalRequired, match="trigger ct_env_promotion"):
+        promote_across(required, "dev", "1", ctx, client)
+    assert len(client.search_model_versions(f"name = '{staging.model_name}'")) == 1
+
+    mine = dict(ctx.to_xcom(), started_by="erin", requested_by="erin")
+    pulled = steps.pull("dev", "1", mine, required)
+    request = steps.approval_request(pulled["comparison"], mine, required)
+    assert request["subject"].startswith(f"Promote {staging.model_name} v2 over v1?")
+
+    def answer(user):
+        return {
+            "chosen_options": ["Approve"],
+            "params_input": {"comment": ""},
+            "responded_by_user": {"id": user, "name": user},
+        }
+
+    args = (pulled["comparison"], mine, pulled["dataset"])
+    refused = steps.promote_after_approval(*args, answer("erin"), required)
+    assert (
+        refused["rule"] == "self_approval" and current_champion(client, staging.model_name) == "1"
+    )
+    moved = steps.promote_after_approval(
+        pulled["comparison"],
+        dict(mine, run_id="ask-again"),
+        pulled["dataset"],
+        answer("frank"),
+        required,
+    )
+    assert moved["decision"] == "promoted" and moved["approver"] == "frank"
+    assert current_champion(client, staging.model_name) == "2"
+    steps.record_proposal("dev", "1", moved, mine, required)
+    (proposed,) = [d for d in list_decisions(client_of(dev), dev) if d.decision == "proposed"]
+    assert "approved by frank" in proposed.reason

@@ -25,7 +25,14 @@ from ctrain.promotion.compare import compare
 from ctrain.promotion.decisions import record_once
 from ctrain.promotion.predeploy import gate
 from ctrain.promotion.promote import promote, refusal
-from ctrain.records import Decision, DecisionKind, RegisteredVersion, RunContext
+from ctrain.records import (
+    Comparison,
+    DatasetWindow,
+    Decision,
+    DecisionKind,
+    RegisteredVersion,
+    RunContext,
+)
 from ctrain.registry import (
     DOWNLOAD_NOTE,
     REGISTERED_VERSION,
@@ -183,40 +190,63 @@ def _write_verified(
     return RegisteredVersion(model_name=name, version=version, model_uri=version_uri(name, version))
 
 
-def promote_across(
+def pull(
     target: Settings, source_name: str, version: str, ctx: RunContext, client
-) -> Decision:
-    """Carry ``version`` of ``source_name`` into ``target``, compare it there with the target's
-    champion on the target's held-out rows, move or reject (recorded in the target), and record
-    in the source that it was proposed."""
+) -> tuple[Comparison, DatasetWindow]:
+    """Carry ``version`` of ``source_name`` into ``target`` and judge it there: the paired
+    comparison with the target's champion on the target's held-out rows, then the
+    pre-deployment gate. Nothing moves yet; returns the comparison and the window."""
     from ctrain.training.assemble import assemble_window
 
     carried = carry(target, source_name, version, ctx, client)
     dataset = assemble_window(target)
-    comparison = gate(target, compare(target, carried, dataset, ctx, client), dataset)
-    mv = client.get_model_version(target.model_name, carried.version)
-    lineage = {k: mv.tags.get(k) for k in LINEAGE}
-    decision = promote(target, comparison, ctx, client, extra=lineage)
-    _record_proposal(target, source_name, version, carried, decision, ctx)
+    return gate(target, compare(target, carried, dataset, ctx, client), dataset), dataset
+
+
+def lineage_of(target: Settings, client, version: str) -> dict[str, str | None]:
+    """Where a carried version of ``target`` came from, for its decision record."""
+    mv = client.get_model_version(target.model_name, version)
+    return {k: mv.tags.get(k) for k in LINEAGE}
+
+
+def promote_across(
+    target: Settings, source_name: str, version: str, ctx: RunContext, client
+) -> Decision:
+    """Pull ``version`` of ``source_name`` (``pull``), move or reject (recorded in the target),
+    and record in the source that it was proposed. Where a person must approve a move
+    (``promotion.approval: required``), only ``ct_env_promotion`` pulls: it waits for them.
+
+    Raises:
+        ApprovalRequired: approval is required in the target.
+    """
+    if target.promotion.approval == "required" and not ctx.dry_run:
+        raise ApprovalRequired(
+            f"{target.environment} requires a person's approval before its champion moves: "
+            "trigger ct_env_promotion in its Airflow, where an approver answers"
+        )
+    comparison, _ = pull(target, source_name, version, ctx, client)
+    extra = lineage_of(target, client, comparison.challenger_version)
+    decision = promote(target, comparison, ctx, client, extra=extra)
+    record_proposal(target, source_name, version, decision, ctx)
     return decision
 
 
-def _record_proposal(
-    target: Settings,
-    source_name: str,
-    version: str,
-    carried: RegisteredVersion,
-    decision: Decision,
-    ctx: RunContext,
+class ApprovalRequired(Exception):
+    """The target moves its champion only after a person's approval (``ct_env_promotion``)."""
+
+
+def record_proposal(
+    target: Settings, source_name: str, version: str, decision: Decision, ctx: RunContext
 ) -> Decision:
-    """The source's record of the proposal (once per target run and version)."""
+    """The source's record that ``version`` was proposed to ``target`` and what was decided
+    there (once per target run and version)."""
     return _record_in_source(
         target,
         source_name,
         version,
         ctx,
         what="proposed",
-        reason=f"proposed to {target.environment}, where it is v{carried.version}: "
+        reason=f"proposed to {target.environment}, where it is v{decision.challenger_version}: "
         f"{decision.headline}",
     )
 

@@ -17,14 +17,16 @@ from urllib.parse import quote
 import httpx
 import mlflow
 import pytest
-from tests_support import SCREENSHOTS, prometheus_scraping, view_in_browser
+from tests_support import SCREENSHOTS, prometheus_scraping, trained_champion, view_in_browser
 
 from ctrain.harness.stream import run_stream
 from ctrain.monitoring.check import load_summaries, scored_by
 from ctrain.monitoring.trigger import trigger_log
 from ctrain.promotion.decisions import list_decisions
-from ctrain.registry import current_champion
+from ctrain.registry import aliased_version, current_champion
 from ctrain.runtime import TASK_PRELOAD, Services, airflow_bin, free_port, wait_for
+from ctrain.settings import default_project_file, load_settings
+from ctrain.tracking import client_of
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +36,18 @@ def stream(tmp_path_factory, stack):
     """Bootstrap a champion, then batches 3..7 (drift from 5) through the running services: the
     retrain comes at 6, and 7 is the window after it."""
     home = tmp_path_factory.mktemp("stream") / "ctrain"
-    with stack.champion_home(home, dataset={"labels": "delayed"}) as (settings, client):
+    # It is dev of two environments; staging (a store of its own with a champion) is shown
+    # beside it in the view's Environments panel.
+    staging = home.parent / "staging"
+    trained_champion(load_settings(default_project_file(), home=str(staging)))
+    envs = {
+        "environment": "dev",
+        "environments": {
+            "dev": {"tracking_uri": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"},
+            "staging": {"tracking_uri": f"sqlite:///{staging / 'mlflow' / 'mlflow.db'}"},
+        },
+    }
+    with stack.champion_home(home, dataset={"labels": "delayed"}, **envs) as (settings, client):
         timeline = run_stream(settings, stack.af, start=3, drift_from=5, stop=8)
         yield SimpleNamespace(
             settings=settings, client=client, af=stack.af, timeline=timeline, stack=stack
@@ -305,8 +318,15 @@ def test_the_ctrain_view_in_a_real_browser(stream):
     settings = stream.settings
     SCREENSHOTS.mkdir(exist_ok=True)
     shot = SCREENSHOTS / "ctrain_view.png"
-    seen = view_in_browser(stream.af.base_url, stream.af.admin_password(), shot)
+    seen = view_in_browser(stream.af.base_url, stream.af.admin_password(), shot, environments=True)
     assert "champion: version 2" in seen["champion"] and "promoted 1→2" in seen["champion"]
+    # The Environments panel: each one's champion and the hash of its files, from its own store.
+    dev, staging = seen["environments"]
+    for row, s in ((dev, settings), (staging, settings.of("staging"))):
+        mv = aliased_version(client_of(s), s.model_name, "champion")
+        assert f"v{mv.version}" in row and mv.tags["model_sha256"][:12] in row, row
+    assert dev.startswith("dev (this one) v2") and "trained here" in dev
+    assert staging.startswith("staging v1")
     assert seen["history"] == len(list_decisions(stream.client, settings, limit=200)) >= 2
     assert seen["charts"] == 4 and seen["rows"] == len(load_summaries(settings))
     # Four charts of one size, also at 2200 px (the fourth was once stretched across the page).
