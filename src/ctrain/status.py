@@ -267,6 +267,7 @@ def environments(settings: Settings) -> list[dict[str, Any]]:
             "model": env.model_name,
         }
         try:
+            _answers(env.resolved_tracking_uri)
             client = client_of(env)
             mv = aliased_version(client, env.model_name, CHAMPION)
             tags = mv.tags if mv else {}
@@ -298,6 +299,18 @@ def environments(settings: Settings) -> list[dict[str, Any]]:
             )
         out.append(entry)
     return out
+
+
+def _answers(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Raise ``OSError`` unless an MLflow server at ``tracking_uri`` answers its health check
+    within ``timeout``: MLflow's client retries a server that is down for minutes, and a
+    status page must not wait that long for one environment."""
+    import urllib.request
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return  # a local store: opened directly
+    with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout) as r:
+        r.read()
 
 
 def _model_tags(client, name: str) -> dict[str, str]:
