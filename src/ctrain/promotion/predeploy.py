@@ -273,7 +273,8 @@ def _scratch_service(settings: Settings, version: str, token: str, work: Path):
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"the scratch service of v{version} was not ready within "
-                    f"{settings.promotion.predeployment.start_timeout_seconds:g} s"
+                    f"{settings.promotion.predeployment.start_timeout_seconds:g} s: "
+                    f"{(work / 'serve.log').read_text()[-1500:]}"
                 )
             time.sleep(0.5)
         yield url, proc

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ctrain.model_io import features, positive_scores
-from ctrain.registry import aliased_version, load_model, version_uri
+from ctrain.registry import aliased_version, load_model_and_signature, version_uri
 from ctrain.serving.fast import FastScorer
 from ctrain.serving.rows import as_frame
 from ctrain.settings import Settings
@@ -58,11 +58,9 @@ class NotServable(Exception):
     """A version that loaded but cannot answer this project's rows."""
 
 
-def check_signature(uri: str, settings: Settings) -> None:
-    """Raise ``NotServable`` unless the model's input signature holds the project's features."""
-    import mlflow
-
-    signature = mlflow.models.get_model_info(uri).signature
+def check_signature(signature, uri: str, settings: Settings) -> None:
+    """Raise ``NotServable`` unless a model's input ``signature`` (None: it has none) holds
+    the project's features."""
     if signature is None:
         return
     names = set(signature.inputs.input_names())
@@ -155,8 +153,8 @@ class ModelSlot:
 
     def _load(self, version: str, now: str) -> Served:
         uri = version_uri(self.settings.model_name, version)
-        model = load_model(uri)
-        check_signature(uri, self.settings)
+        model, signature = load_model_and_signature(uri)
+        check_signature(signature, uri, self.settings)
         spec = self.settings.dataset
 
         def slow(rows: list) -> np.ndarray:
