@@ -29,36 +29,45 @@ QUICK_START = {"promotion": {"predeployment": {"start_timeout_seconds": 60}}}
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path):
-    """``mlflow server`` on a SQLite store under ``root``, serving its artifacts; its URL."""
+def mlflow_servers(*roots: Path):
+    """``mlflow server`` on a SQLite store under each of ``roots``, serving its artifacts,
+    started together; their URLs."""
     import urllib.request
 
-    port = free_port()
-    root.mkdir(parents=True)
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--serve-artifacts",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("CTRAIN_", "MLFLOW_TRACK"))},
-    )
-    url = f"http://127.0.0.1:{port}"
+    procs, urls, logs = [], [], []
+    for root in roots:
+        port = free_port()
+        root.mkdir(parents=True)
+        logs.append((root / "server.log").open("w"))
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("mlflow")),
+                    "server",
+                    "--backend-store-uri",
+                    f"sqlite:///{root / 'mlflow.db'}",
+                    "--serve-artifacts",
+                    "--artifacts-destination",
+                    str(root / "artifacts"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                ],
+                stdout=logs[-1],
+                stderr=subprocess.STDOUT,
+                env={
+                    k: v
+                    for k, v in os.environ.items()
+                    if not k.startswith(("CTRAIN_", "MLFLOW_TRACK"))
+                },
+            )
+        )
+        urls.append(f"http://127.0.0.1:{port}")
 
-    def up() -> bool:
+    def up(proc, root, url) -> bool:
         if proc.poll() is not None:
             raise RuntimeError((root / "server.log").read_text()[-2000:])
         try:
@@ -68,12 +77,15 @@ def mlflow_server(root: Path):
             return False
 
     try:
-        wait_for(f"mlflow server on {port}", up, 120)
-        yield url
+        for proc, root, url in zip(procs, roots, urls, strict=True):
+            wait_for(f"mlflow server at {url}", lambda: up(proc, root, url), 120)  # noqa: B023
+        yield urls
     finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
+        for proc in procs:
+            proc.terminate()
+        for proc, log in zip(procs, logs, strict=True):
+            proc.wait(30)
+            log.close()
 
 
 def _files(settings, version: str) -> dict[str, str]:
@@ -88,11 +100,8 @@ def _files(settings, version: str) -> dict[str, str]:
 def test_a_version_is_carried_between_two_mlflow_servers_byte_for_byte(tmp_path, monkeypatch):
     for key in [k for k in os.environ if k.startswith("CTRAIN_")]:
         monkeypatch.delenv(key)
-    with (
-        mlflow_server(tmp_path / "dev-server") as dev_url,
-        mlflow_server(tmp_path / "staging-server") as staging_url,
-    ):
-        servers = {"dev": dev_url, "staging": staging_url}
+    with mlflow_servers(tmp_path / "dev-server", tmp_path / "staging-server") as urls:
+        servers = dict(zip(("dev", "staging"), urls, strict=True))
         envs = {
             name: {"tracking_uri": url, "home": str(tmp_path / name)}
             for name, url in servers.items()
@@ -103,7 +112,7 @@ def test_a_version_is_carried_between_two_mlflow_servers_byte_for_byte(tmp_path,
         )
         for s in (dev, staging):  # each trains its first champion through its own server
             configure(s)
-            ingest_batches(s, 3)
+            ingest_batches(s, 2)
             # (not load-tested: the pull below is)
             off = s.promotion.model_copy(
                 update={
