@@ -199,8 +199,8 @@ def settings() -> Settings:
 
 class ApprovalRequest(HITLOperator):
     """A promotion's approval (ct_training, ct_env_promotion): a person approves or rejects it
-    in **Required Actions**, when the gate made a ``request`` (``promotion.approval: required`` and the
-    comparison would move champion); skipped otherwise. Subject, body and the time to answer
+    in **Required Actions**, when the gate made a ``request`` (``promotion.approval: required``
+    and the comparison would move champion); skipped otherwise. Subject, body and the time to answer
     (``promotion.approval_timeout_minutes``) are read when the task runs, not when the DAG is
     parsed; unanswered in time, the default answer comes from no person and is recorded as
     expired."""

@@ -9,6 +9,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -583,3 +584,40 @@ def merged(base: dict, extra: dict) -> dict:
     for k, v in extra.items():
         out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+_DYING = """
+import os, signal, sys
+from mlflow import MlflowClient
+
+
+def dying_client(uri):
+    \"\"\"A client of the store at ``uri`` whose process dies by SIGKILL right after the
+    ``sys.argv[2]``-th call of its method ``sys.argv[1]`` returns.\"\"\"
+    method, after = sys.argv[1], int(sys.argv[2])
+    real = getattr(MlflowClient, method)
+    calls = [0]
+
+    def dying(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        calls[0] += 1
+        if calls[0] == after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+
+    return type("Dying", (MlflowClient,), {method: dying})(uri, uri)
+
+"""
+
+
+def killed_at(body: str, method: str, after: int, *args: str) -> None:
+    """Run ``body`` (Python that works through ``dying_client(uri)``; its own arguments in
+    ``sys.argv[3:]``) in a fresh process that dies by SIGKILL after ``after`` calls of the
+    client's ``method``; fails the test unless it really died so."""
+    out = subprocess.run(
+        [sys.executable, "-c", _DYING + body, method, str(after), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == -9, out.stderr[-2000:]  # it really died, by SIGKILL

@@ -117,8 +117,6 @@ def cmd_env(settings: Settings, args) -> int:
             raise ValueError("this project names no environments (settings: environments)")
         print(json.dumps(entries, indent=2) if args.json else format_environments(entries))
         return 0
-    if not settings.environment:
-        raise ValueError("this project names no environment: set environment (CTRAIN_ENVIRONMENT)")
     if not args.source or not args.version:
         raise ValueError(f"env {args.action} needs --from ENV and --version N")
     ctx = RunContext(

@@ -106,7 +106,7 @@ def load_model_and_signature(uri: str) -> tuple[Any, Any]:
     """
     from mlflow.models import Model
 
-    folder = _download(uri)
+    folder = download_model(uri)
     return _load_local(folder, uri), Model.load(str(folder)).signature
 
 
@@ -116,14 +116,14 @@ def load_model(uri: str) -> Any:
     Raises:
         UnsafeModel: the artifact is not ctrain's format or holds a type ctrain does not trust.
     """
-    return _load_local(_download(uri), uri)
+    return _load_local(download_model(uri), uri)
 
 
 def check_model(uri: str, tracking_uri: str | None = None, sha256: str | None = None) -> str:
     """Raise ``UnsafeModel`` unless the model at ``uri`` (in the store at ``tracking_uri``;
     the process's by default) would load safely; it is not loaded. With ``sha256``, its files
     must also be those that hash to it. Returns the hash of its files (``manifest_digest``)."""
-    folder = _download(uri, tracking_uri)
+    folder = download_model(uri, tracking_uri)
     check_folder(folder, uri)
     now = manifest_digest(manifest(folder))
     if sha256 and now != sha256:
@@ -158,10 +158,6 @@ def manifest_digest(files: dict[str, str]) -> str:
     import json
 
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-
-
-def _download(uri: str, tracking_uri: str | None = None, dst: Path | None = None) -> Path:
-    return download_model(uri, tracking_uri, dst)
 
 
 def download_model(uri: str, tracking_uri: str | None = None, dst: Path | None = None) -> Path:

@@ -561,36 +561,17 @@ def keep_waiting(info: XCom, settings: Settings | None = None) -> None:
     )
 
 
-def _target(settings: Settings | None, source: str) -> Settings:
-    s = _settings(settings)
-    if not s.environment:
-        raise ValueError("this project names no environment: set environment (CTRAIN_ENVIRONMENT)")
-    if source == s.environment:
-        raise ValueError(f"{source} is this environment: pull from another one")
-    return s
-
-
-def promote_across(source: str, version: str, ctx: XCom, settings: Settings | None = None) -> XCom:
-    """Pull ``version`` of environment ``source`` into this one (``promotion.across``): carried
-    byte for byte, compared here, moved or rejected; returns the decision.
-
-    Raises:
-        ValueError: this project names no environment, or ``source`` is not one of them.
-        CarryRefused: the version was not carried (the message says why).
-        ApprovalRequired: a person must approve moves here (``ct_env_promotion`` asks them).
-    """
-    from ctrain.promotion.across import promote_across as pull_and_move
-
-    s = _target(settings, source)
-    return pull_and_move(s, source, str(version), RunContext.from_xcom(ctx), _client(s)).to_xcom()
-
-
 def pull(source: str, version: str, ctx: XCom, settings: Settings | None = None) -> XCom:
     """Carry ``version`` of ``source`` here and judge it (comparison, pre-deployment gate);
-    nothing moves: ``{"comparison": ..., "dataset": ...}`` for the approval and the move."""
+    nothing moves: ``{"comparison": ..., "dataset": ...}`` for the approval and the move.
+
+    Raises:
+        ValueError: this project names no environment, or ``source`` is this one or unknown.
+        CarryRefused: the version was not carried (the message says why).
+    """
     from ctrain.promotion.across import pull as carry_and_judge
 
-    s = _target(settings, source)
+    s = _settings(settings)
     comparison, dataset = carry_and_judge(
         s, source, str(version), RunContext.from_xcom(ctx), _client(s)
     )
@@ -603,7 +584,7 @@ def record_proposal(
     """The source's record that ``version`` was proposed here, and what was decided."""
     from ctrain.promotion.across import record_proposal as record
 
-    s = _target(settings, source)
+    s = _settings(settings)
     return record(
         s, source, str(version), Decision.from_xcom(decision), RunContext.from_xcom(ctx)
     ).to_xcom()

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from tests_support import env_project
+from tests_support import env_project, killed_at
 
 from ctrain.promotion.across import CarryRefused, carry, promote_across
 from ctrain.promotion.decisions import list_decisions
@@ -140,28 +140,13 @@ def test_ct_env_promotion_pulls_a_version_through_airflow(envs, airflow_db, monk
     )
 
 
-_DIE_AFTER = """
-import os, signal, sys
-from mlflow import MlflowClient
+_CARRY = """
 from ctrain.promotion.across import carry
 from ctrain.records import RunContext
 from ctrain.settings import load_settings
 
-method, after = sys.argv[1], int(sys.argv[2])
 settings = load_settings()
-uri = settings.resolved_tracking_uri
-real = getattr(MlflowClient, method)
-calls = [0]
-
-def dying(self, *args, **kwargs):
-    out = real(self, *args, **kwargs)
-    calls[0] += 1
-    if calls[0] == after:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return out
-
-Dying = type("Dying", (MlflowClient,), {method: dying})
-carry(settings, "dev", "1", RunContext(run_id="killed"), Dying(uri, uri))
+carry(settings, "dev", "1", RunContext(run_id="killed"), dying_client(settings.resolved_tracking_uri))
 print("finished without being killed")
 """
 
@@ -180,15 +165,9 @@ KILL_POINTS = [
 def test_a_carry_killed_at_any_point_shows_nothing_half_copied_and_its_retry_finishes(
     envs, method, monkeypatch
 ):
-    import subprocess
-    import sys
-
     dev, staging = envs
     monkeypatch.setenv("CTRAIN_PROJECT", str(Path(staging.root).parent / "staging.yaml"))
-    out = subprocess.run(
-        [sys.executable, "-c", _DIE_AFTER, method, "1"], capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode == -9, out.stderr[-2000:]  # it really died, by SIGKILL
+    killed_at(_CARRY, method, 1)
     client = configure(staging)
     source = _files(dev, "1")
 

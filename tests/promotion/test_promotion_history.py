@@ -6,13 +6,11 @@ record half closed). The next command that takes the promotion lock must leave t
 the alias agreeing one to one.
 """
 
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
-from tests_support import trained_champion
+from tests_support import killed_at, trained_champion
 
 from ctrain import cli
 from ctrain.promotion.decisions import history, list_decisions, open_records
@@ -66,30 +64,17 @@ def test_an_alias_moved_outside_ctrain_is_recorded_as_found(two_versions, client
     assert_history_true(client, settings)
 
 
-_DIE_AFTER = """
-import os, signal, sys
-from mlflow import MlflowClient
+_PROMOTE = """
 from ctrain.promotion.promote import manual_promote
 from ctrain.records import RunContext
 from ctrain.settings import load_settings
 from ctrain.tracking import configure
 
-method, after, version, run_id = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+version, run_id = sys.argv[3], sys.argv[4]
 settings = load_settings()
-uri = settings.resolved_tracking_uri
 configure(settings)
-real = getattr(MlflowClient, method)
-calls = [0]
-
-def dying(self, *args, **kwargs):
-    out = real(self, *args, **kwargs)
-    calls[0] += 1
-    if calls[0] == after:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return out
-
-Dying = type("Dying", (MlflowClient,), {method: dying})
-manual_promote(settings, version, RunContext(run_id=run_id), Dying(uri, uri))
+client = dying_client(settings.resolved_tracking_uri)
+manual_promote(settings, version, RunContext(run_id=run_id), client)
 print("finished without being killed")
 """
 
@@ -106,13 +91,7 @@ KILL_POINTS = [
 def _killed_promote(method: str, after: int) -> None:
     """A promote of version 2 (run id ``killed``) that dies by SIGKILL after ``after`` calls of
     the client's ``method``."""
-    out = subprocess.run(
-        [sys.executable, "-c", _DIE_AFTER, method, str(after), "2", "killed"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == -9, out.stderr[-2000:]  # it really died, by SIGKILL
+    killed_at(_PROMOTE, method, after, "2", "killed")
 
 
 @pytest.mark.parametrize(("method", "after"), KILL_POINTS, ids=[f"{m}-{n}" for m, n in KILL_POINTS])

@@ -79,10 +79,16 @@ def _servable_in_source(target: Settings, source_name: str, version: str):
     once the version is found there and may serve there.
 
     Raises:
+        ValueError: this project names no environment, or ``source_name`` is this one or not
+            one of its environments.
         CarryRefused: no such version, or it may not serve in the source (``refusal``).
     """
     from mlflow.exceptions import MlflowException
 
+    if not target.environment:
+        raise ValueError("this project names no environment: set environment (CTRAIN_ENVIRONMENT)")
+    if source_name == target.environment:
+        raise ValueError(f"{source_name} is this environment: pull from another one")
     source = target.of(source_name)
     src = client_of(source)
     where = f"{source_name} {source.model_name} v{version}"
