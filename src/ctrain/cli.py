@@ -191,16 +191,23 @@ def cmd_mlflow_init(settings: Settings, args) -> int:
     for role, user, env in (
         ("viewer", args.viewer_user, "MLFLOW_VIEWER_PASSWORD"),
         ("serving user", args.serving_user, "MLFLOW_SERVING_PASSWORD"),
+        ("puller", args.puller_user, "MLFLOW_PULLER_PASSWORD"),
     ):
         secret = os.environ.get(env)
         if user and not secret:
             print(f"ctrain mlflow-init: set {env} to the {role}'s password", file=sys.stderr)
             return 2
         users[role] = (user, secret) if user else None
-    viewer, serving = users["viewer"], users["serving user"]
     auth = get_app_client("basic-auth", tracking_uri=settings.tracking_uri)
     for line in provision(
-        settings, _client(settings), auth, args.worker_user, password, viewer, serving
+        settings,
+        _client(settings),
+        auth,
+        args.worker_user,
+        password,
+        users["viewer"],
+        users["serving user"],
+        users["puller"],
     ):
         print(line)
     return 0
@@ -433,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--serving-user",
         help="also a user for ctrain serve (password from MLFLOW_SERVING_PASSWORD): READ on the "
         "model and the training experiment only",
+    )
+    s.add_argument(
+        "--puller-user",
+        help="also the next environment's worker, which pulls versions from this one (password "
+        "from MLFLOW_PULLER_PASSWORD): READ on the model and the training experiment, EDIT on the "
+        "decisions experiment (where it records a proposal); it can move nothing here",
     )
     s.set_defaults(fn=cmd_mlflow_init)
     sub.add_parser("ingest", help="validate the landing folder now, without Airflow").set_defaults(

@@ -9,7 +9,11 @@ else. Given a viewer (password from ``MLFLOW_VIEWER_PASSWORD``), it is made with
 Airflow's API server reads ctrain's records for the ctrain view with it and can change nothing.
 Given a serving user (password from ``MLFLOW_SERVING_PASSWORD``), it gets READ on the registered
 model and the training experiment only (where the model files are): ``ctrain serve`` can find
-and load versions and nothing else. Safe to run again: an existing user gets the password again and the same grants.
+and load versions and nothing else. Given a puller (password from ``MLFLOW_PULLER_PASSWORD``):
+the next environment's worker, which pulls versions from this one (``ctrain env promote``), gets
+READ on the model and the training experiment and EDIT on the decisions experiment only (it
+records there that a version was proposed to it): it can read and check any version and move
+nothing here. Safe to run again: an existing user gets the password again and the same grants.
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ def provision(
     password: str,
     viewer: tuple[str, str] | None = None,
     serving: tuple[str, str] | None = None,
+    puller: tuple[str, str] | None = None,
 ) -> list[str]:
     """Create the experiments, the model, the worker and (each given as ``(name, password)``)
-    the viewer and the serving user, with their grants; one line per step.
+    the viewer, the serving user and the puller, with their grants; one line per step.
 
     ``client`` is an MLflow client and ``auth`` the basic-auth app's client, both as the admin.
     """
@@ -61,14 +66,17 @@ def provision(
         ("experiment", ids[settings.experiment]),
         ("registered_model", settings.model_name),
     ]
-    users = [(worker, password, EDIT, grants)]
+    users = [(worker, password, [(EDIT, g) for g in grants])]
     if viewer:
-        users.append((viewer[0], viewer[1], READ, grants))
+        users.append((*viewer, [(READ, g) for g in grants]))
     if serving:
-        users.append((serving[0], serving[1], READ, model_only))
-    for name, secret, level, theirs in users:
+        users.append((*serving, [(READ, g) for g in model_only]))
+    if puller:
+        records = (EDIT, ("experiment", ids[settings.decisions_experiment]))
+        users.append((*puller, [*((READ, g) for g in model_only), records]))
+    for name, secret, theirs in users:
         done.append(_user(auth, name, secret))
-        for kind, resource in theirs:
+        for level, (kind, resource) in theirs:
             auth.grant_user_permission(name, kind, resource, level)
             done.append(f"{name}: {level} on {kind} {resource}")
     return done

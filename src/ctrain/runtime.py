@@ -187,15 +187,18 @@ class Services:
         self.env, self.grace = env, grace
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, args: list[str], log: Path | None = None) -> subprocess.Popen:
-        """Start ``args``; its output goes to ``log`` (appended), or where this process's goes."""
+    def start(
+        self, args: list[str], log: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
+        """Start ``args`` (with ``env``, else the services' environment); its output goes to
+        ``log`` (appended), or where this process's goes."""
         if log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)
         # The child keeps its own copy of the log's descriptor; ours closes at once.
         with open(log, "a") if log is not None else contextlib.nullcontext() as out:
             proc = subprocess.Popen(
                 args,
-                env=self.env,
+                env=self.env if env is None else env,
                 stdout=out,
                 stderr=subprocess.STDOUT if out is not None else None,
                 start_new_session=True,
@@ -223,6 +226,68 @@ class Services:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# Where a model version's files may be: a logged model of the server, or its own served store
+# (MLflow refuses to register a version pointing anywhere else, e.g. another server's files).
+MODEL_SOURCE_REGEX = r"^(models:/m-[0-9a-f]+|mlflow-artifacts:/[^/].*)$"
+
+
+class MlflowServers(Services):
+    """MLflow tracking servers as one environment's is run in production, on this machine: each on
+    a SQLite store in its own folder, serving its own artifacts, with MLflow's basic-auth app
+    (users in a SQLite file beside the store; nobody but the admin sees what was not granted)."""
+
+    def __init__(self, grace: float = 30):
+        super().__init__(grace=grace)
+        self.urls: list[str] = []
+
+    def add(self, root: Path, admin_password: str) -> str:
+        """Start a server on ``root`` whose admin (``admin``) has ``admin_password``; its URL."""
+        import secrets
+
+        port = free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        ini = root / "basic_auth.ini"
+        ini.write_text(
+            "[mlflow]\n"
+            "default_permission = NO_PERMISSIONS\n"
+            f"database_uri = sqlite:///{root / 'basic_auth.db'}\n"
+            "admin_username = admin\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            "grant_default_workspace_access = false\n"
+            "auth_cache_ttl_seconds = 60\n"
+        )
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("CTRAIN_", "MLFLOW_TRACK"))
+        } | {
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32),
+            "MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX": MODEL_SOURCE_REGEX,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
+        args = [str(Path(sys.executable).with_name("mlflow")), "server", "--app-name"]
+        args += ["basic-auth", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+        args += ["--serve-artifacts", "--artifacts-destination", str(root / "artifacts")]
+        args += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        self.start(args, root / "server.log", env=env)
+        self.urls.append(f"http://127.0.0.1:{port}")
+        return self.urls[-1]
+
+    def wait_until_serving(self, timeout: float = 180) -> None:
+        """Return once every server answers ``/health``; raise if one stopped."""
+        import urllib.request
+
+        def up(url: str) -> bool:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        for url in self.urls:
+            wait_for(f"mlflow server at {url}", lambda u=url: up(u), timeout, alive=self.alive)
 
 
 class AirflowServices(Services):

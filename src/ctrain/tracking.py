@@ -19,6 +19,9 @@ def configure(settings: Settings):
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
     import mlflow
 
+    from ctrain.credentials import route
+
+    route(settings)
     uri = settings.resolved_tracking_uri
     if uri.startswith("sqlite:"):
         settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
@@ -29,7 +32,11 @@ def configure(settings: Settings):
 
 def client_of(settings: Settings):
     """The process's client for the store of ``settings`` (another environment's, say),
-    leaving the process's own store as it is."""
+    leaving the process's own store as it is; each environment's server is asked as that
+    environment's user (``ctrain.credentials``)."""
+    from ctrain.credentials import route
+
+    route(settings)
     return _client(settings.resolved_tracking_uri)
 
 
