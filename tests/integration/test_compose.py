@@ -7,6 +7,7 @@ secrets only from required variables, health checks and conditional start order.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -15,6 +16,7 @@ from topology import (
     AIRFLOW_DB_SCHEME,
     AIRFLOW_PRODUCTION_KEYS,
     BROKER_SCHEME,
+    FAB_AUTH_MANAGER,
     MLFLOW_PRODUCTION_KEYS,
     MODEL_SOURCE_REGEX,
     REPO,
@@ -148,7 +150,14 @@ def test_airflow_runs_celery_on_postgres_and_redis_like_the_native_test(services
             env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
             == "http://airflow-apiserver:8080/execution/"
         )
-        assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"].lower() == "false", name
+        # People sign in as themselves, with roles (FAB), never as one shared user.
+        assert env["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER, name
+        roles = json.loads(env["AIRFLOW__FAB__CUSTOM_ROLES"])
+        assert set(roles) == {"ctrain-view", "ctrain-operator", "ctrain-approver"}, name
+        # Triggering and answering an approval are never one role's.
+        grants = {r: {(g["action"], g["resource"]) for g in roles[r]} for r in roles}
+        assert ("can_edit", "HITL Detail") not in grants["ctrain-operator"], name
+        assert ("can_create", "DAG Runs") not in grants["ctrain-approver"], name
     # The components agree on everything they share (secrets included), but the MLflow user:
     # the API server reads ctrain's records with a read-only one.
     own = {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}

@@ -28,6 +28,7 @@ from topology import (
     AIRFLOW_DB_SCHEME,
     AIRFLOW_PRODUCTION_KEYS,
     BROKER_SCHEME,
+    FAB_AUTH_MANAGER,
     MLFLOW_PRODUCTION_KEYS,
     MODEL_SOURCE_REGEX,
     REPO,
@@ -61,6 +62,13 @@ WORKER = "ctrain-worker"  # the MLflow user the Airflow components run as
 VIEWER = "ctrain-viewer"  # the read-only MLflow user of the API server (the ctrain view)
 SERVING = "ctrain-serving"  # ctrain serve's MLflow user: READ on the model only
 RUN_TIMEOUT = 600
+# Airflow users and their roles: FAB's Viewer, plus ctrain's (docker-compose.yaml's
+# AIRFLOW__FAB__CUSTOM_ROLES, read from there).
+PEOPLE = {
+    "vera": ["Viewer", "ctrain-view"],
+    "otto": ["Viewer", "ctrain-view", "ctrain-operator"],
+    "ada": ["Viewer", "ctrain-view", "ctrain-approver"],
+}
 
 
 @dataclass
@@ -79,6 +87,7 @@ class Stack:
     artifacts: Path
     dbs: dict[str, str]  # role of the database -> its name
     owners: dict[str, str]  # database name -> the login role that owns it
+    people: dict[str, str]  # Airflow user -> password (besides admin)
 
     @property
     def mlflow_admin(self) -> tuple[str, str]:
@@ -185,9 +194,6 @@ def stack(tmp_path_factory):
         )
 
         # Airflow: CeleryExecutor, Postgres metadata DB, Redis broker, one set of secrets.
-        passwords = airflow_home / "simple_auth_manager_passwords.json"
-        passwords.write_text(f'{{"admin": "{airflow_password}"}}\n')
-        passwords.chmod(0o600)
         from cryptography.fernet import Fernet
 
         ctrain_env = {
@@ -195,6 +201,8 @@ def stack(tmp_path_factory):
             "CTRAIN_TRACKING_URI": mlflow_url,
             "CTRAIN_MLFLOW_UI_URL": mlflow_url,
             "CTRAIN_LOCK_URL": pg_url(dbs["lock"], user=owners[dbs["lock"]]),
+            # Each promotion waits for an approver, as prod's do.
+            "CTRAIN_PROMOTION__APPROVAL": "required",
             # The workers are an MLflow user with EDIT on ctrain's experiments and model only.
             "MLFLOW_TRACKING_USERNAME": WORKER,
             "MLFLOW_TRACKING_PASSWORD": worker_password,
@@ -223,12 +231,8 @@ def stack(tmp_path_factory):
             AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(48),
             AIRFLOW__API__SECRET_KEY=secrets.token_urlsafe(48),
             AIRFLOW__CORE__FERNET_KEY=Fernet.generate_key().decode(),
-            AIRFLOW__CORE__AUTH_MANAGER=(
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
-            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="False",
-            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
+            AIRFLOW__CORE__AUTH_MANAGER=FAB_AUTH_MANAGER,
+            AIRFLOW__FAB__CUSTOM_ROLES=_compose_env()["AIRFLOW__FAB__CUSTOM_ROLES"],
             # 2 shared cores: parsing may be slow.
             AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="120",
             AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT="180",
@@ -275,6 +279,12 @@ def stack(tmp_path_factory):
                 cwd=tmp,
             )
             topo.run("airflow-db-migrate", [airflow, "db", "migrate"], airflow_env, tmp, 300)
+            # As compose's airflow-init: the admin; the people are added by the admin (REST).
+            admin = ["--username", "admin", "--role", "Admin", "--firstname", "a", "--lastname"]
+            admin += ["b", "--email", "admin@ctrain.invalid", "--password", airflow_password]
+            topo.run(
+                "airflow-users-create", [airflow, "users", "create", *admin], airflow_env, tmp, 120
+            )
 
         # Airflow starts while MLflow comes up and is provisioned: no task runs before both.
         with timer.phase("start 5 Airflow components"):
@@ -376,6 +386,24 @@ def stack(tmp_path_factory):
             worker_pid = topo.services["celery-worker"].proc.pid
             assert "/sklearn/" in Path(f"/proc/{worker_pid}/maps").read_text()
 
+        with timer.phase("the admin adds the people, with their roles (FAB's REST API)"):
+            people = {name: secrets.token_urlsafe(15) for name in PEOPLE}
+            token = _token(airflow_url, "admin", airflow_password)
+            for name, roles in PEOPLE.items():
+                body = {"username": name, "password": people[name], "email": f"{name}@x.invalid"}
+                body |= {
+                    "first_name": name,
+                    "last_name": "-",
+                    "roles": [{"name": r} for r in roles],
+                }
+                r = requests.post(
+                    f"{airflow_url}/auth/fab/v1/users",
+                    json=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=30,
+                )
+                assert r.status_code in (200, 201), (r.status_code, r.text)
+
         yield Stack(
             topo=topo,
             timer=timer,
@@ -391,6 +419,7 @@ def stack(tmp_path_factory):
             artifacts=artifacts,
             dbs=dbs,
             owners=owners,
+            people=people,
         )
     # ExitStack done: processes stopped, databases dropped, Redis db flushed.
     for name in dbs.values():
@@ -400,20 +429,32 @@ def stack(tmp_path_factory):
 # --- REST helpers ---------------------------------------------------------------------------------
 
 
-class AirflowApi:
-    """Airflow's public REST API with a bearer token from ``POST /auth/token``."""
+def _compose_env() -> dict[str, str]:
+    """The environment docker-compose.yaml gives every Airflow component."""
+    import yaml
 
-    def __init__(self, stack: Stack):
+    compose = yaml.safe_load((REPO / "docker-compose.yaml").read_text())
+    return compose["x-airflow-common"]["environment"]
+
+
+def _token(url: str, user: str, password: str) -> str:
+    r = requests.post(
+        f"{url}/auth/token", json={"username": user, "password": password}, timeout=30
+    )
+    assert r.status_code in (200, 201), (r.status_code, r.text)
+    return r.json()["access_token"]
+
+
+class AirflowApi:
+    """Airflow's public REST API with a bearer token from ``POST /auth/token``, as ``user``
+    (the admin, or one of ``PEOPLE``)."""
+
+    def __init__(self, stack: Stack, user: str = "admin"):
         self.stack = stack
         self.url = stack.airflow_url
-        r = requests.post(
-            f"{self.url}/auth/token",
-            json={"username": "admin", "password": stack.airflow_password},
-            timeout=30,
-        )
-        assert r.status_code in (200, 201), (r.status_code, r.text)
+        password = stack.airflow_password if user == "admin" else stack.people[user]
         self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        self.session.headers["Authorization"] = f"Bearer {_token(self.url, user, password)}"
 
     def get(self, path: str, **kw) -> requests.Response:
         return self.session.get(f"{self.url}{path}", timeout=30, **kw)
@@ -510,12 +551,33 @@ def test_ct_training_through_the_rest_api_promotes_a_tagged_champion(stack: Stac
     assert len(accepted) == 3, accepted
     assert not list((stack.ctrain_home / "landing").iterdir())
 
-    with timer.phase("ct_training via REST (trigger to success)"):
-        run_id = api.unpause_and_trigger("ct_training", {"reason": REASON})
+    with timer.phase("ct_training via REST: the operator triggers, the approver approves"):
+        viewer, operator, approver = (AirflowApi(stack, name) for name in PEOPLE)
+        runs = "/api/v2/dags/ct_training/dagRuns"
+        # Neither the viewer nor the approver can start a run.
+        for who in (viewer, approver):
+            r = who.post(runs, {"logical_date": None, "conf": {"reason": REASON}})
+            assert r.status_code == 403, (r.status_code, r.text)
+        run_id = operator.unpause_and_trigger("ct_training", {"reason": REASON})
+        waiting = f"{runs}/{run_id}/hitlDetails?response_received=false"
+        wait_until(
+            "ct_training to ask for approval",
+            lambda: approver.get(waiting).json()["hitl_details"],
+            RUN_TIMEOUT,
+            stack.topo,
+            interval=2,
+            diagnose=lambda: api.diagnose("ct_training", run_id),
+        )
+        answer = f"{runs}/{run_id}/taskInstances/approval/-1/hitlDetails"
+        body = {"chosen_options": ["Approve"], "params_input": {"comment": "four eyes"}}
+        r = operator.patch(answer, body)  # who started it cannot answer (and has no grant to)
+        assert r.status_code == 403, (r.status_code, r.text)
+        r = approver.patch(answer, body)
+        assert r.status_code == 200, (r.status_code, r.text)
         api.wait_for_success("ct_training", run_id)
     states = api.task_states("ct_training", run_id)
-    # No person was asked and nothing was handed to ct_rollout: those gates skipped themselves.
-    assert states.pop("approval").startswith("skipped"), states
+    assert states.pop("approval").startswith("success"), states
+    # Nothing was handed to ct_rollout: that gate skipped itself.
     assert states.pop("start_rollout").startswith("skipped"), states
     assert {s.split()[0] for s in states.values()} == {"success"}, states
     runs = api.get("/api/v2/dags/ct_training/dagRuns").json()
@@ -562,11 +624,12 @@ def test_ct_training_through_the_rest_api_promotes_a_tagged_champion(stack: Stac
         assert rtags.get("decision") == "promoted", rtags
         assert rtags.get("airflow_run_id") == run_id, rtags
         assert rtags.get("champion_after") == str(mv["version"]), rtags
+        assert rtags.get("approver") == "ada" and rtags.get("started_by") == "otto", rtags
 
     with timer.phase("run note and the ctrain view, behind Airflow's login"):
         note = api.get(f"/api/v2/dags/ct_training/dagRuns/{run_id}").json()["note"]
         assert note.startswith(f"v{mv['version']} promoted none→{mv['version']} ("), note
-        view = api.get(f"/ctrain/api/models/{MODEL}").json()
+        view = viewer.get(f"/ctrain/api/models/{MODEL}").json()  # the viewer's ctrain view
         assert view["champion"]["version"] == str(mv["version"]), view["champion"]
         assert [h["headline"] for h in view["history"]] == [note]
 
