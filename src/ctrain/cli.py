@@ -320,6 +320,10 @@ def cmd_demo(settings: Settings, args) -> int:
     (root / DEMO_MARKER).write_text(datetime.now(UTC).isoformat() + "\n")
     # SIGTERM unwinds like Ctrl-C, so the Airflow services the demo started are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.envs:
+        from ctrain.demo_envs import run_envs_demo
+
+        return run_envs_demo(root, Path(args.project) if args.project else None)
     # The demo's labels arrive late, as separate files; every Airflow process inherits this.
     os.environ["CTRAIN_DATASET__LABELS"] = "delayed"
     if args.serve:
@@ -363,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
         "init", help="create CTRAIN_HOME, the MLflow store and Airflow's database"
     ).set_defaults(fn=cmd_init)
     s = sub.add_parser("demo", help="run the whole loop through Airflow on generated data")
+    s.add_argument(
+        "--envs",
+        action="store_true",
+        help="instead: dev → staging → prod, each with its own MLflow server (basic auth), "
+        "users and data; a model promoted twice (load-tested, then approved by another person) "
+        "and prod's retraining restricted to the promoted configuration",
+    )
     s.add_argument(
         "--approval",
         action="store_true",
@@ -486,6 +497,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _url_of(exc: Exception) -> str:
+    """The endpoint an MLflow error names, or its first words."""
+    import re
+
+    found = re.search(r"endpoint (\S+)", str(exc))
+    return found.group(1) if found else " ".join(str(exc).split())[:200]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -496,6 +515,11 @@ def main(argv: list[str] | None = None) -> int:
     ) as exc:  # the CLI says what went wrong in one line; tracebacks with CTRAIN_DEBUG=1
         if os.environ.get("CTRAIN_DEBUG"):
             raise
+        from ctrain.credentials import refused
+
+        if why := refused(exc):
+            print(f"ctrain {args.cmd}: the MLflow server {why}: {_url_of(exc)}", file=sys.stderr)
+            return 1
         # Libraries' messages may span lines (a YAML mark, a pyarrow schema): one line here.
         print(
             f"ctrain {args.cmd}: {type(exc).__name__}: {' '.join(str(exc).split())}",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -108,6 +109,17 @@ def login_for(url: str) -> Login | None:
     """The user a request to ``url`` carries, if its server is an environment's with one."""
     name = _routes.get(_origin(url) or "")
     return login_of(name) if name else None
+
+
+def refused(exc: BaseException) -> str | None:
+    """What an MLflow server's refusal of this process's user (HTTP 401 or 403) means, in one
+    line; None for any other error."""
+    found = re.search(r"error code (401|403)\b", str(exc))
+    if found is None:
+        return None
+    if found.group(1) == "401":
+        return "refused (HTTP 401): the server knows no such user or password as this process sends"
+    return "refused (HTTP 403): this process's user has no permission there for that"
 
 
 class EnvironmentAuth:

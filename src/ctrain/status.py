@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from ctrain.credentials import refused
 from ctrain.monitoring.hold import last_verdict
 from ctrain.monitoring.trigger import describe
 from ctrain.promotion.decisions import headline, list_decisions, open_records, read_intent
@@ -295,7 +296,8 @@ def environments(settings: Settings) -> list[dict[str, Any]]:
             entry["pending"] = unfinished(env, client)
         except Exception as exc:  # one environment down must not hide the others
             entry["error"] = (
-                f"unreachable: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                refused(exc)
+                or f"unreachable: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
             )
         out.append(entry)
     return out

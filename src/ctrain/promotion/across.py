@@ -47,9 +47,13 @@ from ctrain.registry import (
 from ctrain.registry import manifest_digest as digest
 from ctrain.settings import Settings
 from ctrain.tracking import client_of, ensure_experiment
+from ctrain.training.restricted import CANDIDATE_TAG
 
 CARRIED = "carried"  # ctrain_stage of a target's run that holds a version carried in
 LINEAGE = ("source_environment", "source_version", "source_run_id", "model_sha256")
+# What the source's training run says of how it was trained, kept on the carried run: the
+# configuration can then be promoted on from the target (staging → prod) as from the source.
+TRAINED_WITH = (CANDIDATE_TAG, "training_config_hash")
 
 
 class CarryRefused(Exception):
@@ -133,7 +137,11 @@ def carry(
             "source_run_id": mv.run_id or "",
             "model_sha256": sha,
         }
-        return _write_verified(target, client, folder, files, lineage, dict(mv.tags), ctx, tmp)
+        run_tags = src.get_run(mv.run_id).data.tags if mv.run_id else {}
+        trained_with = {k: run_tags[k] for k in TRAINED_WITH if k in run_tags}
+        return _write_verified(
+            target, client, folder, files, lineage, dict(mv.tags) | trained_with, ctx, tmp
+        )
 
 
 def _write_verified(
@@ -146,7 +154,8 @@ def _write_verified(
     ctx: RunContext,
     tmp: str,
 ) -> RegisteredVersion:
-    """Write the bytes as a logged model of the target, read them back, compare, register."""
+    """Write the bytes as a logged model of the target, read them back, compare, register.
+    ``source_tags``: the source version's tags and its run's ``TRAINED_WITH``."""
     name, sha = target.model_name, lineage["model_sha256"]
     key = f"{lineage['source_environment']}/{lineage['source_version']}/{sha}"
     exp = ensure_experiment(client, target.experiment, target)
@@ -162,7 +171,8 @@ def _write_verified(
         run = client.create_run(
             exp,
             run_name=f"carried from {lineage['source_environment']} v{lineage['source_version']}",
-            tags={"ctrain_carry_key": key, "ctrain_stage": "carrying", **lineage},
+            tags={"ctrain_carry_key": key, "ctrain_stage": "carrying", **lineage}
+            | {k: source_tags[k] for k in TRAINED_WITH if k in source_tags},
         )
     run_id = run.info.run_id
     logged = client.create_logged_model(exp, name="model", source_run_id=run_id, tags=lineage)
