@@ -1,10 +1,12 @@
 """``make bench``: measure what the platform costs and write ``docs/benchmarks.md``.
 
-Eight sections, each run by its own script in its own process (``bench/*.py --help``):
+Nine sections, each run by its own script in its own process (``bench/*.py --help``):
 orchestration overhead of ``ct_training`` under the scheduler, the drift check, batch scoring,
 DAG parse time, the demo's wall time, how fast ctrain adapts to streams that change
 (``bench/adaptation.py``), online serving against ``mlflow models serve``
-(``bench/serving.py``), and the first load of the ctrain view in a browser (``bench/view.py``). Running some sections rewrites theirs in the document and keeps the
+(``bench/serving.py``), the first load of the ctrain view in a browser (``bench/view.py``),
+and the pre-deployment gate's figures for models of different weight (``bench/predeploy.py``).
+Running some sections rewrites theirs in the document and keeps the
 others as they were. Every figure is a median of several runs with min and
 max; ratios are taken in the same run. Nothing here is a test: tests never depend on speed.
 
@@ -44,6 +46,7 @@ SECTIONS = (
     "adaptation",
     "serving",
     "view",
+    "predeploy",
 )
 
 
@@ -167,6 +170,9 @@ def collect(sections: list[str], quick: bool) -> dict[str, Any]:
             "settled": run_script("view", "--home", home, "--runs", runs, "--settle", "10"),
             "at_once": run_script("view", "--home", home, "--runs", runs, "--settle", "0"),
         }
+    if "predeploy" in sections:
+        args = ["--repeat", "1", "--models", "lr,forest300"] if quick else ["--repeat", "3"]
+        results["predeploy"] = run_script("predeploy", *args)
     return results
 
 
@@ -752,6 +758,62 @@ def _view(v: dict) -> tuple[list[str], list[tuple[str, bool, str]]]:
     return lines, verdict
 
 
+def _predeploy(p: dict) -> tuple[list[str], list[tuple[str, bool, str]]]:
+    b = p["budgets"]
+    lines = [
+        "## 9. The pre-deployment gate (`promotion.predeployment`)",
+        "",
+        "Each model trained by ctrain on the demo's three batches (embedded store), then the gate's",
+        "own measurement (`ctrain.promotion.predeploy.load_test`: a scratch `ctrain serve",
+        f"--version N` loaded by Locust with the window's held-out rows; {b['users']} callers, "
+        f"{b['seconds']:g} s, {b['rows_per_request']} row a request), repeated; medians, and what",
+        f"the packaged budgets say of them (p50 <= {b['max_p50_ms']:g} ms, p99 <= "
+        f"{b['max_p99_ms']:g} ms, >= {b['min_rows_per_second']:g} rows/s, errors <= "
+        f"{b['max_error_rate']:g}, peak <= {b['max_peak_memory_mb']:g} MB, files <= "
+        f"{b['max_artifact_mb']:g} MB). Latencies are of every request, the ones shed with 503",
+        "(answered at once) included: a service that sheds most of its load shows a low p50 and a",
+        "high p99.",
+        "",
+        "| model | files MB | p50 ms | p99 ms | rows/s | errors | peak MB | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    verdict = []
+    for name, m in sorted(p["models"].items(), key=lambda kv: kv[1]["order"]):
+        med, runs = m["median"], m["runs"]
+
+        def span(key: str, digits: int = 0, runs=runs, med=med) -> str:
+            xs = [r[key] for r in runs]
+            return f"{med[key]:.{digits}f} ({min(xs):.{digits}f}-{max(xs):.{digits}f})"
+
+        estimator = m["estimator"].rsplit(".", 1)[1]
+        trees = m["params"].get("n_estimators")
+        label = f"{estimator}" + (f", {trees} trees" if trees else "")
+        said = "within budget" if not m["over"] else "rejected: " + "; ".join(m["over"])
+        lines.append(
+            f"| {label} | {med['artifact_mb']:.2f} | {span('p50_ms')} | {span('p99_ms')} | "
+            f"{span('rows_per_second')} | {span('error_rate', 3)} | {span('peak_memory_mb')} | "
+            f"{said} |"
+        )
+        if trees == 3000:
+            verdict.append(
+                (
+                    "Pre-deployment: a 3,000-tree forest is rejected by the packaged budgets",
+                    bool(m["over"]),
+                    "; ".join(m["over"]) or "within budget",
+                )
+            )
+        if name == "lr":
+            verdict.append(
+                (
+                    "Pre-deployment: the demo's logistic regression is within the packaged budgets",
+                    not m["over"],
+                    f"p50 {med['p50_ms']:.0f} ms, {med['rows_per_second']:.0f} rows/s",
+                )
+            )
+    lines += ["", f"Runs per model: {len(runs)}.", ""]
+    return lines, verdict
+
+
 RENDERERS = {
     "orchestration": _orchestration,
     "drift": _drift,
@@ -761,6 +823,7 @@ RENDERERS = {
     "adaptation": _adaptation,
     "serving": _serving,
     "view": _view,
+    "predeploy": _predeploy,
 }
 
 
