@@ -80,29 +80,32 @@ def _origin(uri: str) -> str | None:
 
 def route(settings: Settings) -> list[str]:
     """Send each environment's user (if one is set) to its server from now on, in this process;
-    the environments that have one.
+    the environments that have one. What an earlier call said of these environments is
+    replaced (a server that moved is not sent their user any more).
 
     Raises:
         ValueError: two environments with users of their own share one server, or a user's
             password cannot be read.
     """
-    found = []
+    mine: dict[str, str] = {}
     for name, env in settings.environments.items():
         origin = _origin(env.tracking_uri)
         if origin is None or login_of(name) is None:
             continue
-        other = _routes.get(origin)
-        if other not in (None, name) and login_of(other) is not None:
+        if origin in mine:
             raise ValueError(
-                f"environments {other} and {name} both have an MLflow user and share the "
+                f"environments {mine[origin]} and {name} both have an MLflow user and share the "
                 f"server {origin}: each environment's user must reach its own server"
             )
-        _routes[origin] = name
-        found.append(name)
-    if found:
+        mine[origin] = name
+    for origin, name in list(_routes.items()):
+        if name in settings.environments:
+            del _routes[origin]
+    _routes.update(mine)
+    if mine:
         # MLflow asks the hook named here on every request; one set by the deployment wins.
         os.environ.setdefault("MLFLOW_TRACKING_AUTH", PROVIDER)
-    return found
+    return list(mine.values())
 
 
 def login_for(url: str) -> Login | None:

@@ -200,7 +200,9 @@ def _run(root: Path, base: Path | None) -> int:
         print(
             f"4. prod pulls staging v{version}, asked by {REQUESTER}: {_figures(pulled['comparison'])}"
         )
-        print(f"   approval required: {request['subject'] if request else 'nothing to approve'}")
+        if request is None:  # nothing would move: recorded as it stands, and the demo stops
+            return _stopped("prod", steps.promote(pulled["comparison"], ctx, prod))
+        print(f"   approval required: {request['subject']}")
         args = (pulled["comparison"], ctx, pulled["dataset"])
         refused = steps.promote_after_approval(*args, _answer(REQUESTER), prod)
         print(f"   {REQUESTER} approves her own request: {refused['headline']}")

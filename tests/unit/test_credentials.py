@@ -63,3 +63,21 @@ def test_a_servers_refusal_says_which_it_is():
     assert "HTTP 403" in refused(MlflowException(body + "error code 403 != 200. x"))
     assert refused(MlflowException(body + "error code 500 != 200. x")) is None
     assert refused(ConnectionError("refused")) is None
+
+
+def test_a_server_that_moved_is_not_sent_the_user_any_more(monkeypatch):
+    monkeypatch.setenv("MLFLOW_DEV_TRACKING_USERNAME", "puller")
+    monkeypatch.setenv("MLFLOW_DEV_TRACKING_PASSWORD", "pw")
+    monkeypatch.setenv("MLFLOW_TRACKING_AUTH", "ctrain-environments")
+    route(load_settings(environments={"dev": {"tracking_uri": "http://old.example:5000"}}))
+    route(load_settings(environments={"dev": {"tracking_uri": "http://new.example:5000"}}))
+    auth = EnvironmentAuth()
+    assert _user_of(auth(_Request("http://new.example:5000/x"))) == "puller:pw"
+    assert auth(_Request("http://old.example:5000/x")).headers["Authorization"] == (
+        "Basic process-wide"
+    )
+    with pytest.raises(ValueError, match="both have an MLflow user and share the server"):
+        monkeypatch.setenv("MLFLOW_PROD_TRACKING_USERNAME", "w")
+        monkeypatch.setenv("MLFLOW_PROD_TRACKING_PASSWORD", "w")
+        same = {"tracking_uri": "http://one.example"}
+        route(load_settings(environments={"dev": same, "prod": same}))
