@@ -261,16 +261,22 @@ async def _send(send, status: int, body: dict, headers: list | None = None) -> N
 
 
 def _warm_rows(settings: Settings, client, recent: list[list]):
-    """Rows to warm a new version with: the last rows served, else its held-out rows."""
+    """Rows to warm a new version with: the last rows served, else its held-out rows, else the
+    held-out rows of the newest window here. Without any, it is served by the slow path only:
+    a version carried from another environment has no window of its own here, and once served
+    slow it stayed slow (p50 8-14 ms against 0.8 ms for the same model, measured)."""
 
     def rows(version: str) -> list:
         if recent:
             return recent[-1]
         folder = training_window(client, settings.model_name, version, settings.datasets_dir)
-        if folder is None or not (folder / "holdout.parquet").exists():
+        holdout = folder / "holdout.parquet" if folder is not None else None
+        if holdout is None or not holdout.exists():
+            windows = settings.datasets_dir.glob("*/holdout.parquet")
+            holdout = max(windows, key=lambda p: p.stat().st_mtime, default=None)
+        if holdout is None:
             return []
-        holdout = pd.read_parquet(folder / "holdout.parquet").head(WARM_ROWS)
-        return rows_from_frame(holdout, settings.dataset)
+        return rows_from_frame(pd.read_parquet(holdout).head(WARM_ROWS), settings.dataset)
 
     return rows
 
