@@ -238,8 +238,14 @@ def _run(root: Path, base: Path | None) -> int:
             print(f"6. prod retrains on a 4th batch of its own: refused: {exc}")
         conf = promote_config(prod, "staging", version, ctx, client_of(prod))
         print(f"   ctrain env promote-config --from staging --version {version}: {conf.reason}")
-        result = _retrain_until_approval(prod, ctx)
-        print(f"   prod retrains: {result}")
+        comparison = steps.run_training(ctx, prod, decide=False)
+        head = f"v{comparison['challenger_version']}, the promoted configuration on prod's data"
+        if request := steps.approval_request(comparison, ctx.to_xcom(), prod):
+            print(f"   prod retrains: {head}, waits for an approver: {request['subject']}")
+        else:
+            print(
+                f"   prod retrains: {head}, not promoted ({comparison['rule']}): {comparison['reason']}"
+            )
 
         print("7. ctrain env status (as prod's worker):")
         print("   " + format_environments(environments(prod)).replace("\n", "\n   "))
@@ -250,21 +256,3 @@ def _run(root: Path, base: Path | None) -> int:
 def _stopped(env: str, decision: dict) -> int:
     print(f"\nThe demo stops: {env} did not promote ({decision['rule']}): {decision['reason']}")
     return 1
-
-
-def _retrain_until_approval(prod: Settings, ctx: RunContext) -> str:
-    """ct_training's steps in prod up to its approval request; one line of what stands."""
-    from ctrain import steps
-
-    c = ctx.to_xcom()
-    dataset = steps.assemble(c, prod)
-    trained = steps.train(dataset, c, prod)
-    evaluation = steps.evaluate(trained, dataset, prod)
-    validation = steps.validate_set(dataset, prod)
-    challenger = steps.register(trained, dataset, validation, evaluation, c, prod)
-    comparison = steps.predeploy(steps.compare(challenger, dataset, c, prod), dataset, prod)
-    request = steps.approval_request(comparison, c, prod)
-    head = f"v{comparison['challenger_version']}, the promoted configuration on prod's data"
-    if request:
-        return f"{head}, waits for an approver: {request['subject']}"
-    return f"{head}, not promoted ({comparison['rule']}): {comparison['reason']}"

@@ -329,8 +329,10 @@ def promote_after_approval(
     ).to_xcom()
 
 
-def run_training(ctx: RunContext, settings: Settings | None = None) -> XCom:
-    """The whole ct_training pipeline in this process, through the same steps as the DAG."""
+def run_training(ctx: RunContext, settings: Settings | None = None, decide: bool = True) -> XCom:
+    """The whole ct_training pipeline in this process, through the same steps as the DAG.
+    With ``decide`` false it stops before the decision and returns the comparison (what the
+    approval gate is asked about), unless the window was trained before (the skip's record)."""
     s = _settings(settings)
     c = ctx.to_xcom()
     dataset = assemble(c, s)
@@ -342,7 +344,7 @@ def run_training(ctx: RunContext, settings: Settings | None = None) -> XCom:
     evaluation = evaluate(trained, dataset, s)
     challenger = register(trained, dataset, validation, evaluation, c, s)
     comparison = predeploy(compare(challenger, dataset, c, s), dataset, s)
-    return promote(comparison, c, s)
+    return promote(comparison, c, s) if decide else comparison
 
 
 def unscored(settings: Settings | None = None) -> list[str]:

@@ -81,3 +81,15 @@ def test_a_server_that_moved_is_not_sent_the_user_any_more(monkeypatch):
         monkeypatch.setenv("MLFLOW_PROD_TRACKING_PASSWORD", "w")
         same = {"tracking_uri": "http://one.example"}
         route(load_settings(environments={"dev": same, "prod": same}))
+
+
+def test_mlflow_finds_the_plugin_by_its_entry_point_and_importing_it_costs_no_mlflow():
+    import subprocess
+    import sys
+
+    code = "import sys, ctrain.credentials; print('mlflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    from mlflow.tracking.request_auth.registry import fetch_auth
+
+    assert isinstance(fetch_auth("ctrain-environments"), EnvironmentAuth)
